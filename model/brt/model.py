@@ -1,0 +1,385 @@
+"""The Block-Recurrent Transformer (Hutchins et al., 2022) in PyTorch, TorchScript-compatible.
+
+Per-session memory is two tensors (batch is always dimension 0, so sessions can be concatenated):
+
+  kv:    (B, L, 2, H, 2W, dh)  per layer, keys (index 0) and values (index 1) of 2W token slots.
+         Slots [0, W) hold the previous block, slots [W, 2W) the current block. At a block boundary
+         the current half is zeros. At a document start everything is zeros (and, as in the reference
+         code, not masked: first-block tokens see zero keys/values).
+  state: (B, R, 3, S, D)       per recurrent layer r: [0] the state vectors S_b, [1] their keys K_s and
+         [2] their values V_s (heads flattened into D). Keys/values are cached so that decoding does not
+         recompute them for every token.
+
+Token i of a block attends to exactly the W tokens before it (relative offsets -W..-1), never itself.
+Block-parallel processing (`forward_blocks`) and token-by-token decoding (`decode_step`) compute the
+same function; tests check they agree to fp32 rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import BRTConfig
+
+NEG_INF = -1e9
+
+
+def l2norm(u: Tensor) -> Tensor:
+    return u * torch.rsqrt(u.pow(2).sum(-1, keepdim=True) + 1e-6)
+
+
+def relative_bucket(n: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+    """T5 causal bucket of a distance n = query position - key position (n >= 0; negatives -> 0)."""
+    exact = num_buckets // 2
+    n = n.clamp(min=0)
+    nf = n.clamp(min=1).to(torch.float32)
+    large = exact + (torch.log(nf / exact) / math.log(max_distance / exact) * (num_buckets - exact)).floor().to(torch.long)
+    large = large.clamp(max=num_buckets - 1)
+    return torch.where(n < exact, n, large)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor, alpha: Tensor,
+           use_bias: bool, use_mask: bool) -> Tensor:
+    """q (B,H,Tq,dh), k/v (B,H,Tk,dh), bias broadcastable to (B,H,Tq,Tk), mask bool likewise, alpha (H,)."""
+    logits = torch.matmul(q, k.transpose(-1, -2))
+    if use_bias:
+        logits = logits + bias
+    logits = logits * alpha.view(1, -1, 1, 1)
+    if use_mask:
+        logits = logits.masked_fill(torch.logical_not(mask), NEG_INF)
+    p = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+    return torch.matmul(p, v)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Linear(d, d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.w2(self.drop(F.relu(self.w1(x)))))
+
+
+class BRTLayer(nn.Module):
+    """One pre-norm sliding-window layer; recurrent when `rec_index >= 0`.
+
+    Both kinds share one signature so a TorchScript ModuleList loop can call them alike.
+    """
+
+    def __init__(self, cfg: BRTConfig, rec_index: int):
+        super().__init__()
+        d, h = cfg.d_model, cfg.n_heads
+        self.d = d
+        self.h = h
+        self.dh = cfg.head_dim
+        self.W = cfg.window
+        self.S = cfg.n_state
+        self.rec_index = rec_index
+        self.num_buckets = cfg.num_buckets
+        self.max_distance = cfg.max_distance
+        self.lstm_gate = cfg.gate == "lstm"
+        self.norm1 = RMSNorm(d)
+        self.norm2 = RMSNorm(d)
+        self.wq = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, d, bias=False)
+        self.wv = nn.Linear(d, d, bias=False)
+        self.alpha = nn.Parameter(torch.full((h,), cfg.attn_scale_init))
+        self.rel_bias = nn.Parameter(torch.zeros(h, cfg.num_buckets))
+        self.ffn = FeedForward(d, cfg.d_ff, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+        recurrent = rec_index >= 0
+        # Vertical direction: tokens also read the state (query Q2_x); Wo maps both halves.
+        self.wo = nn.Linear(2 * d if recurrent else d, d, bias=False)
+        # Block-mode relative distances: query i (concatenated position W+i) to key slot j.
+        W = cfg.window
+        qpos = torch.arange(W).view(W, 1) + W
+        kpos = torch.arange(2 * W).view(1, 2 * W)
+        dist = qpos - kpos
+        self.register_buffer("block_bucket", relative_bucket(dist, cfg.num_buckets, cfg.max_distance), persistent=False)
+        self.register_buffer("block_mask", (dist >= 1) & (dist <= W), persistent=False)
+        if recurrent:
+            s = cfg.n_state
+            self.wq2 = nn.Linear(d, d, bias=False)
+            self.alpha2 = nn.Parameter(torch.full((h,), cfg.attn_scale_init))
+            self.state_norm = RMSNorm(d)
+            self.state_ids = nn.Parameter(torch.randn(s, d))
+            self.s_wq = nn.Linear(d, d, bias=False)
+            self.s_wq2 = nn.Linear(d, d, bias=False)
+            self.s_wk = nn.Linear(d, d, bias=False)
+            self.s_wv = nn.Linear(d, d, bias=False)
+            self.s_alpha = nn.Parameter(torch.full((h,), cfg.attn_scale_init))
+            self.s_alpha2 = nn.Parameter(torch.full((h,), cfg.attn_scale_init))
+            self.s_wo = nn.Linear(2 * d, d, bias=False)
+            self.gate_bias = nn.Parameter(torch.randn(d) * 0.1)
+            self.initial = nn.Parameter(torch.randn(s, d) * 0.1)
+            self.gate_f = nn.Linear(d, d, bias=True)
+            self.gate_i = nn.Linear(d, d, bias=True)
+        else:
+            # Placeholders keep attribute types uniform for TorchScript; never used.
+            self.wq2 = nn.Identity()
+            self.alpha2 = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.state_norm = nn.Identity()
+            self.state_ids = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.s_wq = nn.Identity()
+            self.s_wq2 = nn.Identity()
+            self.s_wk = nn.Identity()
+            self.s_wv = nn.Identity()
+            self.s_alpha = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.s_alpha2 = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.s_wo = nn.Identity()
+            self.gate_bias = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.initial = nn.Parameter(torch.zeros(0), requires_grad=False)
+            self.gate_f = nn.Identity()
+            self.gate_i = nn.Identity()
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def heads(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.h, self.dh).transpose(1, 2)
+
+    def merge(self, x: Tensor) -> Tensor:
+        B, H, T, dh = x.shape
+        return x.transpose(1, 2).reshape(B, T, H * dh)
+
+    def state_kv(self, s: Tensor) -> Tuple[Tensor, Tensor]:
+        """Keys (l2-normalised per head) and values of state vectors s (B,S,D), heads flattened."""
+        sh = self.state_norm(s) + self.state_ids
+        ks = self.merge(l2norm(self.heads(self.s_wk(sh))))
+        vs = self.s_wv(sh)
+        return ks, vs
+
+    def initial_state(self, batch: int) -> Tensor:
+        """(B, 3, S, D): the learned initial state with its keys and values."""
+        s0 = self.initial.unsqueeze(0).expand(batch, -1, -1)
+        ks, vs = self.state_kv(s0)
+        return torch.stack([s0, ks, vs], dim=1)
+
+    def update_state(self, st: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """Horizontal direction: next state from st (B,3,S,D) and the 2W token keys/values (B,H,2W,dh)."""
+        s, ks, vs = st[:, 0], st[:, 1], st[:, 2]
+        sh = self.state_norm(s) + self.state_ids
+        qs = l2norm(self.heads(self.s_wq(sh)))
+        q2s = l2norm(self.heads(self.s_wq2(sh)))
+        empty = torch.zeros(0, dtype=s.dtype, device=s.device)
+        b1 = attend(qs, self.heads(ks), self.heads(vs), empty, empty.bool(), self.s_alpha, False, False)
+        b2 = attend(q2s, keys, values, empty, empty.bool(), self.s_alpha2, False, False)
+        hh = self.s_wo(torch.cat([self.merge(b1), self.merge(b2)], dim=-1))
+        if self.lstm_gate:
+            f = torch.sigmoid(self.gate_f(hh) + 1.0)
+            i = torch.sigmoid(self.gate_i(hh) - 1.0)
+            s_new = f * s + i * hh
+        else:
+            g = torch.sigmoid(self.gate_bias)
+            s_new = g * s + (1.0 - g) * hh
+        ks_new, vs_new = self.state_kv(s_new)
+        return torch.stack([s_new, ks_new, vs_new], dim=1)
+
+    def mix(self, x: Tensor, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float) -> Tensor:
+        """Residual attention output (plus the state read for a recurrent layer) and the FFN."""
+        if self.rec_index >= 0:
+            empty = torch.zeros(0, dtype=x.dtype, device=x.device)
+            a2 = attend(q2, self.heads(st[:, 1]), self.heads(st[:, 2]), empty, empty.bool(), self.alpha2, False, False)
+            att = torch.cat([self.merge(a1), self.merge(a2) * state_scale], dim=-1)
+        else:
+            att = self.merge(a1)
+        y = x + self.drop(self.wo(att))
+        return y + self.ffn(self.norm2(y))
+
+    # ---- block-parallel ------------------------------------------------------------------------
+    def block(self, x: Tensor, kv: Tensor, st: Tensor, state_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """x (B,W,D) one full block; kv (B,2,H,2W,dh) at a block boundary; st (B,3,S,D) or empty.
+
+        Returns the output, the cache for the next block boundary and the next state.
+        """
+        W = self.W
+        xn = self.norm1(x)
+        q = l2norm(self.heads(self.wq(xn)))
+        k = l2norm(self.heads(self.wk(xn)))
+        v = self.heads(self.wv(xn))
+        keys = torch.cat([kv[:, 0, :, :W], k], dim=2)
+        values = torch.cat([kv[:, 1, :, :W], v], dim=2)
+        bias = self.rel_bias[:, self.block_bucket].unsqueeze(0)  # (1,H,W,2W)
+        a1 = attend(q, keys, values, bias, self.block_mask.view(1, 1, W, 2 * W), self.alpha, True, True)
+        q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
+        if self.rec_index >= 0:
+            q2 = l2norm(self.heads(self.wq2(xn)))
+        y = self.mix(x, a1, q2, st, state_scale)
+        new_kv = torch.stack([torch.cat([k, torch.zeros_like(k)], dim=2),
+                              torch.cat([v, torch.zeros_like(v)], dim=2)], dim=1)
+        new_st = st
+        if self.rec_index >= 0:
+            new_st = self.update_state(st, keys, values)
+        return y, new_kv, new_st
+
+    # ---- token-by-token ------------------------------------------------------------------------
+    def step(self, x: Tensor, kv: Tensor, st: Tensor, t: Tensor, state_scale: float) -> Tuple[Tensor, Tensor]:
+        """x (B,1,D) one token per row at block offset t (B,); writes its key/value into slot W+t.
+
+        Returns the output and the updated cache; the state update happens in `finish_block`.
+        """
+        W = self.W
+        B = x.shape[0]
+        xn = self.norm1(x)
+        q = l2norm(self.heads(self.wq(xn)))
+        k = l2norm(self.heads(self.wk(xn)))
+        v = self.heads(self.wv(xn))
+        slots = torch.arange(2 * W, device=x.device).view(1, 2 * W)
+        tpos = t.view(B, 1) + W
+        write = (slots == tpos).view(B, 1, 2 * W, 1)
+        keys = torch.where(write, k, kv[:, 0])
+        values = torch.where(write, v, kv[:, 1])
+        dist = tpos - slots  # (B, 2W)
+        bucket = relative_bucket(dist, self.num_buckets, self.max_distance)
+        bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,2W)
+        mask = ((dist >= 1) & (dist <= W)).view(B, 1, 1, 2 * W)
+        a1 = attend(q, keys, values, bias, mask, self.alpha, True, True)
+        q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
+        if self.rec_index >= 0:
+            q2 = l2norm(self.heads(self.wq2(xn)))
+        y = self.mix(x, a1, q2, st, state_scale)
+        return y, torch.stack([keys, values], dim=1)
+
+    def finish_block(self, kv: Tensor, st: Tensor) -> Tensor:
+        """Next state once the current block (slots [W,2W)) is complete."""
+        if self.rec_index < 0:
+            return st
+        return self.update_state(st, kv[:, 0], kv[:, 1])
+
+
+class BlockRecurrentTransformer(nn.Module):
+    def __init__(self, cfg: BRTConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.vocab_size = cfg.vocab_size
+        self.d_model = cfg.d_model
+        self.n_layers = cfg.n_layers
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.head_dim
+        self.window = cfg.window
+        self.n_state = cfg.n_state
+        self.n_recurrent = len(cfg.recurrent_layers)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=1.0)
+        rec = list(cfg.recurrent_layers)
+        self.layers = nn.ModuleList([BRTLayer(cfg, rec.index(i) if i in rec else -1) for i in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.logit_scale = 1.0 / math.sqrt(cfg.d_model)
+        # 1.0 normally; 0.0 removes every read of the state (tests use it to show the state's effect).
+        self.state_scale = 1.0
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and name.endswith("weight") and "embed" not in name:
+                nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
+
+    # ---- memory --------------------------------------------------------------------------------
+    @torch.jit.export
+    def initial_state(self, batch: int) -> Tuple[Tensor, Tensor]:
+        p = self.embed.weight
+        kv = torch.zeros(batch, self.n_layers, 2, self.n_heads, 2 * self.window, self.head_dim,
+                         dtype=p.dtype, device=p.device)
+        states: List[Tensor] = []
+        for layer in self.layers:
+            if layer.rec_index >= 0:
+                states.append(layer.initial_state(batch))
+        if len(states) == 0:
+            state = torch.zeros(batch, 0, 3, self.n_state, self.d_model, dtype=p.dtype, device=p.device)
+        else:
+            state = torch.stack(states, dim=1)
+        return kv, state
+
+    def logits_of(self, h: Tensor) -> Tensor:
+        return torch.matmul(self.final_norm(h), self.embed.weight.t()) * self.logit_scale
+
+    # ---- block-parallel ------------------------------------------------------------------------
+    def forward_blocks(self, tokens: Tensor, kv: Tensor, state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """tokens (B, N*W) from a block boundary. Returns logits (B, N*W, V), next kv and state."""
+        W = self.window
+        B, T = tokens.shape
+        if T % W != 0:
+            raise ValueError("forward_blocks needs a whole number of blocks")
+        outs: List[Tensor] = []
+        for b in range(T // W):
+            x = self.drop(self.embed(tokens[:, b * W:(b + 1) * W]))
+            new_kv: List[Tensor] = []
+            new_states: List[Tensor] = []
+            for i, layer in enumerate(self.layers):
+                r = layer.rec_index
+                st = state[:, r] if r >= 0 else state[:, 0:0]
+                x, lkv, st = layer.block(x, kv[:, i], st, self.state_scale)
+                new_kv.append(lkv)
+                if r >= 0:
+                    new_states.append(st)
+            kv = torch.stack(new_kv, dim=1)
+            if len(new_states) > 0:
+                state = torch.stack(new_states, dim=1)
+            outs.append(self.logits_of(x))
+        return torch.cat(outs, dim=1), kv, state
+
+    @torch.jit.export
+    def score_blocks(self, tokens: Tensor, kv: Tensor, state: Tensor, top_k: int
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Scores whole blocks (see model/README.md, "Export contract")."""
+        logits, kv, state = self.forward_blocks(tokens, kv, state)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        target = logp[:, :-1].gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2)
+        if top_k > 0:
+            top_lp, top_ids = torch.topk(logp, top_k, dim=-1)
+        else:
+            top_lp = torch.zeros(logp.shape[0], logp.shape[1], 0, dtype=logp.dtype, device=logp.device)
+            top_ids = torch.zeros(logp.shape[0], logp.shape[1], 0, dtype=torch.long, device=logp.device)
+        return target, top_lp, top_ids, logp[:, -1].contiguous(), kv, state
+
+    # ---- token-by-token ------------------------------------------------------------------------
+    @torch.jit.export
+    def decode_step(self, tokens: Tensor, positions: Tensor, kv: Tensor, state: Tensor
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """One token per row at per-row positions. Returns log-probs (B,V) of the next token, kv, state."""
+        W = self.window
+        B = tokens.shape[0]
+        t = positions % W
+        x = self.embed(tokens).unsqueeze(1)
+        new_kv: List[Tensor] = []
+        for i, layer in enumerate(self.layers):
+            r = layer.rec_index
+            st = state[:, r] if r >= 0 else state[:, 0:0]
+            x, lkv = layer.step(x, kv[:, i], st, t, self.state_scale)
+            new_kv.append(lkv)
+        kv = torch.stack(new_kv, dim=1)
+        logp = torch.log_softmax(self.logits_of(x)[:, 0].float(), dim=-1)
+        done = t == (W - 1)
+        if bool(done.any()):
+            new_states: List[Tensor] = []
+            for i, layer in enumerate(self.layers):
+                r = layer.rec_index
+                if r >= 0:
+                    st = state[:, r]
+                    upd = layer.finish_block(kv[:, i], st)
+                    new_states.append(torch.where(done.view(B, 1, 1, 1), upd, st))
+            if len(new_states) > 0:
+                state = torch.stack(new_states, dim=1)
+            shifted = torch.cat([kv[..., W:, :], torch.zeros_like(kv[..., W:, :])], dim=-2)
+            kv = torch.where(done.view(B, 1, 1, 1, 1, 1), shifted, kv)
+        return logp, kv, state
+
+    def forward(self, tokens: Tensor, kv: Tensor, state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.forward_blocks(tokens, kv, state)
