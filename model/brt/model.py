@@ -26,7 +26,6 @@ from torch import Tensor
 
 from .config import BRTConfig
 
-NEG_INF = -1e9
 
 
 def l2norm(u: Tensor) -> Tensor:
@@ -63,7 +62,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor, alpha: T
         logits = logits + bias
     logits = logits * alpha.view(1, -1, 1, 1)
     if use_mask:
-        logits = logits.masked_fill(torch.logical_not(mask), NEG_INF)
+        logits = logits.masked_fill(torch.logical_not(mask), -1e9)
     p = torch.softmax(logits.float(), dim=-1).to(v.dtype)
     return torch.matmul(p, v)
 
@@ -180,8 +179,8 @@ class BRTLayer(nn.Module):
         qs = l2norm(self.heads(self.s_wq(sh)))
         q2s = l2norm(self.heads(self.s_wq2(sh)))
         empty = torch.zeros(0, dtype=s.dtype, device=s.device)
-        b1 = attend(qs, self.heads(ks), self.heads(vs), empty, empty.bool(), self.s_alpha, False, False)
-        b2 = attend(q2s, keys, values, empty, empty.bool(), self.s_alpha2, False, False)
+        b1 = attend(qs, self.heads(ks), self.heads(vs), empty, empty.to(torch.bool), self.s_alpha, False, False)
+        b2 = attend(q2s, keys, values, empty, empty.to(torch.bool), self.s_alpha2, False, False)
         hh = self.s_wo(torch.cat([self.merge(b1), self.merge(b2)], dim=-1))
         if self.lstm_gate:
             f = torch.sigmoid(self.gate_f(hh) + 1.0)
@@ -197,7 +196,7 @@ class BRTLayer(nn.Module):
         """Residual attention output (plus the state read for a recurrent layer) and the FFN."""
         if self.rec_index >= 0:
             empty = torch.zeros(0, dtype=x.dtype, device=x.device)
-            a2 = attend(q2, self.heads(st[:, 1]), self.heads(st[:, 2]), empty, empty.bool(), self.alpha2, False, False)
+            a2 = attend(q2, self.heads(st[:, 1]), self.heads(st[:, 2]), empty, empty.to(torch.bool), self.alpha2, False, False)
             att = torch.cat([self.merge(a1), self.merge(a2) * state_scale], dim=-1)
         else:
             att = self.merge(a1)
@@ -269,7 +268,7 @@ class BlockRecurrentTransformer(nn.Module):
     def __init__(self, cfg: BRTConfig):
         super().__init__()
         cfg.validate()
-        self.cfg = cfg
+        self.config_json = cfg.to_json()
         self.vocab_size = cfg.vocab_size
         self.d_model = cfg.d_model
         self.n_layers = cfg.n_layers
@@ -369,11 +368,11 @@ class BlockRecurrentTransformer(nn.Module):
         done = t == (W - 1)
         if bool(done.any()):
             new_states: List[Tensor] = []
-            for i, layer in enumerate(self.layers):
-                r = layer.rec_index
+            for j, rlayer in enumerate(self.layers):
+                r = rlayer.rec_index
                 if r >= 0:
                     st = state[:, r]
-                    upd = layer.finish_block(kv[:, i], st)
+                    upd = rlayer.finish_block(kv[:, j], st)
                     new_states.append(torch.where(done.view(B, 1, 1, 1), upd, st))
             if len(new_states) > 0:
                 state = torch.stack(new_states, dim=1)
