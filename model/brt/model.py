@@ -130,8 +130,12 @@ class BRTLayer(nn.Module):
             self.s_wo = nn.Linear(2 * d, d, bias=False)
             self.gate_bias = nn.Parameter(torch.randn(d) * 0.1)
             self.initial = nn.Parameter(torch.randn(s, d) * 0.1)
-            self.gate_f = nn.Linear(d, d, bias=True)
-            self.gate_i = nn.Linear(d, d, bias=True)
+            if self.lstm_gate:
+                self.gate_f = nn.Linear(d, d, bias=True)
+                self.gate_i = nn.Linear(d, d, bias=True)
+            else:
+                self.gate_f = nn.Identity()
+                self.gate_i = nn.Identity()
         else:
             # Placeholders keep attribute types uniform for TorchScript; never used.
             self.wq2 = nn.Identity()
