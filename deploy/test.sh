@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a clean clone: installs the Debian packages (skipped when present),
+# builds the corpus used by tests (a few seconds, from Debian's bible-kjv and Python sources), builds the
+# server and its unit tests, then runs
+#   1. the C++ unit tests (ctest),
+#   2. the model and tokenizer tests (pytest, tests/model),
+#   3. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration).
+# Extra arguments go to the final pytest run (e.g. -k generation).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+[ -f model/data/test.jsonl ] || /usr/bin/python3 model/build_corpus.py --out model/data
+bash deploy/build.sh
+echo "== C++ unit tests"
+ctest --test-dir build --output-on-failure -j2
+echo "== Python tests (model, tokenizer, end-to-end)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/model tests/integration "$@"
