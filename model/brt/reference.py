@@ -23,7 +23,8 @@ def load_eager(path: str) -> Tuple[BlockRecurrentTransformer, dict]:
     cfg = BRTConfig.from_dict(meta["config"])
     cfg.dropout = 0.0
     model = BlockRecurrentTransformer(cfg)
-    model.load_state_dict(scripted.state_dict())
+    want = model.state_dict().keys()  # the export also lists non-persistent buffers; skip those
+    model.load_state_dict({k: v for k, v in scripted.state_dict().items() if k in want})
     return model.eval(), meta
 
 
