@@ -1,0 +1,274 @@
+// Engine: the server core. It owns the session table, a bounded queue of active calls (Score and Generate)
+// and ONE executor thread that owns the model backend. It knows nothing of gRPC.
+//
+// Execution model (the invariant the rest relies on): RPC threads never touch the model. They tokenize,
+// enqueue tokens and wait for results through sinks; the executor thread alone calls the ModelBackend and
+// alone changes a session's model memory. Each executor iteration runs
+//   1. one batched decode_step over every session that needs a single-token feed (generating sessions,
+//      sessions mid-block, and the partial last block at the end of a Score call or prompt), then
+//   2. one batched score_blocks over up to max_batch_size sessions that sit at a block boundary with at
+//      least W pending tokens (rows picked round-robin),
+// so a book being scored delays another session's next token by at most one score_blocks call.
+//
+// Sessions change only at token or block boundaries: the executor swaps in new memory after a successful
+// model call, so a cancelled, failed or deleted call leaves its session consistent and usable.
+//
+// Thread safety: all public methods are thread-safe. Sink callbacks run on the executor thread (or the
+// calling thread for immediate errors) without any Engine lock held; they must not block for long.
+#ifndef BRT_SERVER_CORE_ENGINE_H_
+#define BRT_SERVER_CORE_ENGINE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/core/sampling_params.h"
+#include "server/core/stats.h"
+#include "server/model/backend.h"
+#include "server/tokenizer/tokenizer.h"
+
+namespace brt {
+
+struct EngineOptions {
+  // Sessions held at once; CreateSession fails with RESOURCE_EXHAUSTED beyond it.
+  uint32_t max_sessions = 1024;
+  // Active Score/Generate calls (the scheduler queue); new calls fail with UNAVAILABLE beyond it.
+  uint32_t max_queue = 256;
+  // Rows (sessions) per batched score_blocks call.
+  uint32_t max_batch_size = 8;
+  // Rows per batched decode_step call.
+  uint32_t max_decode_batch = 64;
+  // Blocks per row in one score_blocks call (bounds the latency one call adds to generation).
+  uint32_t max_blocks_per_call = 2;
+  // Bytes per Score chunk and per Generate prompt; RESOURCE_EXHAUSTED beyond.
+  uint64_t max_chunk_bytes = 1 << 20;
+  // Upper bound of GenerateRequest.max_tokens, and the value used when it is unset.
+  uint32_t max_tokens_cap = 4096;
+  uint32_t default_max_tokens = 128;
+  // Upper bound of ScoreRequest.top_k.
+  uint32_t max_top_k = 20;
+  // Pending tokens per Score call above which the caller is told to pause reading (backpressure).
+  // 0 = 16 * W.
+  uint32_t max_pending_tokens = 0;
+  // Server-wide sampling defaults (below the session defaults).
+  SamplingConfig default_sampling;
+  // Clock seam (Unix ms); default: the system clock.
+  std::function<int64_t()> now_ms;
+};
+
+struct SessionInfo {
+  std::string id;
+  std::string label;
+  uint64_t tokens_consumed = 0;
+  uint64_t position = 1;
+  uint32_t block_offset = 1;
+  uint64_t state_bytes = 0;
+  std::string device;
+  int64_t created_unix_ms = 0;
+  int64_t last_used_unix_ms = 0;
+  SamplingOverrides default_sampling;
+  bool busy = false;
+};
+
+struct AlternativeResult {
+  int32_t token_id = 0;
+  std::string piece;
+  float logprob = 0;
+};
+
+struct TokenScoreResult {
+  uint64_t position = 0;
+  int32_t token_id = 0;
+  std::string piece;
+  uint64_t byte_begin = 0;
+  uint64_t byte_end = 0;
+  float nll = 0;
+  std::vector<AlternativeResult> top;
+};
+
+struct ScoreSummaryResult {
+  uint64_t tokens = 0;
+  uint64_t bytes = 0;
+  double total_nll = 0;
+  double mean_nll = 0;
+  double perplexity = 1;
+  double bits_per_token = 0;
+  double bits_per_byte = 0;
+  uint64_t position = 0;
+};
+
+struct ScoreOptions {
+  int32_t top_k = 0;
+  bool omit_tokens = false;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Receives a Score call's results, in order. OnFinish is called exactly once, last; after it no other
+// method is called. OnInputReady follows an Append that returned false, once the backlog has drained.
+class ScoreSink {
+ public:
+  virtual ~ScoreSink() = default;
+  virtual void OnTokens(std::vector<TokenScoreResult> tokens) = 0;
+  virtual void OnInputReady() = 0;
+  virtual void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) = 0;
+};
+
+enum class FinishReason { kUnspecified = 0, kLength = 1, kStopSequence = 2, kEos = 3, kCancelled = 4 };
+
+struct GeneratedToken {
+  std::string text;  // whole UTF-8 delta (may be empty)
+  int32_t token_id = 0;
+  float logprob = 0;
+  uint64_t position = 0;
+  std::string bytes;
+};
+
+struct GenerateSummary {
+  FinishReason reason = FinishReason::kUnspecified;
+  std::string text;  // held-back text released at the end
+  uint32_t prompt_tokens = 0;
+  uint32_t generated_tokens = 0;
+  uint64_t session_position = 0;
+};
+
+struct GenerateParams {
+  std::string prompt;
+  std::optional<uint32_t> max_tokens;
+  SamplingOverrides sampling;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Receives a Generate call's results. OnFinish is called exactly once, last.
+class GenerateSink {
+ public:
+  virtual ~GenerateSink() = default;
+  virtual void OnToken(GeneratedToken token) = 0;
+  virtual void OnFinish(absl::StatusOr<GenerateSummary> summary) = 0;
+};
+
+class Engine;
+struct Job;           // an active call (engine.cc)
+struct SessionState;  // a session's model memory and bookkeeping (engine.cc)
+
+// Handle of a running Score call. The caller drives input; results arrive at its ScoreSink.
+// Append/CloseInput must not be called concurrently with each other (one reader per stream).
+class ScoreCall {
+ public:
+  // Adds a chunk of text. Returns true if the caller may send more now, false if it should wait for
+  // ScoreSink::OnInputReady. RESOURCE_EXHAUSTED for an oversized chunk; the call's status if it ended.
+  absl::StatusOr<bool> Append(std::string_view chunk);
+  // End of the client's input: the rest is tokenized, the partial block run, then OnFinish(summary).
+  absl::Status CloseInput();
+  // Stops the call at the next token/block boundary; OnFinish(CANCELLED) follows.
+  void Cancel();
+
+ private:
+  friend class Engine;
+  ScoreCall(Engine* engine, std::shared_ptr<Job> job) : engine_(engine), job_(std::move(job)) {}
+  Engine* engine_;
+  std::shared_ptr<Job> job_;
+};
+
+class GenerateCall {
+ public:
+  // Stops at the next token boundary; OnFinish(CANCELLED status) follows.
+  void Cancel();
+
+ private:
+  friend class Engine;
+  GenerateCall(Engine* engine, std::shared_ptr<Job> job) : engine_(engine), job_(std::move(job)) {}
+  Engine* engine_;
+  std::shared_ptr<Job> job_;
+};
+
+class Engine {
+ public:
+  // Starts the executor thread. The backend and tokenizer must agree on the vocabulary.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(EngineOptions options,
+                                                        std::unique_ptr<ModelBackend> backend,
+                                                        std::shared_ptr<const Tokenizer> tokenizer);
+  // Ends every active call (UNAVAILABLE, or finish reason CANCELLED) and joins the executor.
+  ~Engine();
+
+  absl::StatusOr<SessionInfo> CreateSession(const std::string& label,
+                                            const SamplingOverrides& default_sampling);
+  absl::StatusOr<SessionInfo> GetSession(const std::string& id) const;
+  std::vector<SessionInfo> ListSessions() const;
+  absl::Status DeleteSession(const std::string& id);
+
+  // Starts a Score call. NOT_FOUND, FAILED_PRECONDITION (session busy), UNAVAILABLE (queue full),
+  // INVALID_ARGUMENT (top_k). The sink must stay valid until its OnFinish.
+  absl::StatusOr<std::unique_ptr<ScoreCall>> StartScore(const std::string& session_id,
+                                                        const ScoreOptions& options, ScoreSink* sink);
+  // Starts a Generate call; same codes plus INVALID_ARGUMENT / RESOURCE_EXHAUSTED for parameters.
+  absl::StatusOr<std::unique_ptr<GenerateCall>> StartGenerate(const std::string& session_id,
+                                                              GenerateParams params, GenerateSink* sink);
+
+  const ModelMetadata& metadata() const { return backend_->metadata(); }
+  const EngineOptions& options() const { return options_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  StatsSnapshot stats() const { return stats_.Snapshot(); }
+  uint32_t active_calls() const;
+  uint32_t session_count() const;
+
+ private:
+  friend class ScoreCall;
+  friend class GenerateCall;
+  struct Plan;
+  using Events = std::vector<std::function<void()>>;
+
+  Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
+         std::shared_ptr<const Tokenizer> tokenizer, MemoryPtr initial);
+
+  absl::StatusOr<bool> Append(Job* job, std::string_view chunk);
+  absl::Status CloseInput(Job* job);
+  void Cancel(Job* job);
+
+  int64_t NowMs() const;
+  SessionInfo InfoLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status AdmitLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  // Executor.
+  void ExecutorLoop();
+  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PlanLocked(Plan* plan, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunDecode(Plan* plan);
+  void RunScore(Plan* plan);
+  void FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SampleLocked(Job& job, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<AlternativeResult> TopK(const std::vector<float>& logprobs, int k) const;
+  static void Deliver(Events* events);
+
+  const EngineOptions options_;
+  const std::unique_ptr<ModelBackend> backend_;  // executor thread only
+  const std::shared_ptr<const Tokenizer> tokenizer_;
+  const MemoryPtr initial_memory_;
+  const int32_t window_;
+  ExecutorStats stats_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<SessionState>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);  // active calls, in arrival order
+  size_t score_cursor_ ABSL_GUARDED_BY(mu_) = 0;                 // round-robin start for score rows
+  size_t decode_cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread executor_;
+};
+
+}  // namespace brt
+
+#endif  // BRT_SERVER_CORE_ENGINE_H_

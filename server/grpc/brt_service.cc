@@ -1,0 +1,355 @@
+#include "server/grpc/brt_service.h"
+
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/grpc/convert.h"
+#include "server/grpc/status_util.h"
+
+namespace brt {
+namespace {
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// One Score stream. Reads are paced by the core (Append's return value and OnInputReady); writes are
+// queued, and token batches that arrive while a write is in flight are merged into one message.
+// Finish is called only once the core has called OnFinish (or before any core call exists), so the core
+// never calls a deleted sink.
+class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
+                           public ScoreSink {
+ public:
+  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx) : engine_(engine), ctx_(ctx) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed (or the call is ending)
+      absl::MutexLock lock(&mu_);
+      if (call_ == nullptr) {
+        FinishLocked(absl::InvalidArgumentError(
+            "the Score stream ended without a first ScoreRequest naming session_id"));
+      } else {
+        absl::Status s = call_->CloseInput();
+        if (!s.ok()) FailLocked(s);
+      }
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    if (call_ == nullptr) {
+      if (request_.session_id().empty()) {
+        FinishLocked(absl::InvalidArgumentError("session_id is required in the first ScoreRequest"));
+        return;
+      }
+      ScoreOptions options;
+      options.top_k = static_cast<int32_t>(std::min<uint32_t>(request_.top_k(), 1u << 30));
+      options.omit_tokens = request_.omit_tokens();
+      options.deadline = FromDeadline(ctx_->deadline());
+      auto call = engine_->StartScore(request_.session_id(), options, this);
+      if (!call.ok()) {
+        FinishLocked(call.status());
+        return;
+      }
+      call_ = *std::move(call);
+      session_id_ = request_.session_id();
+    } else if (!request_.session_id().empty() && request_.session_id() != session_id_) {
+      FailLocked(absl::InvalidArgumentError(absl::StrCat(
+          "session_id of a later ScoreRequest must be empty or ", session_id_, ", got ",
+          request_.session_id())));
+      return;
+    }
+    auto more = call_->Append(request_.text());
+    if (!more.ok()) {
+      FailLocked(more.status());
+      return;
+    }
+    if (*more) StartRead(&request_);
+    // Otherwise the core calls OnInputReady when its backlog drains.
+  }
+
+  void OnInputReady() override {
+    absl::MutexLock lock(&mu_);
+    if (!finishing_) StartRead(&request_);
+  }
+
+  void OnTokens(std::vector<TokenScoreResult> tokens) override {
+    absl::MutexLock lock(&mu_);
+    // Merge into the last queued message when it is not the one being written.
+    if (queue_.size() < 2) queue_.emplace_back();
+    for (const TokenScoreResult& t : tokens) ToProto(t, queue_.back().add_tokens());
+    WriteNextLocked();
+  }
+
+  void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) override {
+    absl::MutexLock lock(&mu_);
+    core_done_ = true;
+    if (!error_.ok()) {
+      FinishLocked(error_);
+      return;
+    }
+    if (!summary.ok()) {
+      FinishLocked(summary.status());
+      return;
+    }
+    queue_.emplace_back();
+    ToProto(*summary, queue_.back().mutable_summary());
+    pending_finish_ = absl::OkStatus();
+    WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!queue_.empty()) queue_.pop_front();
+    if (!ok) {  // the client is gone: drop output, stop the work
+      queue_.clear();
+      if (call_ != nullptr && !core_done_) call_->Cancel();
+      if (pending_finish_) FinishLocked(*pending_finish_);
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (call_ != nullptr && !core_done_) call_->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finishing_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    } else if (pending_finish_) {
+      FinishLocked(*pending_finish_);
+    }
+  }
+
+  // Ends the call with an error: the core stops the work and calls OnFinish, which finishes with error_.
+  void FailLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (error_.ok()) error_ = status;
+    if (call_ != nullptr && !core_done_) {
+      call_->Cancel();
+    } else {
+      FinishLocked(status);
+    }
+  }
+
+  void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    Finish(ToGrpcStatus(status));
+  }
+
+  Engine* const engine_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::ScoreRequest request_;  // only touched by the read path
+  absl::Mutex mu_;
+  std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
+  std::string session_id_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::ScoreResponse> queue_ ABSL_GUARDED_BY(mu_);  // front is being written if writing_
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool core_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// One Generate stream: a message per generated token, then the final message.
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                              public GenerateSink {
+ public:
+  GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request) {
+    absl::MutexLock lock(&mu_);
+    GenerateParams params;
+    params.prompt = request.prompt();
+    if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
+    params.sampling = FromProto(request.sampling());
+    params.deadline = FromDeadline(ctx->deadline());
+    auto call = engine->StartGenerate(request.session_id(), std::move(params), this);
+    if (!call.ok()) {
+      FinishLocked(call.status());
+      return;
+    }
+    call_ = *std::move(call);
+  }
+
+  void OnToken(GeneratedToken token) override {
+    absl::MutexLock lock(&mu_);
+    v1::GenerateResponse& r = queue_.emplace_back();
+    r.set_text(std::move(token.text));
+    r.set_token_id(static_cast<uint32_t>(token.token_id));
+    r.set_logprob(token.logprob);
+    r.set_position(token.position);
+    r.set_token_bytes(std::move(token.bytes));
+    WriteNextLocked();
+  }
+
+  void OnFinish(absl::StatusOr<GenerateSummary> summary) override {
+    absl::MutexLock lock(&mu_);
+    core_done_ = true;
+    if (!summary.ok()) {
+      FinishLocked(summary.status());
+      return;
+    }
+    v1::GenerateResponse& r = queue_.emplace_back();
+    r.set_text(summary->text);
+    r.set_finish_reason(ToProto(summary->reason));
+    r.set_prompt_tokens(summary->prompt_tokens);
+    r.set_generated_tokens(summary->generated_tokens);
+    r.set_session_position(summary->session_position);
+    pending_finish_ = absl::OkStatus();
+    WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!queue_.empty()) queue_.pop_front();
+    if (!ok) {
+      queue_.clear();
+      if (call_ != nullptr && !core_done_) call_->Cancel();
+      if (pending_finish_) FinishLocked(*pending_finish_);
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (call_ != nullptr && !core_done_) call_->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finishing_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    } else if (pending_finish_) {
+      FinishLocked(*pending_finish_);
+    }
+  }
+
+  void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    Finish(ToGrpcStatus(status));
+  }
+
+  absl::Mutex mu_;
+  std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool core_done_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext* ctx,
+                                                    const v1::CreateSessionRequest* request,
+                                                    v1::Session* response) {
+  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()));
+  if (info.ok()) ToProto(*info, response);
+  return Reply(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* BrtService::GetSession(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetSessionRequest* request,
+                                                 v1::Session* response) {
+  auto info = engine_->GetSession(request->session_id());
+  if (info.ok()) ToProto(*info, response);
+  return Reply(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* BrtService::ListSessions(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListSessionsRequest* request,
+                                                   v1::ListSessionsResponse* response) {
+  for (const SessionInfo& s : engine_->ListSessions()) ToProto(s, response->add_sessions());
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext* ctx,
+                                                    const v1::DeleteSessionRequest* request,
+                                                    v1::DeleteSessionResponse* response) {
+  return Reply(ctx, engine_->DeleteSession(request->session_id()));
+}
+
+grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
+    grpc::CallbackServerContext* ctx) {
+  return new ScoreReactor(engine_, ctx);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  return new GenerateReactor(engine_, ctx, *request);
+}
+
+grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext* ctx,
+                                                    const v1::GetServerInfoRequest* request,
+                                                    v1::ServerInfo* response) {
+  const ModelMetadata& m = engine_->metadata();
+  v1::ModelInfo* model = response->mutable_model();
+  model->set_name(m.name);
+  model->set_fingerprint(m.fingerprint);
+  model->set_window(m.window);
+  model->set_n_state(m.n_state);
+  model->set_n_layers(m.n_layers);
+  model->set_n_recurrent(m.n_recurrent);
+  model->set_vocab_size(m.vocab_size);
+  model->set_d_model(m.d_model);
+  model->set_n_heads(m.n_heads);
+  model->set_parameters(m.parameters);
+  model->set_device(m.device);
+  model->set_dtype(m.dtype);
+  model->set_tokenizer_sha256(engine_->tokenizer().sha256());
+  model->set_bos_id(m.bos_id);
+  model->set_eos_id(m.eos_id);
+  model->set_state_bytes_per_session(m.state_bytes);
+
+  const EngineOptions& o = engine_->options();
+  v1::ServerLimits* limits = response->mutable_limits();
+  limits->set_max_sessions(o.max_sessions);
+  limits->set_max_queue(o.max_queue);
+  limits->set_max_batch_size(o.max_batch_size);
+  limits->set_max_chunk_bytes(o.max_chunk_bytes);
+  limits->set_max_tokens_cap(o.max_tokens_cap);
+  limits->set_max_top_k(o.max_top_k);
+
+  StatsSnapshot st = engine_->stats();
+  v1::ExecutorStats* ex = response->mutable_executor();
+  ex->set_score_calls(st.score.calls);
+  ex->set_decode_calls(st.decode.calls);
+  ex->set_max_score_batch(st.score.max_batch);
+  ex->set_max_decode_batch(st.decode.max_batch);
+  for (size_t i = 0; i < kBatchBuckets.size(); ++i) {
+    v1::BatchSizeBucket* b = ex->add_score_batch_histogram();
+    b->set_le(kBatchBuckets[i]);
+    b->set_count(st.score.histogram[i]);
+    b = ex->add_decode_batch_histogram();
+    b->set_le(kBatchBuckets[i]);
+    b->set_count(st.decode.histogram[i]);
+  }
+  ex->set_scored_block_tokens(st.score.tokens);
+  ex->set_decoded_tokens(st.decode.tokens);
+  ex->set_active_calls(engine_->active_calls());
+  ex->set_sessions(engine_->session_count());
+  response->set_version(version_);
+  return Reply(ctx, absl::OkStatus());
+}
+
+}  // namespace brt

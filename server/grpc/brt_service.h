@@ -1,0 +1,49 @@
+// BrtService: the brt.v1.Brt gRPC service, a thin callback-API layer over Engine. Handlers validate the
+// request's shape, call the core, convert results to protos and statuses (status_util.h). Streaming calls
+// get one reactor each, which deletes itself in OnDone and forwards OnCancel to the core.
+//
+// Thread safety: gRPC calls it from many threads; all state lives in the Engine (thread-safe) or in
+// per-call reactors.
+#ifndef BRT_SERVER_GRPC_BRT_SERVICE_H_
+#define BRT_SERVER_GRPC_BRT_SERVICE_H_
+
+#include <string>
+
+#include "brt/v1/brt.grpc.pb.h"
+#include "server/core/engine.h"
+
+namespace brt {
+
+class BrtService final : public v1::Brt::CallbackService {
+ public:
+  // engine must outlive the service (shut the grpc::Server down first).
+  BrtService(Engine* engine, std::string version) : engine_(engine), version_(std::move(version)) {}
+
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateSessionRequest* request,
+                                          v1::Session* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
+                                         const v1::ListSessionsRequest* request,
+                                         v1::ListSessionsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
+                                          const v1::DeleteSessionRequest* request,
+                                          v1::DeleteSessionResponse* response) override;
+  grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* Score(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
+                                                          const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::ServerInfo* response) override;
+
+ private:
+  Engine* engine_;
+  std::string version_;
+};
+
+}  // namespace brt
+
+#endif  // BRT_SERVER_GRPC_BRT_SERVICE_H_

@@ -1,0 +1,152 @@
+// brt-server: serves a Block-Recurrent Transformer export over gRPC (brt.v1.Brt, see proto/).
+// Wiring only: flags -> Tokenizer -> ModelRunner -> Engine -> gRPC server.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "server/core/engine.h"
+#include "server/grpc/brt_service.h"
+#include "server/model/model_runner.h"
+#include "server/tokenizer/tokenizer.h"
+
+ABSL_FLAG(std::string, model_dir, "",
+          "Directory with brt.pt and tokenizer.model. Default: model/artifacts relative to the current "
+          "directory, else ../../model/artifacts relative to the executable");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to listen on (host:port)");
+ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: cpu or cuda:N");
+ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (GPU)");
+ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch; 0 = number of cores");
+ABSL_FLAG(std::string, tokenizer_shim, "",
+          "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
+ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
+ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
+ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
+ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched score_blocks call");
+ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode_step call");
+ABSL_FLAG(uint32_t, max_blocks_per_call, 2, "Maximum blocks per session in one score_blocks call");
+ABSL_FLAG(uint64_t, max_chunk_bytes, 1 << 20, "Maximum bytes per Score chunk and Generate prompt");
+ABSL_FLAG(uint32_t, max_tokens_cap, 4096, "Maximum GenerateRequest.max_tokens");
+ABSL_FLAG(uint32_t, default_max_tokens, 128, "max_tokens when a GenerateRequest leaves it unset");
+ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
+ABSL_FLAG(uint32_t, repetition_window, 64, "Default number of recent tokens the repetition penalty sees");
+ABSL_FLAG(uint32_t, max_message_bytes, 8 << 20, "Maximum gRPC message size, bytes");
+
+namespace {
+
+std::string ExecutableDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, n);
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+bool Exists(const std::string& path) { return std::ifstream(path).good(); }
+
+std::string DefaultModelDir() {
+  if (Exists("model/artifacts/brt.pt")) return "model/artifacts";
+  return ExecutableDir() + "/../../model/artifacts";
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "brt-server: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a Block-Recurrent Transformer over gRPC (brt.v1.Brt).\n"
+      "Usage: brt-server [--model_dir=DIR] [--listen=HOST:PORT] [--device=cpu|cuda:N] ...");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block termination signals in every thread; a dedicated thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  if (model_dir.empty()) model_dir = DefaultModelDir();
+  std::string shim = absl::GetFlag(FLAGS_tokenizer_shim);
+  if (shim.empty()) shim = ExecutableDir() + "/../lib/libbrt_spm_shim.so";
+
+  auto tokenizer = brt::Tokenizer::Create(model_dir + "/tokenizer.model", shim);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  std::shared_ptr<const brt::Tokenizer> tok = *std::move(tokenizer);
+
+  brt::ModelRunnerOptions runner_options;
+  runner_options.model_path = model_dir + "/brt.pt";
+  runner_options.tokenizer_sha256 = tok->sha256();
+  runner_options.device = absl::GetFlag(FLAGS_device);
+  runner_options.dtype = absl::GetFlag(FLAGS_dtype);
+  runner_options.threads = absl::GetFlag(FLAGS_threads);
+  auto runner = brt::ModelRunner::Create(runner_options);
+  if (!runner.ok()) return Fail(runner.status());
+
+  brt::EngineOptions options;
+  options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
+  options.max_blocks_per_call = absl::GetFlag(FLAGS_max_blocks_per_call);
+  options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);
+  options.max_tokens_cap = absl::GetFlag(FLAGS_max_tokens_cap);
+  options.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  options.max_top_k = absl::GetFlag(FLAGS_max_top_k);
+  options.default_sampling.repetition_window = absl::GetFlag(FLAGS_repetition_window);
+  const brt::ModelMetadata meta = (*runner)->metadata();
+  auto engine = brt::Engine::Create(options, *std::move(runner), tok);
+  if (!engine.ok()) return Fail(engine.status());
+
+  brt::BrtService service(engine->get(), "0.1.0");
+  grpc::EnableDefaultHealthCheckService(true);
+  if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  const int max_message = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", listen)));
+  }
+  std::fprintf(stderr,
+               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s, %llu state bytes/session) "
+               "from %s\n",
+               meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
+               meta.device.c_str(), meta.dtype.c_str(),
+               static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
+  std::string host = listen.substr(0, listen.rfind(':'));
+  std::fprintf(stderr, "brt-server: listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stderr);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "brt-server: signal %d, shutting down\n", sig);
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  });
+  server->Wait();
+  waiter.join();
+  engine->reset();  // after the server: no reactor can reach the engine any more
+  return 0;
+}
