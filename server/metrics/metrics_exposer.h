@@ -39,7 +39,9 @@ class MetricsExposer {
       std::string_view address, std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
       int num_threads = 2);
 
-  // Stops listening and joins the HTTP threads.
+  // Stops listening and joins the HTTP threads. After a scrape has been served this takes about 2 s
+  // (civetweb 1.15's shutdown), so the server should destroy it early in its shutdown, in parallel
+  // with draining gRPC calls where possible.
   ~MetricsExposer();
   MetricsExposer(const MetricsExposer&) = delete;
   MetricsExposer& operator=(const MetricsExposer&) = delete;
