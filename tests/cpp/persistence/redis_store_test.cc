@@ -1,0 +1,122 @@
+// RedisSnapshotStore against a real redis-server: put/get/delete/list, binary values, prefix isolation,
+// SCAN paging, UNAVAILABLE while Redis is down and recovery when it is back.
+#include "server/persistence/redis_snapshot_store.h"
+
+#include <random>
+
+#include "tests/cpp/persistence/redis_server.h"
+#include "tests/cpp/persistence/test_util.h"
+
+namespace brt::persistence {
+namespace {
+
+using ::brt::persistence::testing::RedisServer;
+using ::brt::persistence::testing::StatusIs;
+using ::brt::persistence::testing::StatusIsWithMessage;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class RedisSnapshotStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!RedisServer::Available()) GTEST_SKIP() << "no redis-server at " BRT_REDIS_SERVER;
+    ASSERT_GT(server_.port(), 0);
+    ASSERT_TRUE(server_.Start()) << "redis-server did not start on port " << server_.port();
+  }
+
+  std::unique_ptr<RedisSnapshotStore> MustCreate(std::string prefix = "test:") {
+    auto store = RedisSnapshotStore::Create(server_.Config(std::move(prefix)));
+    if (!store.ok()) ADD_FAILURE() << store.status();
+    return std::move(*store);
+  }
+
+  RedisServer server_;
+};
+
+TEST_F(RedisSnapshotStoreTest, PutGetListDelete) {
+  auto store = MustCreate();
+  EXPECT_THAT(*store->List(), IsEmpty());
+  BRT_ASSERT_OK(store->Put("s_b", "second"));
+  BRT_ASSERT_OK(store->Put("s_a", "first"));
+  EXPECT_EQ(*store->Get("s_a"), "first");
+  EXPECT_THAT(*store->List(), ElementsAre("s_a", "s_b"));
+  BRT_ASSERT_OK(store->Put("s_a", "replaced"));
+  EXPECT_EQ(*store->Get("s_a"), "replaced");
+  BRT_ASSERT_OK(store->Delete("s_a"));
+  EXPECT_THAT(store->Get("s_a"), StatusIsWithMessage(absl::StatusCode::kNotFound, "s_a"));
+  EXPECT_THAT(store->Delete("s_a"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(*store->List(), ElementsAre("s_b"));
+  EXPECT_THAT(store->Put("../x", "v"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->Get("a b"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(RedisSnapshotStoreTest, BinaryValuesRoundTripExactly) {
+  auto store = MustCreate();
+  std::string value(3 << 20, '\0');
+  std::mt19937 rng(7);
+  for (char& c : value) c = static_cast<char>(rng());
+  BRT_ASSERT_OK(store->Put("s_bin", value));
+  EXPECT_EQ(*store->Get("s_bin"), value);
+  BRT_ASSERT_OK(store->Put("s_empty", ""));
+  EXPECT_EQ(*store->Get("s_empty"), "");
+}
+
+TEST_F(RedisSnapshotStoreTest, PrefixesIsolateStoresEvenWithGlobCharacters) {
+  auto star = MustCreate("a*");
+  auto plain = MustCreate("ab:");
+  BRT_ASSERT_OK(star->Put("s_1", "star"));
+  BRT_ASSERT_OK(plain->Put("s_2", "plain"));
+  EXPECT_THAT(*star->List(), ElementsAre("s_1"));
+  EXPECT_THAT(*plain->List(), ElementsAre("s_2"));
+  EXPECT_THAT(star->Get("s_2"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(RedisSnapshotStoreTest, ListPagesThroughScan) {
+  auto store = MustCreate();
+  auto other = MustCreate("other:");
+  BRT_ASSERT_OK(other->Put("s_x", "x"));
+  std::vector<std::string> want;
+  for (int i = 0; i < 2500; ++i) {
+    want.push_back(absl::StrCat("s_", 100000 + i));
+    BRT_ASSERT_OK(store->Put(want.back(), "v"));
+  }
+  auto keys = store->List();
+  BRT_ASSERT_OK(keys);
+  EXPECT_EQ(*keys, want);
+}
+
+TEST_F(RedisSnapshotStoreTest, DatabasesAreSeparateThroughTheFactory) {
+  auto db1 = CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/1?prefix=brt:"));
+  auto db2 = CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/2?prefix=brt:"));
+  BRT_ASSERT_OK(db1);
+  BRT_ASSERT_OK(db2);
+  BRT_ASSERT_OK((*db1)->Put("s_1", "one"));
+  EXPECT_THAT((*db2)->Get("s_1"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(*(*db1)->Get("s_1"), "one");
+  EXPECT_EQ((*db1)->Describe(), absl::StrCat("redis://127.0.0.1:", server_.port(), "/1 prefix 'brt:'"));
+}
+
+TEST_F(RedisSnapshotStoreTest, UnavailableWhileRedisIsDownThenRecovers) {
+  auto store = MustCreate();
+  BRT_ASSERT_OK(store->Put("s_1", "v"));
+  server_.Stop();
+  EXPECT_THAT(store->Put("s_1", "w"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(store->Get("s_1"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(store->Delete("s_1"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(store->List(), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_TRUE(server_.Start());
+  BRT_ASSERT_OK(store->Put("s_2", "back"));  // reconnects by itself
+  EXPECT_EQ(*store->Get("s_2"), "back");
+}
+
+TEST(RedisSnapshotStoreNoServerTest, CreateIsUnavailableWhenNothingListens) {
+  RedisStoreConfig c;
+  c.port = testing::FreeLoopbackPort();
+  c.connect_timeout_ms = 200;
+  EXPECT_THAT(RedisSnapshotStore::Create(c), StatusIsWithMessage(absl::StatusCode::kUnavailable, "unreachable"));
+  EXPECT_THAT(CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", c.port, "?connect_timeout_ms=200")),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
+}  // namespace
+}  // namespace brt::persistence
