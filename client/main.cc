@@ -1,0 +1,82 @@
+// brt: the command-line client of brt-server. Dispatches to one subcommand (client/commands/).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "client/commands/commands.h"
+
+namespace {
+
+constexpr char kHelp[] =
+    "Usage: brt COMMAND [options] [args]\n"
+    "\n"
+    "The command-line client of brt-server (Block-Recurrent Transformer language models).\n"
+    "\n"
+    "Commands:\n"
+    "  generate [PROMPT]          stream a completion (prompt from the argument or stdin)\n"
+    "  score FILE...              score books: tokens, NLL, perplexity, bits per token and byte\n"
+    "  compare FILE               state carried vs. reset every N blocks, and the tokens that gain\n"
+    "  plot INPUT...              PNGs: cumulative cross-entropy, per-token difference\n"
+    "  sessions list|info|create|delete\n"
+    "                             the server's sessions\n"
+    "  health                     is the server serving; its model and limits\n"
+    "\n"
+    "Options common to commands that talk to the server (before or after COMMAND):\n"
+    "  --server=HOST:PORT         server address (env BRT_SERVER; default 127.0.0.1:50051)\n"
+    "  --api_key=KEY              sent as 'authorization: Bearer KEY' (env BRT_API_KEY);\n"
+    "                             brt-server does not check keys yet\n"
+    "  --tls, --tls_root_cert=PEM TLS, with the system's or this root certificate\n"
+    "  --timeout=SECONDS          deadline per call\n"
+    "\n"
+    "Errors print 'brt: CODE: message' (CODE a gRPC status code) and exit 1; usage errors exit 2.\n"
+    "Session save/restore/fork are not available: the server has no persistence RPCs yet.\n"
+    "`brt COMMAND --help` describes each command.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> leading, rest;
+  std::string command;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (command.empty() && a.rfind("--", 0) == 0 && a != "--help") {
+      leading.push_back(a);
+      // "--server HOST" form: the value travels with its option.
+      if (a.find('=') == std::string::npos && a != "--tls" && i + 1 < argc) leading.push_back(argv[++i]);
+    } else if (command.empty() && a != "--help" && a != "-h") {
+      command = a;
+    } else if (command.empty()) {
+      std::fputs(kHelp, stdout);
+      return 0;
+    } else {
+      rest.push_back(a);
+    }
+  }
+  if (command.empty()) {
+    std::fputs(kHelp, stderr);
+    return 2;
+  }
+  if (command == "help") {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  std::vector<std::string> args = leading;
+  args.insert(args.end(), rest.begin(), rest.end());
+  using namespace brt::client;
+  if (command == "generate") return RunGenerate(args);
+  if (command == "score") return RunScore(args);
+  if (command == "compare") return RunCompare(args);
+  if (command == "plot") return RunPlot(args);
+  if (command == "sessions") return RunSessions(args);
+  if (command == "health") return RunHealth(args);
+  if (command == "save" || command == "restore" || command == "fork") {
+    std::fprintf(stderr,
+                 "brt: `%s` is not available: brt-server has no session persistence RPCs yet "
+                 "(SaveSession/RestoreSession/ForkSession are reserved in brt.proto)\n",
+                 command.c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "brt: unknown command '%s' (see brt --help)\n", command.c_str());
+  return 2;
+}
