@@ -15,15 +15,18 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
 #include "server/grpc/brt_service.h"
 #include "server/model/model_runner.h"
 #include "server/tokenizer/tokenizer.h"
 
-ABSL_FLAG(std::string, model_dir, "",
-          "Directory with brt.pt and tokenizer.model. Default: model/artifacts relative to the current "
-          "directory, else ../../model/artifacts relative to the executable");
+ABSL_FLAG(
+    std::string, model_dir, "",
+    "Directory with brt.pt and tokenizer.model. Default: model/artifacts relative to the current "
+    "directory, else ../../model/artifacts relative to the executable");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to listen on (host:port)");
 ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (GPU)");
@@ -40,7 +43,8 @@ ABSL_FLAG(uint64_t, max_chunk_bytes, 1 << 20, "Maximum bytes per Score chunk and
 ABSL_FLAG(uint32_t, max_tokens_cap, 4096, "Maximum GenerateRequest.max_tokens");
 ABSL_FLAG(uint32_t, default_max_tokens, 128, "max_tokens when a GenerateRequest leaves it unset");
 ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
-ABSL_FLAG(uint32_t, repetition_window, 64, "Default number of recent tokens the repetition penalty sees");
+ABSL_FLAG(uint32_t, repetition_window, 64,
+          "Default number of recent tokens the repetition penalty sees");
 ABSL_FLAG(uint32_t, max_message_bytes, 8 << 20, "Maximum gRPC message size, bytes");
 
 namespace {
@@ -72,6 +76,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves a Block-Recurrent Transformer over gRPC (brt.v1.Brt).\n"
       "Usage: brt-server [--model_dir=DIR] [--listen=HOST:PORT] [--device=cpu|cuda:N] ...");
+  absl::FlagsUsageConfig usage;
+  // --help lists the flags defined in this file (absl's default looks for brt-server.cc).
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   // Block termination signals in every thread; a dedicated thread waits for them.

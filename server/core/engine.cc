@@ -87,19 +87,24 @@ constexpr size_t kRecentCap = kMaxRepetitionWindow;
 
 void PushRecent(SessionState& s, int32_t id) {
   s.recent.push_back(id);
-  if (s.recent.size() > 2 * kRecentCap) s.recent.erase(s.recent.begin(), s.recent.end() - kRecentCap);
+  if (s.recent.size() > 2 * kRecentCap)
+    s.recent.erase(s.recent.begin(), s.recent.end() - kRecentCap);
 }
 
 }  // namespace
 
-// ---- calls ------------------------------------------------------------------------------------------
+// ---- calls
+// ------------------------------------------------------------------------------------------
 
-absl::StatusOr<bool> ScoreCall::Append(std::string_view chunk) { return engine_->Append(job_.get(), chunk); }
+absl::StatusOr<bool> ScoreCall::Append(std::string_view chunk) {
+  return engine_->Append(job_.get(), chunk);
+}
 absl::Status ScoreCall::CloseInput() { return engine_->CloseInput(job_.get()); }
 void ScoreCall::Cancel() { engine_->Cancel(job_.get()); }
 void GenerateCall::Cancel() { engine_->Cancel(job_.get()); }
 
-// ---- construction -----------------------------------------------------------------------------------
+// ---- construction
+// -----------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
                                                        std::unique_ptr<ModelBackend> backend,
@@ -110,13 +115,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
   const ModelMetadata& meta = backend->metadata();
   if (tokenizer->vocab_size() > meta.vocab_size) {
     return absl::FailedPreconditionError(
-        absl::StrCat("tokenizer vocabulary (", tokenizer->vocab_size(), ") is larger than the model's (",
-                     meta.vocab_size, ")"));
+        absl::StrCat("tokenizer vocabulary (", tokenizer->vocab_size(),
+                     ") is larger than the model's (", meta.vocab_size, ")"));
   }
   if (options.max_batch_size == 0 || options.max_queue == 0 || options.max_sessions == 0 ||
       options.max_decode_batch == 0 || options.max_blocks_per_call == 0) {
     return absl::InvalidArgumentError(
-        "max_batch_size, max_queue, max_sessions, max_decode_batch, max_blocks_per_call must be > 0");
+        "max_batch_size, max_queue, max_sessions, max_decode_batch, max_blocks_per_call must be > "
+        "0");
   }
   if (options.max_pending_tokens == 0) options.max_pending_tokens = 16 * meta.window;
   if (options.default_max_tokens > options.max_tokens_cap) {
@@ -125,8 +131,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
   // The executor has not started: this thread may still call the backend.
   auto initial = backend->InitialState();
   if (!initial.ok()) return initial.status();
-  return std::unique_ptr<Engine>(
-      new Engine(std::move(options), std::move(backend), std::move(tokenizer), *std::move(initial)));
+  return std::unique_ptr<Engine>(new Engine(std::move(options), std::move(backend),
+                                            std::move(tokenizer), *std::move(initial)));
 }
 
 Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
@@ -154,7 +160,8 @@ int64_t Engine::NowMs() const {
       .count();
 }
 
-// ---- sessions ---------------------------------------------------------------------------------------
+// ---- sessions
+// ---------------------------------------------------------------------------------------
 
 SessionInfo Engine::InfoLocked(const SessionState& s) const {
   SessionInfo info;
@@ -185,8 +192,8 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
     return absl::InvalidArgumentError(
         absl::StrCat("label must be at most 256 bytes, got ", label.size()));
   }
-  absl::Status valid = ValidateSampling(default_sampling, backend_->metadata().vocab_size,
-                                        "default_sampling.");
+  absl::Status valid =
+      ValidateSampling(default_sampling, backend_->metadata().vocab_size, "default_sampling.");
   if (!valid.ok()) return valid;
   auto s = std::make_shared<SessionState>();
   s->label = label;
@@ -195,9 +202,9 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
   s->memory = initial_memory_;
   absl::MutexLock lock(&mu_);
   if (sessions_.size() >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server holds its maximum of ", options_.max_sessions,
-        " sessions (--max_sessions); delete some first"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server holds its maximum of ", options_.max_sessions,
+                     " sessions (--max_sessions); delete some first"));
   }
   do {
     s->id = NewSessionId();
@@ -245,7 +252,8 @@ uint32_t Engine::session_count() const {
   return static_cast<uint32_t>(sessions_.size());
 }
 
-// ---- starting calls ---------------------------------------------------------------------------------
+// ---- starting calls
+// ---------------------------------------------------------------------------------
 
 absl::Status Engine::AdmitLocked(const SessionState& s) const {
   if (s.job != nullptr) {
@@ -263,8 +271,8 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
                                                               const ScoreOptions& options,
                                                               ScoreSink* sink) {
   if (options.top_k < 0 || options.top_k > static_cast<int32_t>(options_.max_top_k)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k must be in [0, ", options_.max_top_k,
-                                                   "], got ", options.top_k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k must be in [0, ", options_.max_top_k, "], got ", options.top_k));
   }
   auto job = std::make_shared<Job>();
   job->kind = JobKind::kScore;
@@ -292,21 +300,22 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
                                                                     GenerateSink* sink) {
   if (session_id.empty()) return absl::InvalidArgumentError("session_id is required");
   if (params.prompt.size() > options_.max_chunk_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("prompt is ", params.prompt.size(),
-                                                     " bytes; the limit is ", options_.max_chunk_bytes,
-                                                     " (--max_chunk_bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("prompt is ", params.prompt.size(), " bytes; the limit is ",
+                     options_.max_chunk_bytes, " (--max_chunk_bytes)"));
   }
   uint32_t max_tokens = params.max_tokens.value_or(options_.default_max_tokens);
   if (max_tokens > options_.max_tokens_cap) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [0, ", options_.max_tokens_cap,
-                                                   "], got ", max_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens must be in [0, ", options_.max_tokens_cap, "], got ", max_tokens));
   }
   if (max_tokens == 0 && params.prompt.empty()) {
     return absl::InvalidArgumentError(
         "empty request: max_tokens is 0 and there is no prompt (give max_tokens in [1, " +
         std::to_string(options_.max_tokens_cap) + "] or a prompt)");
   }
-  absl::Status valid = ValidateSampling(params.sampling, backend_->metadata().vocab_size, "sampling.");
+  absl::Status valid =
+      ValidateSampling(params.sampling, backend_->metadata().vocab_size, "sampling.");
   if (!valid.ok()) return valid;
   auto prompt = tokenizer_->EncodeWithSpans(params.prompt);
   if (!prompt.ok()) return prompt.status();
@@ -323,7 +332,8 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   absl::Status admit = AdmitLocked(**s);
   if (!admit.ok()) return admit;
   SessionState& session = **s;
-  SamplingConfig config = ResolveSampling(params.sampling, session.defaults, options_.default_sampling);
+  SamplingConfig config =
+      ResolveSampling(params.sampling, session.defaults, options_.default_sampling);
   job->text.emplace(config.stop);
   job->sampler.emplace(config);
   job->session = *s;
@@ -336,13 +346,14 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   return std::unique_ptr<GenerateCall>(new GenerateCall(this, job));
 }
 
-// ---- caller-side operations on a call ------------------------------------------------------------------
+// ---- caller-side operations on a call
+// ------------------------------------------------------------------
 
 absl::StatusOr<bool> Engine::Append(Job* job, std::string_view chunk) {
   if (chunk.size() > options_.max_chunk_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("text chunk is ", chunk.size(),
-                                                     " bytes; the limit is ", options_.max_chunk_bytes,
-                                                     " (--max_chunk_bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("text chunk is ", chunk.size(), " bytes; the limit is ",
+                     options_.max_chunk_bytes, " (--max_chunk_bytes)"));
   }
   auto tokens = job->inc->Append(chunk);  // caller thread only: no lock needed
   absl::MutexLock lock(&mu_);
@@ -390,7 +401,8 @@ void Engine::Cancel(Job* job) {
   job->cancel_requested = true;
 }
 
-// ---- executor ---------------------------------------------------------------------------------------
+// ---- executor
+// ---------------------------------------------------------------------------------------
 
 void Engine::Deliver(Events* events) {
   for (auto& e : *events) e();
@@ -402,13 +414,15 @@ bool Engine::HasWorkLocked() const {
   const absl::Time now = absl::Now();
   for (const auto& job : jobs_) {
     const SessionState& s = *job->session;
-    if (job->cancel_requested || s.deleted || !job->fail_status.ok() || now > job->deadline) return true;
+    if (job->cancel_requested || s.deleted || !job->fail_status.ok() || now > job->deadline)
+      return true;
     if (job->kind == JobKind::kGenerate) return true;
     if (s.pending.empty()) {
       if (job->input_closed || job->input_paused) return true;
       continue;
     }
-    if (s.fed % window_ != 0 || s.pending.size() >= static_cast<size_t>(window_) || job->input_closed) {
+    if (s.fed % window_ != 0 || s.pending.size() >= static_cast<size_t>(window_) ||
+        job->input_closed) {
       return true;
     }
     if (job->input_paused && s.pending.size() <= options_.max_pending_tokens / 2) return true;
@@ -474,7 +488,7 @@ void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, 
     return;
   }
   GenerateSummary sum;
-  sum.reason = job->engine_cancelled ? FinishReason::kCancelled
+  sum.reason = job->engine_cancelled                          ? FinishReason::kCancelled
                : job->finishing != FinishReason::kUnspecified ? job->finishing
                                                               : FinishReason::kLength;
   sum.text = job->text->Flush();
@@ -643,9 +657,8 @@ void Engine::RunDecode(Plan* plan) {
           ScoreSink* sink = job->score_sink;
           std::vector<TokenScoreResult> batch;
           batch.push_back(std::move(t));
-          events.push_back([sink, batch = std::move(batch)]() mutable {
-            sink->OnTokens(std::move(batch));
-          });
+          events.push_back(
+              [sink, batch = std::move(batch)]() mutable { sink->OnTokens(std::move(batch)); });
         }
       }
       if (p.id != backend_->metadata().bos_id || s.fed != 0) PushRecent(s, p.id);
@@ -706,7 +719,8 @@ void Engine::RunScore(Plan* plan) {
             for (int j = 0; j < job->top_k && j < top_k; ++j) {
               size_t at = (i - 1) * top_k + j;
               int32_t id = r.topk_ids[at];
-              t.top.push_back(AlternativeResult{id, tokenizer_->PieceBytes(id), r.topk_logprobs[at]});
+              t.top.push_back(
+                  AlternativeResult{id, tokenizer_->PieceBytes(id), r.topk_logprobs[at]});
             }
           }
         }
@@ -718,7 +732,8 @@ void Engine::RunScore(Plan* plan) {
       s.pending.erase(s.pending.begin(), s.pending.begin() + n);
       if (!batch.empty()) {
         ScoreSink* sink = job->score_sink;
-        events.push_back([sink, batch = std::move(batch)]() mutable { sink->OnTokens(std::move(batch)); });
+        events.push_back(
+            [sink, batch = std::move(batch)]() mutable { sink->OnTokens(std::move(batch)); });
       }
     }
   }

@@ -1,20 +1,24 @@
-// Engine: the server core. It owns the session table, a bounded queue of active calls (Score and Generate)
-// and ONE executor thread that owns the model backend. It knows nothing of gRPC.
+// Engine: the server core. It owns the session table, a bounded queue of active calls (Score and
+// Generate) and ONE executor thread that owns the model backend. It knows nothing of gRPC.
 //
-// Execution model (the invariant the rest relies on): RPC threads never touch the model. They tokenize,
-// enqueue tokens and wait for results through sinks; the executor thread alone calls the ModelBackend and
-// alone changes a session's model memory. Each executor iteration runs
-//   1. one batched decode_step over every session that needs a single-token feed (generating sessions,
+// Execution model (the invariant the rest relies on): RPC threads never touch the model. They
+// tokenize, enqueue tokens and wait for results through sinks; the executor thread alone calls the
+// ModelBackend and alone changes a session's model memory. Each executor iteration runs
+//   1. one batched decode_step over every session that needs a single-token feed (generating
+//   sessions,
 //      sessions mid-block, and the partial last block at the end of a Score call or prompt), then
-//   2. one batched score_blocks over up to max_batch_size sessions that sit at a block boundary with at
+//   2. one batched score_blocks over up to max_batch_size sessions that sit at a block boundary
+//   with at
 //      least W pending tokens (rows picked round-robin),
 // so a book being scored delays another session's next token by at most one score_blocks call.
 //
-// Sessions change only at token or block boundaries: the executor swaps in new memory after a successful
-// model call, so a cancelled, failed or deleted call leaves its session consistent and usable.
+// Sessions change only at token or block boundaries: the executor swaps in new memory after a
+// successful model call, so a cancelled, failed or deleted call leaves its session consistent and
+// usable.
 //
-// Thread safety: all public methods are thread-safe. Sink callbacks run on the executor thread (or the
-// calling thread for immediate errors) without any Engine lock held; they must not block for long.
+// Thread safety: all public methods are thread-safe. Sink callbacks run on the executor thread (or
+// the calling thread for immediate errors) without any Engine lock held; they must not block for
+// long.
 #ifndef BRT_SERVER_CORE_ENGINE_H_
 #define BRT_SERVER_CORE_ENGINE_H_
 
@@ -114,8 +118,9 @@ struct ScoreOptions {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
-// Receives a Score call's results, in order. OnFinish is called exactly once, last; after it no other
-// method is called. OnInputReady follows an Append that returned false, once the backlog has drained.
+// Receives a Score call's results, in order. OnFinish is called exactly once, last; after it no
+// other method is called. OnInputReady follows an Append that returned false, once the backlog has
+// drained.
 class ScoreSink {
  public:
   virtual ~ScoreSink() = default;
@@ -124,7 +129,13 @@ class ScoreSink {
   virtual void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) = 0;
 };
 
-enum class FinishReason { kUnspecified = 0, kLength = 1, kStopSequence = 2, kEos = 3, kCancelled = 4 };
+enum class FinishReason {
+  kUnspecified = 0,
+  kLength = 1,
+  kStopSequence = 2,
+  kEos = 3,
+  kCancelled = 4
+};
 
 struct GeneratedToken {
   std::string text;  // whole UTF-8 delta (may be empty)
@@ -166,9 +177,11 @@ struct SessionState;  // a session's model memory and bookkeeping (engine.cc)
 class ScoreCall {
  public:
   // Adds a chunk of text. Returns true if the caller may send more now, false if it should wait for
-  // ScoreSink::OnInputReady. RESOURCE_EXHAUSTED for an oversized chunk; the call's status if it ended.
+  // ScoreSink::OnInputReady. RESOURCE_EXHAUSTED for an oversized chunk; the call's status if it
+  // ended.
   absl::StatusOr<bool> Append(std::string_view chunk);
-  // End of the client's input: the rest is tokenized, the partial block run, then OnFinish(summary).
+  // End of the client's input: the rest is tokenized, the partial block run, then
+  // OnFinish(summary).
   absl::Status CloseInput();
   // Stops the call at the next token/block boundary; OnFinish(CANCELLED) follows.
   void Cancel();
@@ -210,10 +223,12 @@ class Engine {
   // Starts a Score call. NOT_FOUND, FAILED_PRECONDITION (session busy), UNAVAILABLE (queue full),
   // INVALID_ARGUMENT (top_k). The sink must stay valid until its OnFinish.
   absl::StatusOr<std::unique_ptr<ScoreCall>> StartScore(const std::string& session_id,
-                                                        const ScoreOptions& options, ScoreSink* sink);
+                                                        const ScoreOptions& options,
+                                                        ScoreSink* sink);
   // Starts a Generate call; same codes plus INVALID_ARGUMENT / RESOURCE_EXHAUSTED for parameters.
   absl::StatusOr<std::unique_ptr<GenerateCall>> StartGenerate(const std::string& session_id,
-                                                              GenerateParams params, GenerateSink* sink);
+                                                              GenerateParams params,
+                                                              GenerateSink* sink);
 
   const ModelMetadata& metadata() const { return backend_->metadata(); }
   const EngineOptions& options() const { return options_; }

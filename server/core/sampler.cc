@@ -15,8 +15,8 @@ int32_t Sampler::Sample(const std::vector<float>& logprobs, const std::vector<in
   const int32_t v = static_cast<int32_t>(logprobs.size());
   if (v == 0) return 0;
   scratch_.assign(logprobs.begin(), logprobs.end());
-  // Repetition penalty over the recent window: logits are log-probabilities (<= 0), so a penalty > 1
-  // multiplies (lowers) them; a positive logit would be divided (CTRL).
+  // Repetition penalty over the recent window: logits are log-probabilities (<= 0), so a penalty >
+  // 1 multiplies (lowers) them; a positive logit would be divided (CTRL).
   if (config_.repetition_penalty != 1.0f && config_.repetition_window > 0 && !recent.empty()) {
     size_t n = std::min<size_t>(recent.size(), config_.repetition_window);
     std::unordered_set<int32_t> seen(recent.end() - n, recent.end());
@@ -28,7 +28,8 @@ int32_t Sampler::Sample(const std::vector<float>& logprobs, const std::vector<in
   }
   if (config_.temperature <= 0.0f) {
     // Greedy; ties go to the lowest id.
-    return static_cast<int32_t>(std::max_element(scratch_.begin(), scratch_.end()) - scratch_.begin());
+    return static_cast<int32_t>(std::max_element(scratch_.begin(), scratch_.end()) -
+                                scratch_.begin());
   }
   // Candidates sorted by logit, most likely first (ties by id, for determinism).
   order_.resize(v);

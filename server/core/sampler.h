@@ -1,7 +1,7 @@
-// Sampler: picks the next token from a distribution of log-probabilities with temperature (0 = greedy),
-// top-k, top-p, min-p and a CTRL-style repetition penalty, using its own seeded generator
-// (std::mt19937_64 with a portable uniform conversion), so the same seed and inputs give the same tokens
-// on every run and platform.
+// Sampler: picks the next token from a distribution of log-probabilities with temperature (0 =
+// greedy), top-k, top-p, min-p and a CTRL-style repetition penalty, using its own seeded generator
+// (std::mt19937_64 with a portable uniform conversion), so the same seed and inputs give the same
+// tokens on every run and platform.
 //
 // Thread safety: not thread-safe; one per generation request, used by the executor thread.
 #ifndef BRT_SERVER_CORE_SAMPLER_H_
@@ -19,8 +19,8 @@ class Sampler {
  public:
   explicit Sampler(const SamplingConfig& config);
 
-  // logprobs: the model's distribution over the vocabulary (size V). recent: the session's recent tokens
-  // (oldest first); the penalty applies to the last config.repetition_window of them.
+  // logprobs: the model's distribution over the vocabulary (size V). recent: the session's recent
+  // tokens (oldest first); the penalty applies to the last config.repetition_window of them.
   int32_t Sample(const std::vector<float>& logprobs, const std::vector<int32_t>& recent);
 
   const SamplingConfig& config() const { return config_; }

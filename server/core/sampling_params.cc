@@ -10,11 +10,11 @@ namespace brt {
 absl::Status ValidateSampling(const SamplingOverrides& s, int32_t vocab_size,
                               const std::string& p) {
   auto bad = [&](const char* field, const std::string& range, auto value) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(p, field, " must be ", range, ", got ", value));
+    return absl::InvalidArgumentError(absl::StrCat(p, field, " must be ", range, ", got ", value));
   };
   if (s.temperature && !(*s.temperature >= 0.0f && *s.temperature <= kMaxTemperature)) {
-    return bad("temperature", absl::StrCat("in [0, ", kMaxTemperature, "] (0 = greedy)"), *s.temperature);
+    return bad("temperature", absl::StrCat("in [0, ", kMaxTemperature, "] (0 = greedy)"),
+               *s.temperature);
   }
   if (s.top_k && *s.top_k > static_cast<uint32_t>(vocab_size)) {
     return bad("top_k", absl::StrCat("in [0, ", vocab_size, "] (0 = off)"), *s.top_k);

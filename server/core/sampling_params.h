@@ -1,6 +1,6 @@
-// Sampling settings: per-field optional overrides (what a request or a session's defaults specify), their
-// validation, and resolution into a complete SamplingConfig (request, then session defaults, then server
-// defaults).
+// Sampling settings: per-field optional overrides (what a request or a session's defaults specify),
+// their validation, and resolution into a complete SamplingConfig (request, then session defaults,
+// then server defaults).
 #ifndef BRT_SERVER_CORE_SAMPLING_PARAMS_H_
 #define BRT_SERVER_CORE_SAMPLING_PARAMS_H_
 
@@ -33,23 +33,25 @@ struct SamplingOverrides {
 
 // A complete sampling configuration.
 struct SamplingConfig {
-  float temperature = 1.0f;       // 0 = greedy
-  uint32_t top_k = 0;             // 0 = off
-  float top_p = 1.0f;             // 1 = off
-  float min_p = 0.0f;             // 0 = off
+  float temperature = 1.0f;         // 0 = greedy
+  uint32_t top_k = 0;               // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
   float repetition_penalty = 1.0f;  // 1 = off
   uint32_t repetition_window = 64;
   uint64_t seed = 0;
   std::vector<std::string> stop;
 };
 
-// INVALID_ARGUMENT naming the field (prefixed with field_prefix, e.g. "sampling.") and its allowed range.
+// INVALID_ARGUMENT naming the field (prefixed with field_prefix, e.g. "sampling.") and its allowed
+// range.
 absl::Status ValidateSampling(const SamplingOverrides& s, int32_t vocab_size,
                               const std::string& field_prefix);
 
 // request fields, else session_defaults fields, else server_defaults. An unset seed is drawn from
 // std::random_device.
-SamplingConfig ResolveSampling(const SamplingOverrides& request, const SamplingOverrides& session_defaults,
+SamplingConfig ResolveSampling(const SamplingOverrides& request,
+                               const SamplingOverrides& session_defaults,
                                const SamplingConfig& server_defaults);
 
 }  // namespace brt

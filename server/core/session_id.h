@@ -1,5 +1,6 @@
-// Session ids: "s_" + 32 hex digits of 128 bits from the OS CSPRNG (/dev/urandom via std::random_device
-// on Linux/glibc). Never derived from a counter or the clock, so ids cannot be guessed.
+// Session ids: "s_" + 32 hex digits of 128 bits from the OS CSPRNG (/dev/urandom via
+// std::random_device on Linux/glibc). Never derived from a counter or the clock, so ids cannot be
+// guessed.
 #ifndef BRT_SERVER_CORE_SESSION_ID_H_
 #define BRT_SERVER_CORE_SESSION_ID_H_
 

@@ -1,5 +1,5 @@
-// ExecutorStats: counters of batched model calls and histograms of their batch sizes. Integration tests
-// read them (through GetServerInfo) to check that batching happened.
+// ExecutorStats: counters of batched model calls and histograms of their batch sizes. Integration
+// tests read them (through GetServerInfo) to check that batching happened.
 //
 // Thread safety: all methods are safe to call concurrently.
 #ifndef BRT_SERVER_CORE_STATS_H_

@@ -12,7 +12,10 @@ constexpr char kReplacement[] = "\xEF\xBF\xBD";
 // True if t (1..3 bytes) is a proper prefix of some valid UTF-8 sequence.
 bool IsIncompleteUtf8(std::string_view t) {
   unsigned char c = static_cast<unsigned char>(t[0]);
-  size_t need = (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+  size_t need = (c >= 0xC2 && c <= 0xDF)   ? 2
+                : (c >= 0xE0 && c <= 0xEF) ? 3
+                : (c >= 0xF0 && c <= 0xF4) ? 4
+                                           : 0;
   if (need == 0 || t.size() >= need) return false;
   for (size_t i = 1; i < t.size(); ++i) {
     unsigned char b = static_cast<unsigned char>(t[i]);

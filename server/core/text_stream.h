@@ -1,6 +1,6 @@
-// TextStream: turns generated token bytes into text deltas that are always whole UTF-8, holding back an
-// incomplete UTF-8 sequence and any tail that could be the start of a stop sequence, and detecting stop
-// sequences (whose text is never emitted).
+// TextStream: turns generated token bytes into text deltas that are always whole UTF-8, holding
+// back an incomplete UTF-8 sequence and any tail that could be the start of a stop sequence, and
+// detecting stop sequences (whose text is never emitted).
 //
 // Thread safety: not thread-safe; one per generation request.
 #ifndef BRT_SERVER_CORE_TEXT_STREAM_H_

@@ -18,10 +18,10 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   return reactor;
 }
 
-// One Score stream. Reads are paced by the core (Append's return value and OnInputReady); writes are
-// queued, and token batches that arrive while a write is in flight are merged into one message.
-// Finish is called only once the core has called OnFinish (or before any core call exists), so the core
-// never calls a deleted sink.
+// One Score stream. Reads are paced by the core (Append's return value and OnInputReady); writes
+// are queued, and token batches that arrive while a write is in flight are merged into one message.
+// Finish is called only once the core has called OnFinish (or before any core call exists), so the
+// core never calls a deleted sink.
 class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
                            public ScoreSink {
  public:
@@ -45,7 +45,8 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
     if (finishing_) return;
     if (call_ == nullptr) {
       if (request_.session_id().empty()) {
-        FinishLocked(absl::InvalidArgumentError("session_id is required in the first ScoreRequest"));
+        FinishLocked(
+            absl::InvalidArgumentError("session_id is required in the first ScoreRequest"));
         return;
       }
       ScoreOptions options;
@@ -60,9 +61,9 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       call_ = *std::move(call);
       session_id_ = request_.session_id();
     } else if (!request_.session_id().empty() && request_.session_id() != session_id_) {
-      FailLocked(absl::InvalidArgumentError(absl::StrCat(
-          "session_id of a later ScoreRequest must be empty or ", session_id_, ", got ",
-          request_.session_id())));
+      FailLocked(absl::InvalidArgumentError(
+          absl::StrCat("session_id of a later ScoreRequest must be empty or ", session_id_,
+                       ", got ", request_.session_id())));
       return;
     }
     auto more = call_->Append(request_.text());
@@ -135,7 +136,8 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
     }
   }
 
-  // Ends the call with an error: the core stops the work and calls OnFinish, which finishes with error_.
+  // Ends the call with an error: the core stops the work and calls OnFinish, which finishes with
+  // error_.
   void FailLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (error_.ok()) error_ = status;
     if (call_ != nullptr && !core_done_) {
@@ -169,7 +171,8 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                               public GenerateSink {
  public:
-  GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request) {
+  GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
+                  const v1::GenerateRequest& request) {
     absl::MutexLock lock(&mu_);
     GenerateParams params;
     params.prompt = request.prompt();

@@ -1,6 +1,7 @@
-// BrtService: the brt.v1.Brt gRPC service, a thin callback-API layer over Engine. Handlers validate the
-// request's shape, call the core, convert results to protos and statuses (status_util.h). Streaming calls
-// get one reactor each, which deletes itself in OnDone and forwards OnCancel to the core.
+// BrtService: the brt.v1.Brt gRPC service, a thin callback-API layer over Engine. Handlers validate
+// the request's shape, call the core, convert results to protos and statuses (status_util.h).
+// Streaming calls get one reactor each, which deletes itself in OnDone and forwards OnCancel to the
+// core.
 //
 // Thread safety: gRPC calls it from many threads; all state lives in the Engine (thread-safe) or in
 // per-call reactors.
@@ -33,8 +34,8 @@ class BrtService final : public v1::Brt::CallbackService {
                                           v1::DeleteSessionResponse* response) override;
   grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* Score(
       grpc::CallbackServerContext* ctx) override;
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
-                                                          const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* request,
                                           v1::ServerInfo* response) override;

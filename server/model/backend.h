@@ -1,12 +1,13 @@
-// ModelBackend: the torch-free interface the core uses to run a BRT export (see model/README.md, "Export
-// contract"). ModelRunner (model_runner.h) implements it with LibTorch; tests may use a fake.
+// ModelBackend: the torch-free interface the core uses to run a BRT export (see model/README.md,
+// "Export contract"). ModelRunner (model_runner.h) implements it with LibTorch; tests may use a
+// fake.
 //
 // Per-session model memory (the key/value cache and the recurrent state) is an opaque, immutable
-// DeviceMemory: methods never modify their inputs and return new memory, so a session keeps its old memory
-// until the executor swaps in the new one (never half-updated).
+// DeviceMemory: methods never modify their inputs and return new memory, so a session keeps its old
+// memory until the executor swaps in the new one (never half-updated).
 //
-// Thread safety: NOT thread-safe. Exactly one thread (the core's executor) calls a backend. DeviceMemory
-// objects may be destroyed on any thread.
+// Thread safety: NOT thread-safe. Exactly one thread (the core's executor) calls a backend.
+// DeviceMemory objects may be destroyed on any thread.
 #ifndef BRT_SERVER_MODEL_BACKEND_H_
 #define BRT_SERVER_MODEL_BACKEND_H_
 
@@ -80,7 +81,8 @@ class ModelBackend {
   virtual absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) = 0;
   // Feeds one token per row in one batched call. REQUIRES: rows non-empty.
-  virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) = 0;
+  virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(
+      const std::vector<DecodeRow>& rows) = 0;
 };
 
 }  // namespace brt

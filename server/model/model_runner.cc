@@ -1,9 +1,9 @@
 // The only translation unit that includes LibTorch (each one costs ~30 s to compile).
 #include "server/model/model_runner.h"
 
-#include <torch/script.h>
-#include <torch/cuda.h>
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
 
 #include <fstream>
 #include <thread>
@@ -25,8 +25,8 @@ class TorchMemory : public DeviceMemory {
 
 const TorchMemory& AsTorch(const MemoryPtr& m) { return static_cast<const TorchMemory&>(*m); }
 
-// Splits batched memory back into rows. With one row the outputs are kept as they are; otherwise each row
-// is copied so it does not pin the whole batch's storage.
+// Splits batched memory back into rows. With one row the outputs are kept as they are; otherwise
+// each row is copied so it does not pin the whole batch's storage.
 std::vector<MemoryPtr> SplitMemory(const at::Tensor& kv, const at::Tensor& state) {
   int64_t b = kv.size(0);
   std::vector<MemoryPtr> out;
@@ -36,8 +36,8 @@ std::vector<MemoryPtr> SplitMemory(const at::Tensor& kv, const at::Tensor& state
     return out;
   }
   for (int64_t i = 0; i < b; ++i) {
-    out.push_back(std::make_shared<TorchMemory>(kv.narrow(0, i, 1).clone(),
-                                                state.narrow(0, i, 1).clone()));
+    out.push_back(
+        std::make_shared<TorchMemory>(kv.narrow(0, i, 1).clone(), state.narrow(0, i, 1).clone()));
   }
   return out;
 }
@@ -81,7 +81,8 @@ ModelRunner::~ModelRunner() = default;
 
 const ModelMetadata& ModelRunner::metadata() const { return impl_->meta; }
 
-absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelRunnerOptions& options) {
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
+    const ModelRunnerOptions& options) {
   if (!std::ifstream(options.model_path).good()) {
     return absl::NotFoundError(absl::StrCat("model export not found: ", options.model_path));
   }
@@ -94,8 +95,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelRunn
   } else if (options.dtype == "float16") {
     dtype = at::kHalf;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be float32, bfloat16 or float16, got '",
-                                                   options.dtype, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype must be float32, bfloat16 or float16, got '", options.dtype, "'"));
   }
   try {
     impl->device = c10::Device(options.device);
@@ -107,8 +108,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelRunn
     return absl::FailedPreconditionError(
         absl::StrCat("device ", options.device, " requested but CUDA is not available"));
   }
-  int threads = options.threads > 0 ? options.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = options.threads > 0
+                    ? options.threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
 
   torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
@@ -148,12 +150,14 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelRunn
         absl::StrCat(options.model_path, ": bad or missing ", kMetaFile, ": ", e.what()));
   }
   if (meta.window <= 0 || meta.vocab_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(options.model_path, ": window and vocab_size must be > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.model_path, ": window and vocab_size must be > 0"));
   }
   if (!options.tokenizer_sha256.empty() && meta.tokenizer_sha256 != options.tokenizer_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tokenizer mismatch: the export ", options.model_path, " was made with a tokenizer of sha256 ",
-        meta.tokenizer_sha256, " but the loaded tokenizer has sha256 ", options.tokenizer_sha256));
+    return absl::FailedPreconditionError(
+        absl::StrCat("tokenizer mismatch: the export ", options.model_path,
+                     " was made with a tokenizer of sha256 ", meta.tokenizer_sha256,
+                     " but the loaded tokenizer has sha256 ", options.tokenizer_sha256));
   }
   meta.device = impl->device.str();
   meta.dtype = options.dtype;
@@ -183,7 +187,8 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   const int64_t n = static_cast<int64_t>(rows[0].tokens.size());
   const int64_t w = impl_->meta.window;
   if (n == 0 || n % w != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("ScoreBlocks: ", n, " tokens is not a multiple of W=", w));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ScoreBlocks: ", n, " tokens is not a multiple of W=", w));
   }
   std::vector<int64_t> flat;
   flat.reserve(b * n);
@@ -197,7 +202,8 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
     c10::InferenceMode guard;
     at::Tensor tokens = at::from_blob(flat.data(), {b, n}, at::kLong).to(impl_->device);
     auto [kv, state] = CatMemory(rows);
-    auto out = impl_->module.get_method("score_blocks")({tokens, kv, state, int64_t{top_k}}).toTuple();
+    auto out =
+        impl_->module.get_method("score_blocks")({tokens, kv, state, int64_t{top_k}}).toTuple();
     const auto& e = out->elements();
     at::Tensor target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
     at::Tensor topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
@@ -226,7 +232,8 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   }
 }
 
-absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vector<DecodeRow>& rows) {
+absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
+    const std::vector<DecodeRow>& rows) {
   const int64_t b = static_cast<int64_t>(rows.size());
   if (b == 0) return absl::InvalidArgumentError("DecodeStep: no rows");
   std::vector<int64_t> tokens(b), positions(b);

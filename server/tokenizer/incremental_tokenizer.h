@@ -1,11 +1,13 @@
-// IncrementalTokenizer: tokenizes a byte stream that arrives in chunks split anywhere (even inside a UTF-8
-// sequence) and gives exactly the tokens of tokenizing the whole stream at once.
+// IncrementalTokenizer: tokenizes a byte stream that arrives in chunks split anywhere (even inside
+// a UTF-8 sequence) and gives exactly the tokens of tokenizing the whole stream at once.
 //
-// Rule: the tokenizer model has '\n' as a user-defined symbol and BPE never merges across it, so the text
-// up to and including the buffer's last newline can be committed and tokenized on its own. Bytes after the
-// last newline wait for more input or Finish(). Token spans are offsets in the whole stream.
+// Rule: the tokenizer model has '\n' as a user-defined symbol and BPE never merges across it, so
+// the text up to and including the buffer's last newline can be committed and tokenized on its own.
+// Bytes after the last newline wait for more input or Finish(). Token spans are offsets in the
+// whole stream.
 //
-// Thread safety: not thread-safe; one owner (a Score call) drives it. The Tokenizer must outlive it.
+// Thread safety: not thread-safe; one owner (a Score call) drives it. The Tokenizer must outlive
+// it.
 #ifndef BRT_SERVER_TOKENIZER_INCREMENTAL_TOKENIZER_H_
 #define BRT_SERVER_TOKENIZER_INCREMENTAL_TOKENIZER_H_
 
@@ -35,7 +37,7 @@ class IncrementalTokenizer {
 
  private:
   const Tokenizer* tokenizer_;
-  std::string buffer_;         // uncommitted bytes
+  std::string buffer_;          // uncommitted bytes
   uint64_t buffer_offset_ = 0;  // stream offset of buffer_[0]
 };
 

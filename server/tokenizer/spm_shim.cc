@@ -74,9 +74,9 @@ BRT_SPM_EXPORT int32_t brt_spm_special_id(const brt_spm* spm, int which) {
   }
 }
 
-BRT_SPM_EXPORT int64_t brt_spm_encode(const brt_spm* spm, const char* text, size_t len, int32_t* ids,
-                                      uint32_t* begins, uint32_t* ends, size_t cap, char* err,
-                                      size_t err_cap) {
+BRT_SPM_EXPORT int64_t brt_spm_encode(const brt_spm* spm, const char* text, size_t len,
+                                      int32_t* ids, uint32_t* begins, uint32_t* ends, size_t cap,
+                                      char* err, size_t err_cap) {
   try {
     sentencepiece::ImmutableSentencePieceText spt =
         spm->processor.EncodeAsImmutableProto(std::string(text, len));

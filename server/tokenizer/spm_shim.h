@@ -1,9 +1,10 @@
 // A plain C interface over SentencePiece, built as libbrt_spm_shim.so and loaded at run time with
 // dlopen(RTLD_LOCAL | RTLD_DEEPBIND) by Tokenizer (tokenizer.h).
 //
-// Why: Debian's libsentencepiece carries its own protobuf-lite 3.14 and exports its symbols; linked into a
-// process that also has libprotobuf 3.21 (gRPC, LibTorch) it crashes at load. Behind this shim, loaded
-// privately, the two never meet. Memory never crosses the boundary: the caller passes buffers.
+// Why: Debian's libsentencepiece carries its own protobuf-lite 3.14 and exports its symbols; linked
+// into a process that also has libprotobuf 3.21 (gRPC, LibTorch) it crashes at load. Behind this
+// shim, loaded privately, the two never meet. Memory never crosses the boundary: the caller passes
+// buffers.
 //
 // Every function catches all exceptions. Thread safety: a loaded handle is safe for concurrent
 // calls (SentencePieceProcessor's const methods are).
@@ -35,13 +36,14 @@ int32_t brt_spm_special_id(const brt_spm* spm, int which);
 // Encodes text. Writes up to cap ids and the byte span [begin, end) of each piece in the input.
 // Returns the number of pieces (if larger than cap, nothing useful was written: call again with a
 // larger buffer), or -1 on error (message in err).
-int64_t brt_spm_encode(const brt_spm* spm, const char* text, size_t len, int32_t* ids, uint32_t* begins,
-                       uint32_t* ends, size_t cap, char* err, size_t err_cap);
+int64_t brt_spm_encode(const brt_spm* spm, const char* text, size_t len, int32_t* ids,
+                       uint32_t* begins, uint32_t* ends, size_t cap, char* err, size_t err_cap);
 // Writes the piece string of id (up to cap bytes). Returns its length, or -1 if id is out of range.
 int64_t brt_spm_id_to_piece(const brt_spm* spm, int32_t id, char* buf, size_t cap);
 // BRT_SPM_* bits of id.
 int32_t brt_spm_piece_type(const brt_spm* spm, int32_t id);
-// Id of a piece string, or -1 if the piece is not in the vocabulary (unk id is not returned for it).
+// Id of a piece string, or -1 if the piece is not in the vocabulary (unk id is not returned for
+// it).
 int32_t brt_spm_piece_to_id(const brt_spm* spm, const char* piece, size_t len);
 
 #ifdef __cplusplus

@@ -10,8 +10,9 @@
 
 namespace brt {
 
-// Function pointers into the dlopen'ed shim. The library is intentionally never dlclose'd: unloading
-// SentencePiece (and its private protobuf) at exit buys nothing and risks static-destructor order issues.
+// Function pointers into the dlopen'ed shim. The library is intentionally never dlclose'd:
+// unloading SentencePiece (and its private protobuf) at exit buys nothing and risks
+// static-destructor order issues.
 struct Tokenizer::Shim {
   void* library = nullptr;
   brt_spm* spm = nullptr;
@@ -101,8 +102,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const std::string& 
     return absl::NotFoundError(absl::StrCat("tokenizer model not found: ", model_path));
   }
   if (!FileExists(shim_path)) {
-    return absl::NotFoundError(absl::StrCat("tokenizer shim library not found: ", shim_path,
-                                            " (set --tokenizer_shim)"));
+    return absl::NotFoundError(
+        absl::StrCat("tokenizer shim library not found: ", shim_path, " (set --tokenizer_shim)"));
   }
   auto shim = std::make_unique<Shim>();
   shim->library = dlopen(shim_path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);

@@ -1,10 +1,11 @@
-// Tokenizer: a lossless SentencePiece tokenizer, loaded through the dlopen'ed libbrt_spm_shim.so so that
-// SentencePiece's private protobuf never meets the process's (see spm_shim.h and the platform notes).
+// Tokenizer: a lossless SentencePiece tokenizer, loaded through the dlopen'ed libbrt_spm_shim.so so
+// that SentencePiece's private protobuf never meets the process's (see spm_shim.h and the platform
+// notes).
 //
-// Lossless contract: for any bytes x, concatenating PieceBytes(t) over Encode(x) gives x back, for a model
-// trained as model/ trains it (identity normalisation, byte fallback, no dummy prefix). Valid UTF-8 runs
-// are encoded by SentencePiece; every byte that is not part of valid UTF-8 becomes its byte-fallback
-// token "<0xAB>".
+// Lossless contract: for any bytes x, concatenating PieceBytes(t) over Encode(x) gives x back, for
+// a model trained as model/ trains it (identity normalisation, byte fallback, no dummy prefix).
+// Valid UTF-8 runs are encoded by SentencePiece; every byte that is not part of valid UTF-8 becomes
+// its byte-fallback token "<0xAB>".
 //
 // Thread safety: immutable after Create; all methods are safe to call concurrently.
 #ifndef BRT_SERVER_TOKENIZER_TOKENIZER_H_
@@ -31,8 +32,8 @@ struct TokenSpan {
 class Tokenizer {
  public:
   // Loads model_path through the shim library at shim_path. NOT_FOUND if either file is missing,
-  // INTERNAL if the shim cannot be loaded, INVALID_ARGUMENT if the model does not parse or lacks byte
-  // fallback pieces.
+  // INTERNAL if the shim cannot be loaded, INVALID_ARGUMENT if the model does not parse or lacks
+  // byte fallback pieces.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const std::string& model_path,
                                                            const std::string& shim_path);
   ~Tokenizer();
@@ -72,8 +73,8 @@ class Tokenizer {
   std::string sha256_;
 };
 
-// Length of the longest prefix of s that is valid UTF-8 (shortest-form, no surrogates, <= U+10FFFF).
-// Used to split text into valid runs and invalid bytes.
+// Length of the longest prefix of s that is valid UTF-8 (shortest-form, no surrogates, <=
+// U+10FFFF). Used to split text into valid runs and invalid bytes.
 size_t ValidUtf8PrefixLength(std::string_view s);
 // Length (1..4) of the valid UTF-8 sequence at the start of s, or 0 if s does not start with one.
 size_t Utf8SequenceLength(std::string_view s);

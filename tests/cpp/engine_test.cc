@@ -24,7 +24,8 @@ constexpr int kW = 8;
 constexpr int kVocab = 4096;
 
 const char kText[] =
-    "In the beginning God created the heaven and the earth. And the earth was without form, and void;\n"
+    "In the beginning God created the heaven and the earth. And the earth was without form, and "
+    "void;\n"
     "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the "
     "waters.\nAnd God said, Let there be light: and there was light.";
 
@@ -342,8 +343,9 @@ TEST_F(EngineTest, RejectsBadGenerateInput) {
   CollectingGenerateSink sink;
   GenerateParams p;
   p.max_tokens = 5000;
-  EXPECT_THAT(engine_->StartGenerate(id, p, &sink),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_tokens must be in [0, 4096]")));
+  EXPECT_THAT(
+      engine_->StartGenerate(id, p, &sink),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_tokens must be in [0, 4096]")));
   p.max_tokens = 0;
   EXPECT_THAT(engine_->StartGenerate(id, p, &sink), StatusIs(absl::StatusCode::kInvalidArgument));
   p.max_tokens = 3;

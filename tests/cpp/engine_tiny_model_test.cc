@@ -58,7 +58,8 @@ class EngineTinyModelTest : public ::testing::Test {
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = *std::move(e);
   }
-  std::vector<TokenScoreResult> Score(const std::string& id, const std::string& text, size_t chunk) {
+  std::vector<TokenScoreResult> Score(const std::string& id, const std::string& text,
+                                      size_t chunk) {
     CollectingScoreSink sink;
     auto call = engine_->StartScore(id, ScoreOptions{}, &sink);
     EXPECT_TRUE(call.ok()) << call.status();

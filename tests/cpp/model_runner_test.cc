@@ -96,7 +96,8 @@ TEST(ModelRunnerTest, ScoreBlocksEqualsDecodeStepChain) {
       EXPECT_NEAR(logprobs[b.topk_ids[i * 2]], b.topk_logprobs[i * 2], 1e-5);
     }
   }
-  for (size_t v = 0; v < logprobs.size(); v += 97) EXPECT_NEAR(logprobs[v], b.next_logprobs[v], 1e-5);
+  for (size_t v = 0; v < logprobs.size(); v += 97)
+    EXPECT_NEAR(logprobs[v], b.next_logprobs[v], 1e-5);
   // The memories agree too: continue both with one more block and compare.
   std::vector<int32_t> more = RandomTokens(w, 2);
   auto c1 = r->ScoreBlocks({ScoreBlocksRow{more, b.memory}}, 0);

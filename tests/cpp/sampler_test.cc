@@ -114,14 +114,17 @@ TEST(SamplerTest, SameSeedSameTokens) {
 TEST(SamplingParamsTest, RejectsOutOfRangeValuesNamingTheField) {
   SamplingOverrides s;
   s.temperature = 6;
-  EXPECT_THAT(ValidateSampling(s, 100, "sampling."),
-              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("sampling.temperature")));
+  EXPECT_THAT(
+      ValidateSampling(s, 100, "sampling."),
+      StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("sampling.temperature")));
   s = {};
   s.top_p = 0;
-  EXPECT_THAT(ValidateSampling(s, 100, ""), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("top_p")));
+  EXPECT_THAT(ValidateSampling(s, 100, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("top_p")));
   s = {};
   s.min_p = 1;
-  EXPECT_THAT(ValidateSampling(s, 100, ""), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("min_p")));
+  EXPECT_THAT(ValidateSampling(s, 100, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("min_p")));
   s = {};
   s.repetition_penalty = 0;
   EXPECT_THAT(ValidateSampling(s, 100, ""), StatusIs(absl::StatusCode::kInvalidArgument));

@@ -19,7 +19,8 @@ using ::brt::testing::TinyTokenizer;
 const char kText[] =
     "In the beginning God created the heaven and the earth.\n"
     "  Tabs\tand   repeated spaces, numbers 12345, punctuation!?\n"
-    "Non-ASCII: na\xC3\xAFve caf\xC3\xA9, \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E, emoji \xF0\x9F\x98\x80.\n"
+    "Non-ASCII: na\xC3\xAFve caf\xC3\xA9, \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E, emoji "
+    "\xF0\x9F\x98\x80.\n"
     "\n\nTrailing text without newline";
 
 std::string Concat(const Tokenizer& tok, const std::vector<TokenSpan>& spans) {

@@ -42,7 +42,8 @@ void FakeBackend::SetGated(bool gated) {
 
 void FakeBackend::WaitGate() {
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(+[](bool* g) { return !*g; }, &gated_));
+  mu_.Await(absl::Condition(
+      +[](bool* g) { return !*g; }, &gated_));
 }
 
 absl::StatusOr<std::vector<ScoreBlocksResult>> FakeBackend::ScoreBlocks(
@@ -61,7 +62,8 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> FakeBackend::ScoreBlocks(
     }
     ScoreBlocksResult r;
     const size_t n = row.tokens.size();
-    for (size_t i = 0; i + 1 < n; ++i) r.target_logprobs.push_back(LogprobsAfter(row.tokens[i])[row.tokens[i + 1]]);
+    for (size_t i = 0; i + 1 < n; ++i)
+      r.target_logprobs.push_back(LogprobsAfter(row.tokens[i])[row.tokens[i + 1]]);
     for (size_t i = 0; i < n; ++i) {
       for (int k = 0; k < top_k; ++k) {
         r.topk_ids.push_back(k == 0 ? (row.tokens[i] + 1) % meta_.vocab_size : k);
@@ -78,7 +80,8 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> FakeBackend::ScoreBlocks(
   return out;
 }
 
-absl::StatusOr<std::vector<DecodeResult>> FakeBackend::DecodeStep(const std::vector<DecodeRow>& rows) {
+absl::StatusOr<std::vector<DecodeResult>> FakeBackend::DecodeStep(
+    const std::vector<DecodeRow>& rows) {
   WaitGate();
   decode_calls++;
   std::vector<DecodeResult> out;

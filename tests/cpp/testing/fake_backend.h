@@ -1,7 +1,7 @@
 // FakeBackend: a deterministic ModelBackend without torch, for core tests. Its "model" predicts
-// next token = (last token + 1) % V with probability 0.5 (the rest spread uniformly), and its memory is
-// the list of tokens fed. It can be told to block each call until released (to fill queues) and counts
-// calls and batch sizes.
+// next token = (last token + 1) % V with probability 0.5 (the rest spread uniformly), and its
+// memory is the list of tokens fed. It can be told to block each call until released (to fill
+// queues) and counts calls and batch sizes.
 #ifndef BRT_TESTS_CPP_TESTING_FAKE_BACKEND_H_
 #define BRT_TESTS_CPP_TESTING_FAKE_BACKEND_H_
 
@@ -21,8 +21,8 @@ class FakeBackend : public ModelBackend {
   FakeBackend(int32_t window, int32_t vocab);
   const ModelMetadata& metadata() const override { return meta_; }
   absl::StatusOr<MemoryPtr> InitialState() override;
-  absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(const std::vector<ScoreBlocksRow>& rows,
-                                                            int top_k) override;
+  absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
+      const std::vector<ScoreBlocksRow>& rows, int top_k) override;
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
 
   // The distribution after a token.

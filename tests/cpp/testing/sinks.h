@@ -1,5 +1,5 @@
-// Collecting ScoreSink / GenerateSink for core tests: they record everything and let a test wait for
-// OnFinish.
+// Collecting ScoreSink / GenerateSink for core tests: they record everything and let a test wait
+// for OnFinish.
 #ifndef BRT_TESTS_CPP_TESTING_SINKS_H_
 #define BRT_TESTS_CPP_TESTING_SINKS_H_
 

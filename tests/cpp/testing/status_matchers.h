@@ -19,8 +19,7 @@ const absl::Status& GetStatus(const absl::StatusOr<T>& s) {
   return s.status();
 }
 
-MATCHER_P(StatusIs, code,
-          std::string("has status code ") + absl::StatusCodeToString(code)) {
+MATCHER_P(StatusIs, code, std::string("has status code ") + absl::StatusCodeToString(code)) {
   const absl::Status& s = GetStatus(arg);
   *result_listener << "status is " << s.ToString();
   return s.code() == code;
@@ -34,8 +33,10 @@ MATCHER_P2(StatusIs, code, message_matcher,
          ::testing::ExplainMatchResult(message_matcher, std::string(s.message()), result_listener);
 }
 
-#define BRT_ASSERT_OK(expr) ASSERT_TRUE(::brt::testing::GetStatus(expr).ok()) << ::brt::testing::GetStatus(expr)
-#define BRT_EXPECT_OK(expr) EXPECT_TRUE(::brt::testing::GetStatus(expr).ok()) << ::brt::testing::GetStatus(expr)
+#define BRT_ASSERT_OK(expr) \
+  ASSERT_TRUE(::brt::testing::GetStatus(expr).ok()) << ::brt::testing::GetStatus(expr)
+#define BRT_EXPECT_OK(expr) \
+  EXPECT_TRUE(::brt::testing::GetStatus(expr).ok()) << ::brt::testing::GetStatus(expr)
 
 }  // namespace brt::testing
 
