@@ -82,7 +82,7 @@ int RunCompare(const Args& args) {
       "Cutting at line ends keeps the tokens identical (checked), so both figures are over the same\n"
       "tokens. Reports bits per token of both runs and the tokens that gain most from the carried\n"
       "state, each with an excerpt, the distance back to the token's previous occurrence (prev-occ,\n"
-      "in tokens) and its distance from the last reset (in-seg).");
+      "in tokens) and its distance from the last reset (since-reset, in tokens).");
   parser.SetPositionals(&files, 1, 1, "FILE  the text (book) to study");
   parser.AddInt("reset_every", &reset_every, "N: reset the state every N blocks");
   parser.AddInt("top", &top, "how many top-gaining tokens to list");

@@ -202,11 +202,11 @@ std::string CompareToText(const CompareReport& r) {
   if (r.top.empty()) return out;
   absl::StrAppendFormat(&out, "\nTop %d tokens gaining from the carried state (bits):\n",
                         r.top.size());
-  absl::StrAppendFormat(&out, "  %8s %7s %7s %7s %9s %8s  %s\n", "position", "gain", "carried",
-                        "reset", "prev-occ", "in-seg", "excerpt [token]");
+  absl::StrAppendFormat(&out, "  %8s %7s %7s %7s %9s %11s  %s\n", "position", "gain", "carried",
+                        "reset", "prev-occ", "since-reset", "excerpt [token]");
   for (const Gain& g : r.top) {
     const std::string prev = g.distance_back ? absl::StrCat(*g.distance_back) : "-";
-    absl::StrAppendFormat(&out, "  %8d %7.3f %7.3f %7.3f %9s %8d  %s[%s]%s\n", g.position,
+    absl::StrAppendFormat(&out, "  %8d %7.3f %7.3f %7.3f %9s %11d  %s[%s]%s\n", g.position,
                           g.gain_nats / kLn2, g.nll_carried / kLn2, g.nll_reset / kLn2, prev, g.since_reset,
                           ForTerminal(g.excerpt.before), ForTerminal(g.excerpt.token),
                           ForTerminal(g.excerpt.after));

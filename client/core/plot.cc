@@ -91,7 +91,7 @@ std::string GnuplotScript(const PlotSpec& spec) {
   absl::StrAppend(&s, "set ylabel ", PlainLabel(spec.ylabel), "\n");
   absl::StrAppend(&s, "set grid lc rgb '#dddddd'\n");
   absl::StrAppend(&s, "set key top right box opaque\n");
-  absl::StrAppend(&s, "set format x '%.0s%c'\n");
+  absl::StrAppend(&s, "set format x '%.0f'\n");
   if (spec.logx) absl::StrAppend(&s, "set logscale x\n");
   if (spec.zero_line) absl::StrAppend(&s, "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n");
   absl::StrAppend(&s, "plot ");
