@@ -113,6 +113,10 @@ struct FaultCase {
   bool new_value_visible;  // a failed directory fsync happens after the rename
 };
 
+void PrintTo(const FaultCase& c, std::ostream* os) {
+  *os << testing::OpName(c.op) << " fails with errno " << c.err;
+}
+
 class FileStoreFaultTest : public ::testing::TestWithParam<FaultCase> {};
 
 TEST_P(FileStoreFaultTest, FailedPutKeepsTheOldValueWholeAndLeavesNoTempFile) {

@@ -326,6 +326,8 @@ struct HugeField {
   int width;       // 4 or 8 bytes
 };
 
+void PrintTo(const HugeField& f, std::ostream* os) { *os << f.what << " = " << f.value; }
+
 class HugeDeclaredSizeTest : public ::testing::TestWithParam<HugeField> {};
 
 TEST_P(HugeDeclaredSizeTest, IsDataLossWithoutAllocating) {
