@@ -75,7 +75,7 @@ struct TempDir {
 int RunPlot(const Args& args) {
   std::string out = "brt-plot", title, gnuplot = "gnuplot";
   int64_t width = 1200, height = 700, smooth = 0, max_points = 4000;
-  bool logx = false;
+  bool logx = false, full_range = false;
   std::vector<std::string> inputs;
   ArgParser parser(
       "brt plot", "[options] INPUT...",
@@ -93,6 +93,9 @@ int RunPlot(const Args& args) {
   parser.AddString("out", &out, "PREFIX", "output file prefix");
   parser.AddString("title", &title, "TEXT", "title prefix (default: the input names)");
   parser.AddFlag("logx", &logx, "logarithmic position axis on the cumulative plot");
+  parser.AddFlag("full_range", &full_range,
+                 "y axis of the cumulative plot over all values (default: framed on the curves "
+                 "after their first 2% or 500 tokens, whose early averages swing widely)");
   parser.AddInt("smooth", &smooth, "running-mean window (tokens) of the difference plot; 0: auto");
   parser.AddInt("max_points", &max_points, "points per cumulative curve");
   parser.AddInt("width", &width, "image width in pixels");
@@ -132,6 +135,7 @@ int RunPlot(const Args& args) {
   cum.height = static_cast<int>(height);
   cum.logx = logx;
   size_t color = 0;
+  std::vector<std::vector<double>> curves;
   const auto add_curve = [&](const Input& in, bool reset, const std::string& label) -> absl::Status {
     std::vector<double> x, nll;
     for (const TokenRow& r : in.table.rows) {
@@ -139,6 +143,7 @@ int RunPlot(const Args& args) {
       nll.push_back(reset ? r.nll_reset.value_or(0) : r.nll);
     }
     const std::vector<double> y = CumulativeBitsPerToken(nll);
+    curves.push_back(y);
     const std::string data = tmp.File(absl::StrCat("cum", cum.series.size(), ".dat"));
     if (absl::Status s = WriteXY(data, x, y, PlotIndices(x.size(), max_points)); !s.ok()) return s;
     cum.series.push_back({data, label, "lines lw 2", kColors[color++ % 6]});
@@ -153,6 +158,13 @@ int RunPlot(const Args& args) {
     if (in.table.has_reset) {
       if (absl::Status s = add_curve(in, true, prefix + in.reset_label); !s.ok()) return Fail(s);
     }
+  }
+  // The first averages (over a handful of tokens) swing widely; unless the axis is logarithmic,
+  // frame the y axis on the rest so the differences between curves show.
+  if (!logx && !full_range) {
+    size_t n = 0;
+    for (const auto& c : curves) n = std::max(n, c.size());
+    FocusedRange(curves, std::min<size_t>(n / 50, 500), &cum.ymin, &cum.ymax);
   }
   std::vector<PlotSpec> plots = {cum};
 

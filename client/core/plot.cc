@@ -81,6 +81,23 @@ absl::Status WriteXY(const std::string& path, const std::vector<double>& x,
   return absl::OkStatus();
 }
 
+bool FocusedRange(const std::vector<std::vector<double>>& curves, size_t skip, double* lo,
+                  double* hi) {
+  bool any = false;
+  for (const std::vector<double>& c : curves) {
+    for (size_t i = std::min(skip, c.size() > 0 ? c.size() - 1 : 0); i < c.size(); ++i) {
+      if (!any || c[i] < *lo) *lo = c[i];
+      if (!any || c[i] > *hi) *hi = c[i];
+      any = true;
+    }
+  }
+  if (!any) return false;
+  const double pad = std::max(0.08 * (*hi - *lo), 1e-3);
+  *lo -= pad;
+  *hi += pad;
+  return true;
+}
+
 std::string GnuplotScript(const PlotSpec& spec) {
   std::string s;
   absl::StrAppendFormat(&s, "set terminal pngcairo size %d,%d font 'sans,11'\n", spec.width,
@@ -93,6 +110,7 @@ std::string GnuplotScript(const PlotSpec& spec) {
   absl::StrAppend(&s, "set key top right box opaque\n");
   absl::StrAppend(&s, "set format x '%.0f'\n");
   if (spec.logx) absl::StrAppend(&s, "set logscale x\n");
+  if (spec.ymin < spec.ymax) absl::StrAppendFormat(&s, "set yrange [%g:%g]\n", spec.ymin, spec.ymax);
   if (spec.zero_line) absl::StrAppend(&s, "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n");
   absl::StrAppend(&s, "plot ");
   for (size_t i = 0; i < spec.series.size(); ++i) {

@@ -44,8 +44,16 @@ struct PlotSpec {
   int width = 1200, height = 700;
   bool logx = false;
   bool zero_line = false;
+  // Fixed y range when ymin < ymax; else gnuplot's autoscale.
+  double ymin = 0, ymax = 0;
   std::vector<PlotSeries> series;
 };
+
+// A y range for curves that start noisy (a running average over few tokens): the span of the values
+// after the first `skip` of each, padded by 8%, so the settled part fills the plot (the first
+// points may leave it). Returns false when there are no such values.
+bool FocusedRange(const std::vector<std::vector<double>>& curves, size_t skip, double* lo,
+                  double* hi);
 
 // A gnuplot script that writes spec.out_png.
 std::string GnuplotScript(const PlotSpec& spec);

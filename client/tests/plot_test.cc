@@ -70,3 +70,17 @@ TEST(PlotTest, MissingGnuplotIsNotFound) {
 
 }  // namespace
 }  // namespace brt::client
+
+namespace brt::client {
+namespace {
+
+TEST(PlotTest, FocusedRangeSkipsTheNoisyStartAndPads) {
+  double lo = 0, hi = 0;
+  ASSERT_TRUE(FocusedRange({{100, 50, 2, 3}, {1, 99, 2.5, 4}}, 2, &lo, &hi));
+  EXPECT_NEAR(lo, 2 - 0.16, 1e-12);
+  EXPECT_NEAR(hi, 4 + 0.16, 1e-12);
+  EXPECT_FALSE(FocusedRange({}, 2, &lo, &hi));
+}
+
+}  // namespace
+}  // namespace brt::client
