@@ -1,5 +1,8 @@
 // brt: the command-line client of brt-server. Dispatches to one subcommand (client/commands/).
+#include <grpc/support/log.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -33,9 +36,16 @@ constexpr char kHelp[] =
     "Session save/restore/fork are not available: the server has no persistence RPCs yet.\n"
     "`brt COMMAND --help` describes each command.\n";
 
+// gRPC's own log lines (e.g. a failed TLS handshake) would repeat, less clearly, the error the tool
+// prints; they are dropped unless the user asks for them with GRPC_VERBOSITY or GRPC_TRACE.
+void DropGrpcLog(gpr_log_func_args*) {}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr && std::getenv("GRPC_TRACE") == nullptr) {
+    gpr_set_log_function(DropGrpcLog);
+  }
   std::vector<std::string> leading, rest;
   std::string command;
   for (int i = 1; i < argc; ++i) {

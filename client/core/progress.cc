@@ -24,7 +24,8 @@ std::string FormatProgress(const std::string& label, uint64_t bytes_done, uint64
       bytes_total == 0 ? 1.0 : std::min(1.0, static_cast<double>(bytes_done) / bytes_total);
   const int filled = static_cast<int>(frac * bar_width);
   const double rate = elapsed_s > 0 ? tokens / elapsed_s : 0;
-  const double eta = frac > 0 ? elapsed_s * (1 - frac) / frac : -1;
+  // Too early an estimate swings wildly: none before 1% or 1 s.
+  const double eta = frac >= 0.01 && elapsed_s >= 1.0 ? elapsed_s * (1 - frac) / frac : -1;
   return absl::StrFormat("%s[%s%s] %3d%%  %d tok  %.0f tok/s  ETA %s",
                          label.empty() ? "" : label + " ", std::string(filled, '#'),
                          std::string(bar_width - filled, '-'), static_cast<int>(frac * 100), tokens,

@@ -296,6 +296,42 @@ def test_local_errors_exit_nonzero(brt, tmp_path):
         assert p.returncode == 2, (args, p.stderr)
 
 
+def test_tls_options_fail_clearly_against_a_plaintext_server(brt, tmp_path):
+    p = brt("sessions", "list", f"--tls_root_cert={tmp_path / 'missing.pem'}", check=False)
+    assert p.returncode == 1 and p.stderr.decode().startswith("brt: NOT_FOUND: --tls_root_cert"), p.stderr
+    p = brt("sessions", "list", "--tls", "--timeout=10", check=False, timeout=60)
+    assert p.returncode == 1 and p.stderr.decode().startswith("brt: UNAVAILABLE: "), p.stderr
+
+
+def test_api_key_is_sent_as_bearer_metadata(brt):
+    """A stand-in server records the metadata of each call (brt-server itself ignores the key)."""
+    from concurrent import futures
+    seen = []
+
+    def list_sessions(request, context):
+        seen.append(dict(context.invocation_metadata()))
+        return pb.ListSessionsResponse()
+
+    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    fake.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("brt.v1.Brt", {
+        "ListSessions": grpc.unary_unary_rpc_method_handler(
+            list_sessions, request_deserializer=pb.ListSessionsRequest.FromString,
+            response_serializer=pb.ListSessionsResponse.SerializeToString)})])
+    port = fake.add_insecure_port("127.0.0.1:0")
+    fake.start()
+    try:
+        addr = f"127.0.0.1:{port}"
+        brt("sessions", "list", "--api_key=k-123", server_addr=addr)
+        with Client(addr, api_key="k-456") as c:
+            assert c.list_sessions() == []
+        brt("sessions", "list", server_addr=addr)
+    finally:
+        fake.stop(None)
+    assert seen[0].get("authorization") == "Bearer k-123"
+    assert seen[1].get("authorization") == "Bearer k-456"
+    assert "authorization" not in seen[2]
+
+
 def test_save_restore_fork_are_reported_unavailable(brt):
     for cmd in ("save", "restore", "fork"):
         p = brt(cmd, check=False)
