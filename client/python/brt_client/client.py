@@ -105,8 +105,9 @@ class Generation:
     `text` is the whole completion and finish_reason ("length", "stop_sequence", "eos",
     "cancelled"), prompt_tokens, generated_tokens and session_position are set."""
 
-    def __init__(self, responses, on_done=None):
+    def __init__(self, responses, session_id: str = "", on_done=None):
         self._responses = responses
+        self.session_id = session_id
         self._on_done = on_done
         self.text = ""
         self.tokens: List[GeneratedToken] = []
@@ -334,9 +335,9 @@ class Client:
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
                  repetition_window: Optional[int] = None, seed: Optional[int] = None,
                  stop: Sequence[str] = (), keep_session: bool = False) -> Generation:
-        """Streams a completion: iterate the result for tokens. Without session_id a new session is
-        used and deleted when the stream ends (unless keep_session). Unset sampling options take the
-        session's defaults, then the server's."""
+        """Streams a completion: iterate the result (once) for tokens, or call .result(). Without
+        session_id a new session is used and deleted when the iteration ends (unless keep_session).
+        Unset sampling options take the session's defaults, then the server's."""
         owned = session_id is None
         if owned:
             session_id = self.create_session("brt_client generate").id
@@ -354,9 +355,7 @@ class Client:
                     pass
 
         stream = self._stub.Generate(req, timeout=self.stream_timeout, metadata=self._metadata)
-        gen = Generation(stream, cleanup)
-        gen.session_id = session_id
-        return gen
+        return Generation(stream, session_id, cleanup)
 
     def complete(self, prompt: Union[str, bytes] = b"", **kwargs) -> str:
         """generate(...) run to the end; returns the completion text."""
