@@ -38,7 +38,9 @@ ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
 ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
 ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched score_blocks call");
 ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode_step call");
-ABSL_FLAG(uint32_t, max_blocks_per_call, 2, "Maximum blocks per session in one score_blocks call");
+ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
+          "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
+          "max_batch_size * max_blocks_per_call blocks");
 ABSL_FLAG(uint64_t, max_chunk_bytes, 1 << 20, "Maximum bytes per Score chunk and Generate prompt");
 ABSL_FLAG(uint32_t, max_tokens_cap, 4096, "Maximum GenerateRequest.max_tokens");
 ABSL_FLAG(uint32_t, default_max_tokens, 128, "max_tokens when a GenerateRequest leaves it unset");

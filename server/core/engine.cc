@@ -124,7 +124,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
         "max_batch_size, max_queue, max_sessions, max_decode_batch, max_blocks_per_call must be > "
         "0");
   }
-  if (options.max_pending_tokens == 0) options.max_pending_tokens = 16 * meta.window;
+  if (options.max_pending_tokens == 0) options.max_pending_tokens = 32 * meta.window;
   if (options.default_max_tokens > options.max_tokens_cap) {
     options.default_max_tokens = options.max_tokens_cap;
   }
@@ -591,7 +591,10 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
   const size_t first = score_cursor_ % n;
   const size_t take = std::min<size_t>(n, options_.max_batch_size);
   score_cursor_ = first + take;
-  size_t blocks = options_.max_blocks_per_call;
+  // Token budget per call: max_batch_size * max_blocks_per_call blocks, shared by the rows, so fewer
+  // rows run more blocks each while the latency one call adds to generation stays bounded.
+  size_t blocks = std::max<size_t>(
+      1, static_cast<size_t>(options_.max_batch_size) * options_.max_blocks_per_call / take);
   for (size_t i = 0; i < take; ++i) {
     const auto& job = score_candidates[(first + i) % n];
     blocks = std::min(blocks, job->session->pending.size() / w);

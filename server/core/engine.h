@@ -53,7 +53,9 @@ struct EngineOptions {
   uint32_t max_batch_size = 8;
   // Rows per batched decode_step call.
   uint32_t max_decode_batch = 64;
-  // Blocks per row in one score_blocks call (bounds the latency one call adds to generation).
+  // Blocks per row in one score_blocks call when the batch is full. A call runs at most
+  // max_batch_size * max_blocks_per_call blocks in all (fewer rows get more blocks each), which bounds the
+  // latency one call adds to other sessions' generation.
   uint32_t max_blocks_per_call = 2;
   // Bytes per Score chunk and per Generate prompt; RESOURCE_EXHAUSTED beyond.
   uint64_t max_chunk_bytes = 1 << 20;
@@ -63,7 +65,7 @@ struct EngineOptions {
   // Upper bound of ScoreRequest.top_k.
   uint32_t max_top_k = 20;
   // Pending tokens per Score call above which the caller is told to pause reading (backpressure).
-  // 0 = 16 * W.
+  // 0 = 32 * W.
   uint32_t max_pending_tokens = 0;
   // Server-wide sampling defaults (below the session defaults).
   SamplingConfig default_sampling;
