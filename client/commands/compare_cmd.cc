@@ -65,6 +65,7 @@ absl::Status Merge(const Segment& seg, size_t index, const std::vector<TokenRow>
 int RunCompare(const Args& args) {
   ConnectionOptions conn_options;
   int64_t reset_every = 8, top = 20, parallel = 2, chunk_bytes = 64 * 1024, excerpt_bytes = 60;
+  int64_t skip_after_reset = -1;
   bool json = false, per_token = true, quiet = false;
   std::string tokens_path, tokens_format = "auto";
   std::vector<std::string> files;
@@ -86,6 +87,9 @@ int RunCompare(const Args& args) {
   parser.SetPositionals(&files, 1, 1, "FILE  the text (book) to study");
   parser.AddInt("reset_every", &reset_every, "N: reset the state every N blocks");
   parser.AddInt("top", &top, "how many top-gaining tokens to list");
+  parser.AddInt("skip_after_reset", &skip_after_reset,
+                "leave tokens fewer than this many tokens after a reset out of the top list (there "
+                "the reset run lacks even local context); -1: W. The figures count every token");
   parser.AddInt("excerpt_bytes", &excerpt_bytes, "bytes of context before each listed token");
   parser.AddFlag("json", &json,
                  "print the report as JSON, with per-token columns (\"per_token\") for brt plot");
@@ -175,6 +179,7 @@ int RunCompare(const Args& args) {
   options.window = window;
   options.reset_every = static_cast<uint32_t>(reset_every);
   options.top = static_cast<size_t>(top);
+  options.skip_after_reset = skip_after_reset < 0 ? window : static_cast<size_t>(skip_after_reset);
   options.excerpt_before = static_cast<size_t>(excerpt_bytes);
   options.excerpt_after = static_cast<size_t>(excerpt_bytes) / 3;
   const CompareReport report = Analyse(file, *text, rows, segments, options);

@@ -84,7 +84,8 @@ int RunPlot(const Args& args) {
       "                         against position i (the paper's Figure 6); one curve per input, two\n"
       "                         (carried and reset) for a compare input;\n"
       "  PREFIX-difference.png  per-token NLL with the state reset minus with it carried, in bits,\n"
-      "                         against position, with a running mean (the paper's Figure 4);\n"
+      "                         against position, and below it their running mean on its own\n"
+      "                         scale (the paper's Figure 4);\n"
       "                         only for compare inputs.\n"
       "Needs gnuplot (Debian package gnuplot-nox).");
   parser.SetPositionals(&inputs, 1, -1,
@@ -99,7 +100,8 @@ int RunPlot(const Args& args) {
   parser.AddInt("smooth", &smooth, "running-mean window (tokens) of the difference plot; 0: auto");
   parser.AddInt("max_points", &max_points, "points per cumulative curve");
   parser.AddInt("width", &width, "image width in pixels");
-  parser.AddInt("height", &height, "image height in pixels");
+  parser.AddInt("height", &height,
+                "image height in pixels (the difference image, two panels, is 1.5 times as tall)");
   parser.AddString("gnuplot", &gnuplot, "PATH", "gnuplot program");
   if (std::optional<int> exit = ParseOrExit(parser, args)) return *exit;
   if (width < 200 || height < 150 || width > 10000 || height > 10000) {
@@ -166,7 +168,7 @@ int RunPlot(const Args& args) {
     for (const auto& c : curves) n = std::max(n, c.size());
     FocusedRange(curves, std::min<size_t>(n / 50, 500), &cum.ymin, &cum.ymax);
   }
-  std::vector<PlotSpec> plots = {cum};
+  std::vector<std::vector<PlotSpec>> plots = {{cum}};  // images, each of stacked panels
 
   // Per-token difference, reset minus carried (Figure 4): one plot per compare input.
   for (size_t k = 0; k < loaded.size(); ++k) {
@@ -180,7 +182,7 @@ int RunPlot(const Args& args) {
     diff.xlabel = "token position";
     diff.ylabel = "NLL(reset) - NLL(carried), bits";
     diff.width = static_cast<int>(width);
-    diff.height = static_cast<int>(height);
+    diff.height = static_cast<int>(height) * 3 / 2;
     diff.zero_line = true;
     std::vector<double> x, d;
     for (const TokenRow& r : in.table.rows) {
@@ -197,9 +199,14 @@ int RunPlot(const Args& args) {
       return Fail(s);
     }
     diff.series.push_back({dots, "per token", "points pt 7 ps 0.25", "#7f9fbf"});
-    diff.series.push_back(
-        {line, absl::StrCat("running mean over ", window, " tokens"), "lines lw 2.5", "#d62728"});
-    plots.push_back(diff);
+    // The running mean is some tenths of a bit while single tokens differ by up to ~15 bits, so it
+    // gets its own panel and scale below the dots.
+    PlotSpec mean_panel = diff;
+    mean_panel.title = "";
+    mean_panel.series = {{line, absl::StrCat("running mean of the difference over ", window, " tokens"),
+                          "lines lw 2", "#d62728"}};
+    diff.xlabel = "";
+    plots.push_back({diff, mean_panel});
   }
 
   for (size_t i = 0; i < plots.size(); ++i) {
@@ -211,8 +218,9 @@ int RunPlot(const Args& args) {
     std::fclose(f);
     if (absl::Status s = RunGnuplot(gnuplot, script); !s.ok()) return Fail(s);
     uint32_t w = 0, h = 0;
-    if (absl::Status s = CheckPng(plots[i].out_png, &w, &h); !s.ok()) return Fail(s);
-    std::printf("%s (%ux%u)\n", plots[i].out_png.c_str(), w, h);
+    const std::string& png = plots[i].front().out_png;
+    if (absl::Status s = CheckPng(png, &w, &h); !s.ok()) return Fail(s);
+    std::printf("%s (%ux%u)\n", png.c_str(), w, h);
   }
   return 0;
 }

@@ -94,8 +94,12 @@ CompareReport Analyse(const std::string& file, std::string_view text,
       segment_start[i] = s.first_token;
     }
   }
-  std::vector<size_t> order(rows.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::vector<size_t> order;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i - segment_start[i] >= options.skip_after_reset || segment_start[i] == 0) {
+      order.push_back(i);
+    }
+  }
   const auto gain = [&](size_t i) { return rows[i].nll_reset.value_or(0) - rows[i].nll; };
   const size_t k = std::min(options.top, order.size());
   std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](size_t a, size_t b) {
@@ -128,6 +132,7 @@ nlohmann::json CompareToJson(const CompareReport& r, const std::vector<TokenRow>
       {"reset_every_blocks", r.options.reset_every},
       {"segment_min_tokens", segment_tokens},
       {"segments", r.segments},
+      {"top_skips_tokens_after_reset", r.options.skip_after_reset},
       {"reset_meaning",
        "each segment of at least reset_every_blocks*window tokens (cut after the first newline past "
        "that many tokens) is scored in a new session: the recurrent state AND the attention window "
@@ -200,8 +205,12 @@ std::string CompareToText(const CompareReport& r) {
                         r.carried_after_first.tokens, r.carried_after_first.bits_per_token,
                         r.reset_after_first.bits_per_token);
   if (r.top.empty()) return out;
-  absl::StrAppendFormat(&out, "\nTop %d tokens gaining from the carried state (bits):\n",
-                        r.top.size());
+  absl::StrAppendFormat(&out, "\nTop %d tokens gaining from the carried state (bits)", r.top.size());
+  if (r.options.skip_after_reset > 0) {
+    absl::StrAppendFormat(&out, ", leaving out the first %d tokens after each reset",
+                          r.options.skip_after_reset);
+  }
+  absl::StrAppend(&out, ":\n");
   absl::StrAppendFormat(&out, "  %8s %7s %7s %7s %9s %11s  %s\n", "position", "gain", "carried",
                         "reset", "prev-occ", "since-reset", "excerpt [token]");
   for (const Gain& g : r.top) {

@@ -65,6 +65,10 @@ struct CompareOptions {
   uint32_t window = 0;       // W, from the server
   uint32_t reset_every = 0;  // N blocks
   size_t top = 20;
+  // The top list leaves out tokens fewer than this many tokens after a reset (there the reset run
+  // lacks even the local attention context, and such gains say nothing about the recurrent state).
+  // The figures count every token.
+  size_t skip_after_reset = 0;
   size_t excerpt_before = 60, excerpt_after = 20;
 };
 

@@ -98,20 +98,21 @@ bool FocusedRange(const std::vector<std::vector<double>>& curves, size_t skip, d
   return true;
 }
 
-std::string GnuplotScript(const PlotSpec& spec) {
-  std::string s;
-  absl::StrAppendFormat(&s, "set terminal pngcairo size %d,%d font 'sans,11'\n", spec.width,
-                        spec.height);
-  absl::StrAppend(&s, "set output ", Quote(spec.out_png), "\n");
+namespace {
+
+// The settings and plot command of one panel.
+void AppendPanel(const PlotSpec& spec, std::string& s) {
   absl::StrAppend(&s, "set title ", PlainLabel(spec.title), "\n");
   absl::StrAppend(&s, "set xlabel ", PlainLabel(spec.xlabel), "\n");
   absl::StrAppend(&s, "set ylabel ", PlainLabel(spec.ylabel), "\n");
-  absl::StrAppend(&s, "set grid lc rgb '#dddddd'\n");
-  absl::StrAppend(&s, "set key top right box opaque\n");
-  absl::StrAppend(&s, "set format x '%.0f'\n");
-  if (spec.logx) absl::StrAppend(&s, "set logscale x\n");
-  if (spec.ymin < spec.ymax) absl::StrAppendFormat(&s, "set yrange [%g:%g]\n", spec.ymin, spec.ymax);
-  if (spec.zero_line) absl::StrAppend(&s, "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n");
+  absl::StrAppend(&s, spec.logx ? "set logscale x\n" : "unset logscale x\n");
+  if (spec.ymin < spec.ymax) {
+    absl::StrAppendFormat(&s, "set yrange [%g:%g]\n", spec.ymin, spec.ymax);
+  } else {
+    absl::StrAppend(&s, "set autoscale y\n");
+  }
+  absl::StrAppend(&s, spec.zero_line ? "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n"
+                                     : "unset xzeroaxis\n");
   absl::StrAppend(&s, "plot ");
   for (size_t i = 0; i < spec.series.size(); ++i) {
     const PlotSeries& p = spec.series[i];
@@ -120,6 +121,28 @@ std::string GnuplotScript(const PlotSpec& spec) {
                     Quote(p.color), " title ", PlainLabel(p.label));
   }
   absl::StrAppend(&s, "\n");
+}
+
+}  // namespace
+
+std::string GnuplotScript(const PlotSpec& spec) { return GnuplotScript(std::vector<PlotSpec>{spec}); }
+
+std::string GnuplotScript(const std::vector<PlotSpec>& panels) {
+  std::string s;
+  if (panels.empty()) return s;
+  const PlotSpec& first = panels.front();
+  absl::StrAppendFormat(&s, "set terminal pngcairo size %d,%d font 'sans,11'\n", first.width,
+                        first.height);
+  absl::StrAppend(&s, "set output ", Quote(first.out_png), "\n");
+  absl::StrAppend(&s, "set grid lc rgb '#dddddd'\n");
+  absl::StrAppend(&s, "set key top right box opaque\n");
+  absl::StrAppend(&s, "set format x '%.0f'\n");
+  if (panels.size() > 1) {
+    // Same left margin in every panel, so their x axes line up.
+    absl::StrAppendFormat(&s, "set multiplot layout %d,1\nset lmargin 11\n", panels.size());
+  }
+  for (const PlotSpec& p : panels) AppendPanel(p, s);
+  if (panels.size() > 1) absl::StrAppend(&s, "unset multiplot\n");
   return s;
 }
 

@@ -57,6 +57,8 @@ bool FocusedRange(const std::vector<std::vector<double>>& curves, size_t skip, d
 
 // A gnuplot script that writes spec.out_png.
 std::string GnuplotScript(const PlotSpec& spec);
+// Panels stacked top to bottom in one image; the first panel's out_png, width and height apply.
+std::string GnuplotScript(const std::vector<PlotSpec>& panels);
 
 // Runs `gnuplot script_path` (no shell). Errors: NOT_FOUND when the program is missing,
 // INTERNAL when it fails (its stderr goes to ours).

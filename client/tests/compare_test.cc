@@ -117,6 +117,13 @@ TEST(CompareTest, AnalyseReportsBothFiguresOverTheSameTokensAndTopGains) {
   EXPECT_TRUE(back->has_reset);
   EXPECT_EQ(back->rows[6].nll_reset, 4.0);
   EXPECT_NE(CompareToText(r).find("state carried"), std::string::npos);
+
+  // Leaving out the first token after each reset drops " b" (index 6, a segment start).
+  opt.skip_after_reset = 1;
+  const CompareReport skipped = Analyse("book", text, rows, segs, opt);
+  ASSERT_EQ(skipped.top.size(), 2u);
+  EXPECT_EQ(skipped.top[0].index, 4u);  // " d": gain 0.5, one token after the reset at 3
+  EXPECT_DOUBLE_EQ(skipped.carried.bits_per_token, r.carried.bits_per_token);
 }
 
 }  // namespace

@@ -204,6 +204,9 @@ def test_compare_json_reports_both_figures_over_the_same_tokens(brt, server, boo
         assert t["excerpt"]["token"].encode() == data[per["byte_begin"][i]:per["byte_end"][i]]
         prev = [j for j in range(i) if per["token_id"][j] == per["token_id"][i]]
         assert t["distance_back"] == (i - prev[-1] if prev else None)
+        # by default the top list leaves out the first W tokens after each reset
+        assert i < first_end or t["since_reset"] >= window
+    assert out["top_skips_tokens_after_reset"] == window
 
 
 def test_compare_text_report(brt, book):
@@ -229,7 +232,7 @@ def test_plot_writes_pngs_from_compare_json_and_token_tables(brt, book, tmp_path
     cmp_json.write_bytes(brt("compare", "--json", "--reset_every=2", str(book)).stdout)
     out = brt("plot", str(cmp_json), f"--out={tmp_path / 'cmp'}", server_addr=False).stdout.decode()
     check_png(tmp_path / "cmp-cumulative.png")
-    check_png(tmp_path / "cmp-difference.png")
+    check_png(tmp_path / "cmp-difference.png", 1200, 1050)  # two panels: 1.5 times as tall
     assert "cmp-cumulative.png" in out and "cmp-difference.png" in out
 
     tsv = tmp_path / "t.tsv"
