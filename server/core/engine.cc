@@ -431,6 +431,7 @@ bool Engine::HasWorkLocked() const {
 }
 
 void Engine::ExecutorLoop() {
+  backend_->InitExecutorThread();
   Events events;
   while (true) {
     Plan plan;

@@ -74,6 +74,9 @@ class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
   virtual const ModelMetadata& metadata() const = 0;
+  // Called once on the executor thread before any other call from it (per-thread runtime setup, such as
+  // LibTorch's intra-op thread count, which OpenMP keeps per thread).
+  virtual void InitExecutorThread() {}
   // Memory of a fresh document (before BOS).
   virtual absl::StatusOr<MemoryPtr> InitialState() = 0;
   // Runs N whole blocks for each row in one batched call. REQUIRES: rows non-empty, equal sizes, a

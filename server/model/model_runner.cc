@@ -74,6 +74,7 @@ struct ModelRunner::Impl {
   c10::Device device{at::kCPU};
   ModelMetadata meta;
   MemoryPtr initial;
+  int threads = 1;
 };
 
 ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -112,6 +113,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
                     ? options.threads
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
+  impl->threads = threads;
 
   torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
   try {
@@ -176,6 +178,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     return TorchError("initial_state failed", e);
   }
   return runner;
+}
+
+void ModelRunner::InitExecutorThread() {
+  // OpenMP's thread count is per thread: set it again on the thread that runs the model.
+  at::set_num_threads(impl_->threads);
 }
 
 absl::StatusOr<MemoryPtr> ModelRunner::InitialState() { return impl_->initial; }

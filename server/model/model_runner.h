@@ -36,6 +36,7 @@ class ModelRunner : public ModelBackend {
   ~ModelRunner() override;
 
   const ModelMetadata& metadata() const override;
+  void InitExecutorThread() override;
   absl::StatusOr<MemoryPtr> InitialState() override;
   absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) override;

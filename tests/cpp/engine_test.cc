@@ -363,10 +363,12 @@ TEST_F(EngineTest, DeletingASessionEndsItsGeneration) {
   GenerateParams p;
   p.prompt = "x";
   p.max_tokens = 4000;
-  p.sampling.temperature = 1.0f;
+  p.sampling.temperature = 0;
+  fake_->SetGated(true);  // the executor blocks inside its first model call
   ASSERT_TRUE(engine_->StartGenerate(id, p, &sink).ok());
   absl::SleepFor(absl::Milliseconds(20));
   BRT_ASSERT_OK(engine_->DeleteSession(id));
+  fake_->SetGated(false);
   auto summary = sink.Wait();
   ASSERT_TRUE(summary.ok());
   EXPECT_EQ(summary->reason, FinishReason::kCancelled);
