@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "client/commands/commands.h"
+#include "client/rpc/interrupt.h"
 
 namespace {
 
@@ -43,6 +44,7 @@ void DropGrpcLog(gpr_log_func_args*) {}
 }  // namespace
 
 int main(int argc, char** argv) {
+  brt::client::Interrupts::Install();  // first: before gRPC starts threads
   if (std::getenv("GRPC_VERBOSITY") == nullptr && std::getenv("GRPC_TRACE") == nullptr) {
     gpr_set_log_function(DropGrpcLog);
   }

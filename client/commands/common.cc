@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "client/rpc/interrupt.h"
 
 namespace brt::client {
 
@@ -26,6 +27,10 @@ std::optional<int> ParseOrExit(ArgParser& parser, const std::vector<std::string>
 
 int Fail(const absl::Status& status) {
   std::fflush(stdout);
+  if (Interrupts::Requested()) {
+    std::fprintf(stderr, "brt: interrupted\n");
+    return kExitInterrupted;
+  }
   std::fprintf(stderr, "brt: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
                std::string(status.message()).c_str());
   return kExitError;

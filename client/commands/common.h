@@ -16,12 +16,14 @@ namespace brt::client {
 
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitInterrupted = 130;
 
 // Parses `args`. Returns nullopt to go on, or the exit status to return now: 0 after printing the
 // help for -h/--help, kExitUsage after printing the error for bad arguments.
 std::optional<int> ParseOrExit(ArgParser& parser, const std::vector<std::string>& args);
 
-// Prints "brt: CODE: message" to stderr; returns kExitError.
+// Prints "brt: CODE: message" to stderr; returns kExitError (after Ctrl-C: "brt: interrupted",
+// kExitInterrupted).
 int Fail(const absl::Status& status);
 // Prints "brt: message" and a pointer to --help; returns kExitUsage.
 int UsageError(const std::string& command, const std::string& message);

@@ -11,6 +11,7 @@
 #include "client/commands/common.h"
 #include "client/core/text.h"
 #include "client/rpc/connection.h"
+#include "client/rpc/interrupt.h"
 #include "client/rpc/scorer.h"
 
 namespace brt::client {
@@ -93,6 +94,7 @@ int RunGenerate(const Args& args) {
   for (const std::string& s : stops) sp->add_stop(s);
 
   std::unique_ptr<grpc::ClientContext> ctx = (*conn)->NewContext(/*streaming=*/true);
+  Interrupts::CancelScope cancel_on_interrupt(ctx.get());
   std::unique_ptr<grpc::ClientReader<brt::v1::GenerateResponse>> stream =
       (*conn)->brt().Generate(ctx.get(), req);
   brt::v1::GenerateResponse resp, last;

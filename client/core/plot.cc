@@ -1,5 +1,6 @@
 #include "client/core/plot.h"
 
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -151,8 +152,16 @@ absl::Status RunGnuplot(const std::string& gnuplot, const std::string& script_pa
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // gnuplot gets the default signal mask (the tool blocks SIGINT/SIGTERM in its own threads).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid;
-  const int rc = posix_spawnp(&pid, gnuplot.c_str(), nullptr, nullptr, argv.data(), environ);
+  const int rc = posix_spawnp(&pid, gnuplot.c_str(), nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     return absl::NotFoundError(absl::StrCat(
         "cannot run ", gnuplot, " (", std::strerror(rc),

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "client/rpc/interrupt.h"
 
 namespace brt::client {
 
@@ -47,6 +48,7 @@ absl::StatusOr<Summary> ScoreInto(Connection& conn, const std::string& session_i
                                   ByteSource source, const ScoreOptions& options,
                                   const TokenCallback& on_token) {
   std::unique_ptr<grpc::ClientContext> ctx = conn.NewContext(/*streaming=*/true);
+  Interrupts::CancelScope cancel_on_interrupt(ctx.get());
   std::unique_ptr<grpc::ClientReaderWriter<brt::v1::ScoreRequest, brt::v1::ScoreResponse>> stream =
       conn.brt().Score(ctx.get());
 

@@ -335,6 +335,28 @@ def test_api_key_is_sent_as_bearer_metadata(brt):
     assert "authorization" not in seen[2]
 
 
+def test_ctrl_c_cancels_the_stream_and_deletes_the_session(brt, server, book, tmp_path):
+    import signal
+    import time
+    big = tmp_path / "big.txt"
+    big.write_bytes(book.read_bytes() * 40)
+    proc = subprocess.Popen([BRT_BIN, "score", str(big), f"--server={server.address}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the Score call runs
+        live = [s for s in server.stub.ListSessions(pb.ListSessionsRequest(), timeout=10).sessions
+                if s.label == "big.txt"]
+        if live and live[0].tokens_consumed > 0:
+            break
+        time.sleep(0.05)
+    assert live, "the score never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.decode().strip() == "brt: interrupted", err
+    labels = [s.label for s in server.stub.ListSessions(pb.ListSessionsRequest(), timeout=10).sessions]
+    assert "big.txt" not in labels
+
+
 def test_save_restore_fork_are_reported_unavailable(brt):
     for cmd in ("save", "restore", "fork"):
         p = brt(cmd, check=False)
