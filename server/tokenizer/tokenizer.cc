@@ -252,9 +252,21 @@ absl::StatusOr<std::vector<TokenSpan>> Tokenizer::EncodeWithSpans(std::string_vi
                                                                   uint64_t base_offset) const {
   std::vector<TokenSpan> out;
   out.reserve(text.size() / 3 + 4);
+  // SentencePiece reads a literal U+2581 as its own space marker, which would decode as a space. To stay
+  // lossless it is encoded as its three byte pieces instead (model/brt/tokenizer.py does the same).
+  static constexpr std::string_view kMarker = "\xE2\x96\x81";
   size_t i = 0;
   while (i < text.size()) {
+    if (text.compare(i, kMarker.size(), kMarker) == 0) {
+      for (size_t k = 0; k < kMarker.size(); ++k, ++i) {
+        unsigned char byte = static_cast<unsigned char>(text[i]);
+        out.push_back(TokenSpan{byte_ids_[byte], base_offset + i, base_offset + i + 1});
+      }
+      continue;
+    }
     size_t valid = ValidUtf8PrefixLength(text.substr(i));
+    size_t marker = text.substr(i, valid).find(kMarker);
+    if (marker != std::string_view::npos) valid = marker;
     if (valid > 0) {
       absl::Status s = EncodeValidUtf8(text.substr(i, valid), base_offset + i, &out);
       if (!s.ok()) return s;

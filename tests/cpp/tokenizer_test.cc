@@ -71,6 +71,16 @@ TEST(TokenizerTest, InvalidUtf8BecomesByteTokens) {
   EXPECT_TRUE(has_ff);
 }
 
+TEST(TokenizerTest, LiteralSpaceMarkerSurvivesRoundTrip) {
+  auto tok = TinyTokenizer();
+  // U+2581 is SentencePiece's own space marker; it must come back as itself, not as a space.
+  std::string text = "a\xE2\x96\x81b \xE2\x96\x81\xE2\x96\x81 c\n";
+  auto spans = tok->EncodeWithSpans(text);
+  ASSERT_TRUE(spans.ok()) << spans.status();
+  EXPECT_EQ(Concat(*tok, *spans), text);
+  EXPECT_EQ(tok->PieceString((*spans)[1].id), "<0xE2>");
+}
+
 TEST(TokenizerTest, NewlineSplitGivesSameTokens) {
   auto tok = TinyTokenizer();
   std::string a = "first line of text\n", b = "second line\n";

@@ -106,7 +106,7 @@ def test_two_score_calls_equal_one(server, reference, texts):
 
 
 def test_invalid_utf8_and_mid_sequence_splits_are_lossless(server, reference):
-    data = "naïve café — 中文 🎉\n".encode() * 5 + b"broken \xff\xc3 bytes\n"
+    data = "naïve café — 中文 🎉 ▁marker▁\n".encode() * 5 + b"broken \xff\xc3 bytes\n"
     sid = new_session(server)
     toks, summary = score(server.stub, sid, [data[i:i + 1] for i in range(len(data))])
     assert b"".join(t.piece for t in toks) == data
