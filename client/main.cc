@@ -20,7 +20,8 @@ constexpr char kHelp[] =
     "Commands:\n"
     "  generate [PROMPT]          stream a completion (prompt from the argument or stdin)\n"
     "  score FILE...              score books: tokens, NLL, perplexity, bits per token and byte\n"
-    "  compare FILE               state carried vs. reset every N blocks, and the tokens that gain\n"
+    "  compare FILE               state carried vs. reset every N blocks, and the tokens that "
+    "gain\n"
     "  plot INPUT...              PNGs: cumulative cross-entropy, per-token difference\n"
     "  sessions list|info|create|delete\n"
     "                             the server's sessions\n"
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
     if (command.empty() && a.rfind("--", 0) == 0 && a != "--help") {
       leading.push_back(a);
       // "--server HOST" form: the value travels with its option.
-      if (a.find('=') == std::string::npos && a != "--tls" && i + 1 < argc) leading.push_back(argv[++i]);
+      if (a.find('=') == std::string::npos && a != "--tls" && i + 1 < argc)
+        leading.push_back(argv[++i]);
     } else if (command.empty() && a != "--help" && a != "-h") {
       command = a;
     } else if (command.empty()) {

@@ -1,6 +1,7 @@
-// The `brt` subcommands. Each takes its arguments (after the subcommand name) and returns the process
-// exit status: 0 success, 1 an error (printed to stderr as "brt: CODE: message"), 2 a usage error,
-// 130 interrupted (Ctrl-C cancels the calls in flight; sessions the command created are deleted).
+// The `brt` subcommands. Each takes its arguments (after the subcommand name) and returns the
+// process exit status: 0 success, 1 an error (printed to stderr as "brt: CODE: message"), 2 a usage
+// error, 130 interrupted (Ctrl-C cancels the calls in flight; sessions the command created are
+// deleted).
 #ifndef BRT_CLIENT_COMMANDS_COMMANDS_H_
 #define BRT_CLIENT_COMMANDS_COMMANDS_H_
 

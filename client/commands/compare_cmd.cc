@@ -1,5 +1,5 @@
-// brt compare: the carried-versus-reset study of one book (see client/core/compare.h for what "reset"
-// means here and why the segments are cut at line ends).
+// brt compare: the carried-versus-reset study of one book (see client/core/compare.h for what
+// "reset" means here and why the segments are cut at line ends).
 #include <atomic>
 #include <cstdio>
 #include <thread>
@@ -17,10 +17,9 @@ namespace brt::client {
 namespace {
 
 // Scores `text` in a new session that is deleted afterwards; returns the token rows.
-absl::StatusOr<std::vector<TokenRow>> ScoreInNewSession(Connection& conn, std::string_view text,
-                                                        const std::string& label,
-                                                        size_t chunk_bytes,
-                                                        const std::function<void(const TokenRow&)>& seen) {
+absl::StatusOr<std::vector<TokenRow>> ScoreInNewSession(
+    Connection& conn, std::string_view text, const std::string& label, size_t chunk_bytes,
+    const std::function<void(const TokenRow&)>& seen) {
   absl::StatusOr<brt::v1::Session> session = CreateSession(conn, label);
   if (!session.ok()) return session.status();
   std::vector<TokenRow> rows;
@@ -42,18 +41,18 @@ absl::Status Merge(const Segment& seg, size_t index, const std::vector<TokenRow>
                    std::vector<TokenRow>& rows) {
   const size_t n = seg.end_token - seg.first_token;
   if (seg_rows.size() != n) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "segment ", index, " (bytes ", seg.byte_begin, "..", seg.byte_end, ") gave ",
-        seg_rows.size(), " tokens scored on its own but ", n,
-        " in the whole book: the tokenizer merged across the cut"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("segment ", index, " (bytes ", seg.byte_begin, "..", seg.byte_end, ") gave ",
+                     seg_rows.size(), " tokens scored on its own but ", n,
+                     " in the whole book: the tokenizer merged across the cut"));
   }
   for (size_t k = 0; k < n; ++k) {
     TokenRow& row = rows[seg.first_token + k];
     const TokenRow& r = seg_rows[k];
     if (r.token_id != row.token_id || seg.byte_begin + r.byte_begin != row.byte_begin) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("segment ", index, ": token ", k, " differs from the whole-book run (id ",
-                       r.token_id, " vs ", row.token_id, ")"));
+      return absl::FailedPreconditionError(absl::StrCat("segment ", index, ": token ", k,
+                                                        " differs from the whole-book run (id ",
+                                                        r.token_id, " vs ", row.token_id, ")"));
     }
     row.nll_reset = r.nll;
   }
@@ -75,14 +74,18 @@ int RunCompare(const Args& args) {
       "The paper's qualitative study: scores FILE twice and compares.\n"
       "  carried: one session reads the whole book; the recurrent state and the attention window\n"
       "           carry from the first token to the last.\n"
-      "  reset:   the book is cut into segments of at least N*W tokens (N = --reset_every blocks of\n"
-      "           W tokens; each cut just after the first newline past that many tokens) and every\n"
+      "  reset:   the book is cut into segments of at least N*W tokens (N = --reset_every blocks "
+      "of\n"
+      "           W tokens; each cut just after the first newline past that many tokens) and "
+      "every\n"
       "           segment is scored in a NEW session. The server has no call that resets only the\n"
       "           recurrent state, so at each segment start BOTH the recurrent state and the\n"
       "           attention window restart.\n"
-      "Cutting at line ends keeps the tokens identical (checked), so both figures are over the same\n"
+      "Cutting at line ends keeps the tokens identical (checked), so both figures are over the "
+      "same\n"
       "tokens. Reports bits per token of both runs and the tokens that gain most from the carried\n"
-      "state, each with an excerpt, the distance back to the token's previous occurrence (prev-occ,\n"
+      "state, each with an excerpt, the distance back to the token's previous occurrence "
+      "(prev-occ,\n"
       "in tokens) and its distance from the last reset (since-reset, in tokens).");
   parser.SetPositionals(&files, 1, 1, "FILE  the text (book) to study");
   parser.AddInt("reset_every", &reset_every, "N: reset the state every N blocks");
@@ -93,7 +96,9 @@ int RunCompare(const Args& args) {
   parser.AddInt("excerpt_bytes", &excerpt_bytes, "bytes of context before each listed token");
   parser.AddFlag("json", &json,
                  "print the report as JSON, with per-token columns (\"per_token\") for brt plot");
-  parser.AddFlag("per_token", &per_token, "include \"per_token\" columns in --json output");
+  parser.AddFlag(
+      "per_token", &per_token,
+      "include \"per_token\" columns in --json output (on; --per_token=false drops them)");
   parser.AddString("tokens", &tokens_path, "PATH",
                    "write per-token rows with nll and nll_reset (nats) to PATH");
   parser.AddString("tokens_format", &tokens_format, "FMT", "auto, tsv or jsonl");
@@ -127,16 +132,17 @@ int RunCompare(const Args& args) {
   {
     ProgressBar progress("carried", text->size(), !quiet);
     uint64_t n = 0;
-    absl::StatusOr<std::vector<TokenRow>> r = ScoreInNewSession(
-        **conn, *text, "brt compare (carried)", chunk_bytes,
-        [&](const TokenRow& row) { progress.Update(row.byte_end, ++n); });
+    absl::StatusOr<std::vector<TokenRow>> r =
+        ScoreInNewSession(**conn, *text, "brt compare (carried)", chunk_bytes,
+                          [&](const TokenRow& row) { progress.Update(row.byte_end, ++n); });
     if (!r.ok()) return Fail(r.status());
     rows = *std::move(r);
   }
   if (rows.empty()) return Fail(absl::InvalidArgumentError(absl::StrCat(file, " has no tokens")));
 
   // 2. Reset: segments of >= N*W tokens, each in a new session, `parallel` at a time.
-  const std::vector<Segment> segments = CutAtNewlines(rows, static_cast<size_t>(reset_every) * window);
+  const std::vector<Segment> segments =
+      CutAtNewlines(rows, static_cast<size_t>(reset_every) * window);
   {
     ProgressBar progress("reset", text->size(), !quiet);
     absl::Mutex mu;
@@ -153,8 +159,7 @@ int RunCompare(const Args& args) {
         }
         const Segment& seg = segments[i];
         absl::StatusOr<std::vector<TokenRow>> r = ScoreInNewSession(
-            **conn,
-            std::string_view(*text).substr(seg.byte_begin, seg.byte_end - seg.byte_begin),
+            **conn, std::string_view(*text).substr(seg.byte_begin, seg.byte_end - seg.byte_begin),
             absl::StrCat("brt compare (reset segment ", i, ")"), chunk_bytes, nullptr);
         absl::MutexLock lock(&mu);
         absl::Status s = r.ok() ? Merge(seg, i, *r, rows) : r.status();

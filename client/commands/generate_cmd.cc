@@ -38,10 +38,12 @@ int RunGenerate(const Args& args) {
       "brt generate", "[options] [PROMPT]",
       "Appends PROMPT to a session and streams the sampled continuation to stdout as it arrives.\n"
       "Without PROMPT (or with '-') the prompt is read from stdin, unless stdin is a terminal\n"
-      "(then the prompt is empty). Without --session a new session is used and deleted afterwards.\n"
+      "(then the prompt is empty). Without --session a new session is used and deleted "
+      "afterwards.\n"
       "Sampling options left out take the session's defaults, then the server's.");
   parser.SetPositionals(&prompt_args, 0, 1, "PROMPT  text to append before generating");
-  parser.AddString("session", &session_id, "ID", "generate in this existing session (continuing it)");
+  parser.AddString("session", &session_id, "ID",
+                   "generate in this existing session (continuing it)");
   parser.AddString("label", &label, "TEXT", "label of a new session");
   parser.AddFlag("keep", &keep, "keep a new session (its id goes to stderr)");
   parser.AddOptionalUint("max_tokens", &max_tokens, "tokens to generate (server default 128)");
@@ -124,7 +126,8 @@ int RunGenerate(const Args& args) {
   if (!status.ok()) return Fail(status);
   if (owned && keep) std::fprintf(stderr, "brt: session %s kept\n", session_id.c_str());
   if (stats) {
-    std::fprintf(stderr, "brt: finish_reason=%s prompt_tokens=%u generated_tokens=%u position=%llu\n",
+    std::fprintf(stderr,
+                 "brt: finish_reason=%s prompt_tokens=%u generated_tokens=%u position=%llu\n",
                  FinishReasonName(last.finish_reason()).c_str(), last.prompt_tokens(),
                  last.generated_tokens(), static_cast<unsigned long long>(last.session_position()));
   }

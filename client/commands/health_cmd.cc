@@ -29,7 +29,8 @@ int RunHealth(const Args& args) {
   if (absl::Status s = c.Check(c.health().Check(ctx.get(), {}, &health), "Health.Check"); !s.ok()) {
     return Fail(s);
   }
-  const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(health.status());
+  const std::string status =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(health.status());
   if (health.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
     return Fail(absl::UnavailableError(absl::StrCat(c.server(), " reports ", status)));
   }
@@ -45,17 +46,19 @@ int RunHealth(const Args& args) {
   std::printf("%s: %s (brt-server %s)\n", c.server().c_str(), status.c_str(),
               info->version().c_str());
   std::printf("  model      %s  fingerprint %.16s\n", m.name().c_str(), m.fingerprint().c_str());
-  std::printf("             W=%u  S=%u  layers=%u (%u recurrent)  d_model=%u  heads=%u  vocab=%u  "
-              "params=%llu\n",
-              m.window(), m.n_state(), m.n_layers(), m.n_recurrent(), m.d_model(), m.n_heads(),
-              m.vocab_size(), static_cast<unsigned long long>(m.parameters()));
+  std::printf(
+      "             W=%u  S=%u  layers=%u (%u recurrent)  d_model=%u  heads=%u  vocab=%u  "
+      "params=%llu\n",
+      m.window(), m.n_state(), m.n_layers(), m.n_recurrent(), m.d_model(), m.n_heads(),
+      m.vocab_size(), static_cast<unsigned long long>(m.parameters()));
   std::printf("             %s %s, %llu state bytes per session\n", m.device().c_str(),
               m.dtype().c_str(), static_cast<unsigned long long>(m.state_bytes_per_session()));
   std::printf("  sessions   %u of %u, active calls %u\n", e.sessions(), l.max_sessions(),
               e.active_calls());
   std::printf("  limits     queue %u, batch %u, chunk %llu bytes, max_tokens %u, top_k %u\n",
-              l.max_queue(), l.max_batch_size(), static_cast<unsigned long long>(l.max_chunk_bytes()),
-              l.max_tokens_cap(), l.max_top_k());
+              l.max_queue(), l.max_batch_size(),
+              static_cast<unsigned long long>(l.max_chunk_bytes()), l.max_tokens_cap(),
+              l.max_top_k());
   std::printf("  executor   %llu score calls (%llu tokens), %llu decode calls (%llu tokens)\n",
               static_cast<unsigned long long>(e.score_calls()),
               static_cast<unsigned long long>(e.scored_block_tokens()),

@@ -15,7 +15,8 @@
 namespace brt::client {
 namespace {
 
-constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c",
+                                   "#9467bd", "#ff7f0e", "#8c564b"};
 
 struct Input {
   std::string name;
@@ -37,22 +38,26 @@ absl::StatusOr<Input> LoadInput(const std::string& path) {
   if (!j.is_discarded() && j.is_object() && !j.contains("nll")) {
     if (j.contains("per_token")) {
       absl::StatusOr<TokenTable> t = TokenTableFromCompareJson(j);
-      if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", t.status().message()));
+      if (!t.ok())
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", t.status().message()));
       in.table = *std::move(t);
       if (j.contains("file") && j["file"].is_string()) in.name = Basename(j["file"]);
       if (j.contains("reset_every_blocks")) {
-        in.reset_label = absl::StrCat("state reset every ", j["reset_every_blocks"].dump(), " blocks");
+        in.reset_label =
+            absl::StrCat("state reset every ", j["reset_every_blocks"].dump(), " blocks");
       }
       return in;
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        path, " has no per-token data: plot a `brt score --tokens PATH` table, a `brt compare "
-              "--tokens PATH` table, or `brt compare --json` output"));
+        path,
+        " has no per-token data: plot a `brt score --tokens PATH` table, a `brt compare "
+        "--tokens PATH` table, or `brt compare --json` output"));
   }
   absl::StatusOr<TokenTable> t = ParseTokenTable(*content, path);
   if (!t.ok()) return t.status();
   in.table = *std::move(t);
-  if (in.table.rows.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " has no tokens"));
+  if (in.table.rows.empty())
+    return absl::InvalidArgumentError(absl::StrCat(path, " has no tokens"));
   return in;
 }
 
@@ -80,17 +85,21 @@ int RunPlot(const Args& args) {
   ArgParser parser(
       "brt plot", "[options] INPUT...",
       "Draws PNG figures from per-token results:\n"
-      "  PREFIX-cumulative.png  cumulative cross-entropy: bits per token averaged over tokens 1..i,\n"
-      "                         against position i (the paper's Figure 6); one curve per input, two\n"
+      "  PREFIX-cumulative.png  cumulative cross-entropy: bits per token averaged over tokens "
+      "1..i,\n"
+      "                         against position i (the paper's Figure 6); one curve per input, "
+      "two\n"
       "                         (carried and reset) for a compare input;\n"
-      "  PREFIX-difference.png  per-token NLL with the state reset minus with it carried, in bits,\n"
+      "  PREFIX-difference.png  per-token NLL with the state reset minus with it carried, in "
+      "bits,\n"
       "                         against position, and below it their running mean on its own\n"
       "                         scale (the paper's Figure 4);\n"
       "                         only for compare inputs.\n"
       "Needs gnuplot (Debian package gnuplot-nox).");
-  parser.SetPositionals(&inputs, 1, -1,
-                        "INPUT...  `brt score --tokens` / `brt compare --tokens` tables (TSV or JSON "
-                        "Lines) or `brt compare --json` output");
+  parser.SetPositionals(
+      &inputs, 1, -1,
+      "INPUT...  `brt score --tokens` / `brt compare --tokens` tables (TSV or JSON "
+      "Lines) or `brt compare --json` output");
   parser.AddString("out", &out, "PREFIX", "output file prefix");
   parser.AddString("title", &title, "TEXT", "title prefix (default: the input names)");
   parser.AddFlag("logx", &logx, "logarithmic position axis on the cumulative plot");
@@ -120,7 +129,8 @@ int RunPlot(const Args& args) {
 
   TempDir tmp;
   char templ[] = "/tmp/brt-plot-XXXXXX";
-  if (mkdtemp(templ) == nullptr) return Fail(absl::InternalError("cannot make a temporary directory"));
+  if (mkdtemp(templ) == nullptr)
+    return Fail(absl::InternalError("cannot make a temporary directory"));
   tmp.path = templ;
 
   std::string names;
@@ -138,7 +148,8 @@ int RunPlot(const Args& args) {
   cum.logx = logx;
   size_t color = 0;
   std::vector<std::vector<double>> curves;
-  const auto add_curve = [&](const Input& in, bool reset, const std::string& label) -> absl::Status {
+  const auto add_curve = [&](const Input& in, bool reset,
+                             const std::string& label) -> absl::Status {
     std::vector<double> x, nll;
     for (const TokenRow& r : in.table.rows) {
       x.push_back(static_cast<double>(r.position));
@@ -153,7 +164,8 @@ int RunPlot(const Args& args) {
   };
   for (const Input& in : loaded) {
     const std::string prefix = loaded.size() > 1 ? in.name + ": " : "";
-    if (absl::Status s = add_curve(in, false, prefix + (in.table.has_reset ? "state carried" : in.name));
+    if (absl::Status s =
+            add_curve(in, false, prefix + (in.table.has_reset ? "state carried" : in.name));
         !s.ok()) {
       return Fail(s);
     }
@@ -194,7 +206,8 @@ int RunPlot(const Args& args) {
     const std::vector<double> mean = RunningMean(d, window);
     const std::string dots = tmp.File(absl::StrCat("diff", k, ".dat"));
     const std::string line = tmp.File(absl::StrCat("mean", k, ".dat"));
-    if (absl::Status s = WriteXY(dots, x, d, PlotIndices(x.size(), 200000)); !s.ok()) return Fail(s);
+    if (absl::Status s = WriteXY(dots, x, d, PlotIndices(x.size(), 200000)); !s.ok())
+      return Fail(s);
     if (absl::Status s = WriteXY(line, x, mean, PlotIndices(x.size(), max_points)); !s.ok()) {
       return Fail(s);
     }
@@ -203,7 +216,8 @@ int RunPlot(const Args& args) {
     // gets its own panel and scale below the dots.
     PlotSpec mean_panel = diff;
     mean_panel.title = "";
-    mean_panel.series = {{line, absl::StrCat("running mean of the difference over ", window, " tokens"),
+    mean_panel.series = {{line,
+                          absl::StrCat("running mean of the difference over ", window, " tokens"),
                           "lines lw 2", "#d62728"}};
     diff.xlabel = "";
     plots.push_back({diff, mean_panel});

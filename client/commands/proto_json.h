@@ -1,5 +1,6 @@
-// A protobuf message as nlohmann::json, by protobuf's proto3 JSON mapping with the .proto field names
-// (snake_case) and every field printed, defaults included. (64-bit integers are JSON strings there.)
+// A protobuf message as nlohmann::json, by protobuf's proto3 JSON mapping with the .proto field
+// names (snake_case) and every field printed, defaults included. (64-bit integers are JSON strings
+// there.)
 #ifndef BRT_CLIENT_COMMANDS_PROTO_JSON_H_
 #define BRT_CLIENT_COMMANDS_PROTO_JSON_H_
 

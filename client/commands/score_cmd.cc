@@ -21,8 +21,9 @@ std::string Basename(const std::string& path) {
 void PrintSummary(const std::string& name, const Summary& s) {
   std::printf("%s: %llu tokens, %llu bytes\n", name.c_str(),
               static_cast<unsigned long long>(s.tokens), static_cast<unsigned long long>(s.bytes));
-  std::printf("  NLL %.4f nats/token (total %.1f)  perplexity %.3f  %.4f bits/token  %.4f bits/byte\n",
-              s.mean_nll, s.total_nll, s.perplexity, s.bits_per_token, s.bits_per_byte);
+  std::printf(
+      "  NLL %.4f nats/token (total %.1f)  perplexity %.3f  %.4f bits/token  %.4f bits/byte\n",
+      s.mean_nll, s.total_nll, s.perplexity, s.bits_per_token, s.bits_per_byte);
 }
 
 }  // namespace
@@ -38,7 +39,8 @@ int RunScore(const Args& args) {
       "brt score", "[options] FILE...",
       "Scores each FILE (a book; '-' reads stdin) as one document: the text is streamed to the\n"
       "server in chunks and scored in one session, with the model's memory carried from the first\n"
-      "token to the last. Prints tokens, NLL (nats), perplexity, bits per token and bits per byte.\n"
+      "token to the last. Prints tokens, NLL (nats), perplexity, bits per token and bits per "
+      "byte.\n"
       "On a terminal a progress bar (tokens/s, ETA) is drawn on stderr.");
   parser.SetPositionals(&files, 1, -1, "FILE...  text files to score, each in its own new session");
   parser.AddFlag("json", &json,
@@ -116,9 +118,11 @@ int RunScore(const Args& args) {
       if (summary.ok() && !deleted.ok()) return Fail(deleted);
     }
     if (!summary.ok()) return Fail(summary.status());
-    if (owned && keep) std::fprintf(stderr, "brt: %s scored into session %s\n", file.c_str(), sid.c_str());
+    if (owned && keep)
+      std::fprintf(stderr, "brt: %s scored into session %s\n", file.c_str(), sid.c_str());
     summaries.push_back(*summary);
-    out_files.push_back({{"file", file}, {"session_id", sid}, {"summary", SummaryToJson(*summary)}});
+    out_files.push_back(
+        {{"file", file}, {"session_id", sid}, {"summary", SummaryToJson(*summary)}});
     if (!json) PrintSummary(file, *summary);
   }
   if (writer) {

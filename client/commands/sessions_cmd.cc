@@ -58,8 +58,8 @@ int RunSessions(const Args& args) {
   const std::string verb = positionals[0];
   const std::vector<std::string> ids(positionals.begin() + 1, positionals.end());
   if (verb != "list" && verb != "info" && verb != "create" && verb != "delete") {
-    return UsageError("brt sessions", absl::StrCat("unknown action '", verb,
-                                                   "' (list, info, create or delete)"));
+    return UsageError("brt sessions",
+                      absl::StrCat("unknown action '", verb, "' (list, info, create or delete)"));
   }
   if ((verb == "info" || verb == "delete") && ids.empty()) {
     return UsageError("brt sessions", absl::StrCat("`sessions ", verb, "` needs a session ID"));

@@ -12,8 +12,7 @@ namespace brt::client {
 namespace {
 
 absl::Status BadValue(const std::string& name, const std::string& value, const char* want) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", name, ": '", value, "' is not ", want));
+  return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", value, "' is not ", want));
 }
 
 std::string FormatDouble(double v) { return absl::StrFormat("%g", v); }

@@ -2,7 +2,8 @@
 //
 // Each option is registered with a pointer to the variable it fills; Parse() fills them from the
 // arguments and returns INVALID_ARGUMENT naming the offending option when an argument is unknown,
-// malformed or missing. Accepted forms: `--name=value`, `--name value`, `--flag`, `--flag=true|false`,
+// malformed or missing. Accepted forms: `--name=value`, `--name value`, `--flag`,
+// `--flag=true|false`,
 // `-h`/`--help`, and `--` to end options. Options and positionals may be interleaved.
 // Not thread-safe; a parser is used once, on the main thread.
 #ifndef BRT_CLIENT_CORE_ARGS_H_
@@ -34,8 +35,8 @@ class ArgParser {
   void AddOptionalDouble(const std::string& name, std::optional<double>* out,
                          const std::string& help);
   // May be given several times; each occurrence appends.
-  void AddRepeated(const std::string& name, std::vector<std::string>* out, const std::string& metavar,
-                   const std::string& help);
+  void AddRepeated(const std::string& name, std::vector<std::string>* out,
+                   const std::string& metavar, const std::string& help);
   // Positional arguments, collected in order; Parse() checks their count is in [min, max].
   void SetPositionals(std::vector<std::string>* out, int min, int max, const std::string& help);
 

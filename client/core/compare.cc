@@ -134,7 +134,8 @@ nlohmann::json CompareToJson(const CompareReport& r, const std::vector<TokenRow>
       {"segments", r.segments},
       {"top_skips_tokens_after_reset", r.options.skip_after_reset},
       {"reset_meaning",
-       "each segment of at least reset_every_blocks*window tokens (cut after the first newline past "
+       "each segment of at least reset_every_blocks*window tokens (cut after the first newline "
+       "past "
        "that many tokens) is scored in a new session: the recurrent state AND the attention window "
        "restart at each segment start"},
       {"tokens", r.carried.tokens},
@@ -188,10 +189,10 @@ std::string CompareToText(const CompareReport& r) {
       "line end): %d segments\n",
       r.file, r.carried.tokens, r.carried.bytes, r.options.window, r.options.reset_every,
       segment_tokens, r.segments);
-  absl::StrAppend(
-      &out,
-      "  (reset = each segment scored in a new session: the recurrent state and the attention window "
-      "both restart)\n\n");
+  absl::StrAppend(&out,
+                  "  (reset = each segment scored in a new session: the recurrent state and the "
+                  "attention window "
+                  "both restart)\n\n");
   absl::StrAppendFormat(&out, "  %-28s %8s %12s\n", "", "bits/tok", "perplexity");
   absl::StrAppendFormat(&out, "  %-28s %8.4f %12.3f\n", "state carried", r.carried.bits_per_token,
                         r.carried.perplexity);
@@ -200,12 +201,13 @@ std::string CompareToText(const CompareReport& r) {
                         r.reset.bits_per_token, r.reset.perplexity);
   absl::StrAppendFormat(&out, "  %-28s %+8.4f\n", "reset - carried",
                         r.reset.bits_per_token - r.carried.bits_per_token);
-  absl::StrAppendFormat(&out,
-                        "  after the first segment (%d tokens): carried %.4f, reset %.4f bits/tok\n",
-                        r.carried_after_first.tokens, r.carried_after_first.bits_per_token,
-                        r.reset_after_first.bits_per_token);
+  absl::StrAppendFormat(
+      &out, "  after the first segment (%d tokens): carried %.4f, reset %.4f bits/tok\n",
+      r.carried_after_first.tokens, r.carried_after_first.bits_per_token,
+      r.reset_after_first.bits_per_token);
   if (r.top.empty()) return out;
-  absl::StrAppendFormat(&out, "\nTop %d tokens gaining from the carried state (bits)", r.top.size());
+  absl::StrAppendFormat(&out, "\nTop %d tokens gaining from the carried state (bits)",
+                        r.top.size());
   if (r.options.skip_after_reset > 0) {
     absl::StrAppendFormat(&out, ", leaving out the first %d tokens after each reset",
                           r.options.skip_after_reset);
@@ -216,9 +218,9 @@ std::string CompareToText(const CompareReport& r) {
   for (const Gain& g : r.top) {
     const std::string prev = g.distance_back ? absl::StrCat(*g.distance_back) : "-";
     absl::StrAppendFormat(&out, "  %8d %7.3f %7.3f %7.3f %9s %11d  %s[%s]%s\n", g.position,
-                          g.gain_nats / kLn2, g.nll_carried / kLn2, g.nll_reset / kLn2, prev, g.since_reset,
-                          ForTerminal(g.excerpt.before), ForTerminal(g.excerpt.token),
-                          ForTerminal(g.excerpt.after));
+                          g.gain_nats / kLn2, g.nll_carried / kLn2, g.nll_reset / kLn2, prev,
+                          g.since_reset, ForTerminal(g.excerpt.before),
+                          ForTerminal(g.excerpt.token), ForTerminal(g.excerpt.after));
   }
   return out;
 }

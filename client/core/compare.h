@@ -1,17 +1,20 @@
-// The carried-versus-reset study behind `brt compare` (the paper's qualitative study), minus the RPCs.
+// The carried-versus-reset study behind `brt compare` (the paper's qualitative study), minus the
+// RPCs.
 //
 // A book is scored twice:
-//   carried: one session reads the whole book, so the recurrent state and the sliding attention window
+//   carried: one session reads the whole book, so the recurrent state and the sliding attention
+//   window
 //            carry from the first token to the last;
-//   reset:   the book is cut into segments of at least N*W tokens and each segment is scored in a NEW
-//            session. At each segment start both the recurrent state and the attention window restart
-//            (the server has no "reset only the state" call), so a token sees only the earlier tokens of
-//            its own segment.
-// Cuts fall just after a newline (the tokenizer never merges across one), found with the carried run's
-// byte offsets, so both runs score the same tokens. This file cuts the segments and analyses the two
-// NLL sequences: figures over the same tokens, and the tokens that gain most from the carried state,
-// with an excerpt and the distance back to the token's previous occurrence.
-// Pure functions over values; thread-safe.
+//   reset:   the book is cut into segments of at least N*W tokens and each segment is scored in a
+//   NEW
+//            session. At each segment start both the recurrent state and the attention window
+//            restart (the server has no "reset only the state" call), so a token sees only the
+//            earlier tokens of its own segment.
+// Cuts fall just after a newline (the tokenizer never merges across one), found with the carried
+// run's byte offsets, so both runs score the same tokens. This file cuts the segments and analyses
+// the two NLL sequences: figures over the same tokens, and the tokens that gain most from the
+// carried state, with an excerpt and the distance back to the token's previous occurrence. Pure
+// functions over values; thread-safe.
 #ifndef BRT_CLIENT_CORE_COMPARE_H_
 #define BRT_CLIENT_CORE_COMPARE_H_
 
@@ -35,10 +38,10 @@ struct Segment {
   uint64_t byte_end = 0;
 };
 
-// Cuts `tokens` (the carried run, in order, byte offsets into the scored text) into segments: each runs
-// from its first token through the first token ending with '\n' at or after its min_tokens-th token (or
-// to the end). So every segment but the last has at least min_tokens tokens and ends at a line end.
-// REQUIRES: min_tokens > 0.
+// Cuts `tokens` (the carried run, in order, byte offsets into the scored text) into segments: each
+// runs from its first token through the first token ending with '\n' at or after its min_tokens-th
+// token (or to the end). So every segment but the last has at least min_tokens tokens and ends at a
+// line end. REQUIRES: min_tokens > 0.
 std::vector<Segment> CutAtNewlines(const std::vector<TokenRow>& tokens, size_t min_tokens);
 
 // For each token, how many tokens back the same token id last occurred (nullopt: first occurrence).
@@ -48,14 +51,15 @@ struct Excerpt {
   std::string before, token, after;  // valid UTF-8
 };
 // Up to `before`/`after` bytes of context around [begin, end) of `text`, cut at UTF-8 boundaries.
-Excerpt MakeExcerpt(std::string_view text, uint64_t begin, uint64_t end, size_t before, size_t after);
+Excerpt MakeExcerpt(std::string_view text, uint64_t begin, uint64_t end, size_t before,
+                    size_t after);
 
 struct Gain {
-  size_t index = 0;      // into the token rows
+  size_t index = 0;  // into the token rows
   uint64_t position = 0;
   uint32_t token_id = 0;
   double nll_carried = 0, nll_reset = 0;  // nats
-  double gain_nats = 0;  // nll_reset - nll (positive: the carried state helped)
+  double gain_nats = 0;                   // nll_reset - nll (positive: the carried state helped)
   std::optional<uint64_t> distance_back;
   uint64_t since_reset = 0;  // tokens between the segment's start and this token
   Excerpt excerpt;
@@ -76,7 +80,7 @@ struct CompareReport {
   CompareOptions options;
   std::string file;
   size_t segments = 0;
-  Summary carried, reset;                        // over all tokens (the same tokens in both)
+  Summary carried, reset;                          // over all tokens (the same tokens in both)
   Summary carried_after_first, reset_after_first;  // tokens after the first segment (bytes 0)
   std::vector<Gain> top;
 };

@@ -65,7 +65,8 @@ std::vector<size_t> PlotIndices(size_t n, size_t max_points) {
   for (size_t k = 0; k < even; ++k) idx.push_back(k * (n - 1) / (even - 1));
   const size_t logs = max_points - even;
   for (size_t k = 0; k < logs; ++k) {
-    idx.push_back(static_cast<size_t>(std::pow(static_cast<double>(n - 1), double(k) / (logs - 1))));
+    idx.push_back(
+        static_cast<size_t>(std::pow(static_cast<double>(n - 1), double(k) / (logs - 1))));
   }
   std::sort(idx.begin(), idx.end());
   idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
@@ -112,21 +113,23 @@ void AppendPanel(const PlotSpec& spec, std::string& s) {
   } else {
     absl::StrAppend(&s, "set autoscale y\n");
   }
-  absl::StrAppend(&s, spec.zero_line ? "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n"
-                                     : "unset xzeroaxis\n");
+  absl::StrAppend(
+      &s, spec.zero_line ? "set xzeroaxis lt 1 lc rgb '#555555' lw 1\n" : "unset xzeroaxis\n");
   absl::StrAppend(&s, "plot ");
   for (size_t i = 0; i < spec.series.size(); ++i) {
     const PlotSeries& p = spec.series[i];
     if (i > 0) absl::StrAppend(&s, ", \\\n     ");
-    absl::StrAppend(&s, Quote(p.data_path), " using 1:2 with ", p.style, " lc rgb ",
-                    Quote(p.color), " title ", PlainLabel(p.label));
+    absl::StrAppend(&s, Quote(p.data_path), " using 1:2 with ", p.style, " lc rgb ", Quote(p.color),
+                    " title ", PlainLabel(p.label));
   }
   absl::StrAppend(&s, "\n");
 }
 
 }  // namespace
 
-std::string GnuplotScript(const PlotSpec& spec) { return GnuplotScript(std::vector<PlotSpec>{spec}); }
+std::string GnuplotScript(const PlotSpec& spec) {
+  return GnuplotScript(std::vector<PlotSpec>{spec});
+}
 
 std::string GnuplotScript(const std::vector<PlotSpec>& panels) {
   std::string s;
@@ -170,12 +173,13 @@ absl::Status RunGnuplot(const std::string& gnuplot, const std::string& script_pa
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return absl::InternalError(absl::StrCat("waiting for gnuplot: ", std::strerror(errno)));
+    if (errno != EINTR)
+      return absl::InternalError(absl::StrCat("waiting for gnuplot: ", std::strerror(errno)));
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-      return absl::NotFoundError(absl::StrCat("cannot run ", gnuplot,
-                                              ": install gnuplot (Debian: gnuplot-nox)"));
+      return absl::NotFoundError(
+          absl::StrCat("cannot run ", gnuplot, ": install gnuplot (Debian: gnuplot-nox)"));
     }
     return absl::InternalError(absl::StrCat(gnuplot, " failed on ", script_path));
   }

@@ -22,8 +22,8 @@ std::vector<double> CumulativeBitsPerToken(const std::vector<double>& nll_nats);
 // Mean over a centred window of `window` values (shrunk at the ends). window <= 1: a copy.
 std::vector<double> RunningMean(const std::vector<double>& v, size_t window);
 
-// At most about `max_points` indices into [0, n), increasing, always with the first and last, evenly
-// spaced plus a logarithmic set near the start (so a log-x axis keeps its left part).
+// At most about `max_points` indices into [0, n), increasing, always with the first and last,
+// evenly spaced plus a logarithmic set near the start (so a log-x axis keeps its left part).
 std::vector<size_t> PlotIndices(size_t n, size_t max_points);
 
 // Writes "x y" rows for the given indices.
@@ -33,8 +33,8 @@ absl::Status WriteXY(const std::string& path, const std::vector<double>& x,
 struct PlotSeries {
   std::string data_path;  // "x y" rows
   std::string label;
-  std::string style;      // gnuplot style, e.g. "lines lw 2" or "dots"
-  std::string color;      // e.g. "#1f77b4"
+  std::string style;  // gnuplot style, e.g. "lines lw 2" or "dots"
+  std::string color;  // e.g. "#1f77b4"
 };
 
 struct PlotSpec {

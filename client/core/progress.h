@@ -1,7 +1,7 @@
-// The progress line `brt score` and `brt compare` draw on a terminal: a bar over the bytes scored, the
-// token count, tokens per second and an ETA. FormatProgress is pure; ProgressBar draws on stderr and
-// only when stderr is a terminal (quiet otherwise), at most every 100 ms. Not thread-safe: one thread
-// (the one reading responses) updates it.
+// The progress line `brt score` and `brt compare` draw on a terminal: a bar over the bytes scored,
+// the token count, tokens per second and an ETA. FormatProgress is pure; ProgressBar draws on
+// stderr and only when stderr is a terminal (quiet otherwise), at most every 100 ms. Not
+// thread-safe: one thread (the one reading responses) updates it.
 #ifndef BRT_CLIENT_CORE_PROGRESS_H_
 #define BRT_CLIENT_CORE_PROGRESS_H_
 

@@ -1,8 +1,8 @@
-// Summary statistics of scored tokens, with the meaning of brt.v1.ScoreSummary (proto/brt/v1/brt.proto):
-// NLL in nats, perplexity exp(mean NLL), bits per token = mean NLL / ln 2, bits per byte =
-// total NLL / ln 2 / bytes. A summary received from the server is kept exactly as sent; Of() computes
-// one for totals over several files or over a chosen subset of tokens.
-// Plain value type; thread-compatible.
+// Summary statistics of scored tokens, with the meaning of brt.v1.ScoreSummary
+// (proto/brt/v1/brt.proto): NLL in nats, perplexity exp(mean NLL), bits per token = mean NLL / ln
+// 2, bits per byte = total NLL / ln 2 / bytes. A summary received from the server is kept exactly
+// as sent; Of() computes one for totals over several files or over a chosen subset of tokens. Plain
+// value type; thread-compatible.
 #ifndef BRT_CLIENT_CORE_SUMMARY_H_
 #define BRT_CLIENT_CORE_SUMMARY_H_
 

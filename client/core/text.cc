@@ -69,10 +69,18 @@ std::string EscapeTsvField(std::string_view bytes) {
     }
     if (n == 1) {
       switch (c) {
-        case '\\': out += "\\\\"; break;
-        case '\t': out += "\\t"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
         default:
           if (static_cast<uint8_t>(c) < 0x20 || c == 0x7F) {
             absl::StrAppend(&out, absl::StrFormat("\\x%02x", static_cast<uint8_t>(c)));
@@ -98,10 +106,18 @@ absl::StatusOr<std::string> UnescapeTsvField(std::string_view field) {
     if (i + 1 >= field.size()) return absl::InvalidArgumentError("TSV field ends with a lone '\\'");
     const char e = field[++i];
     switch (e) {
-      case '\\': out += '\\'; break;
-      case 't': out += '\t'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
+      case '\\':
+        out += '\\';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
       case 'x': {
         if (i + 2 >= field.size()) {
           return absl::InvalidArgumentError("TSV field has a truncated \\x escape");
@@ -110,10 +126,14 @@ absl::StatusOr<std::string> UnescapeTsvField(std::string_view field) {
         for (int k = 1; k <= 2; ++k) {
           const char h = field[i + k];
           v <<= 4;
-          if (h >= '0' && h <= '9') v |= h - '0';
-          else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
-          else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
-          else return absl::InvalidArgumentError("TSV field has a bad \\x escape");
+          if (h >= '0' && h <= '9')
+            v |= h - '0';
+          else if (h >= 'a' && h <= 'f')
+            v |= h - 'a' + 10;
+          else if (h >= 'A' && h <= 'F')
+            v |= h - 'A' + 10;
+          else
+            return absl::InvalidArgumentError("TSV field has a bad \\x escape");
         }
         out += static_cast<char>(v);
         i += 2;

@@ -1,6 +1,6 @@
-// Byte-string helpers for showing and storing token text. Tokens carry raw bytes (the API's `piece`),
-// which need not be valid UTF-8; these functions make them safe for JSON, TSV and terminals.
-// Pure functions; thread-safe.
+// Byte-string helpers for showing and storing token text. Tokens carry raw bytes (the API's
+// `piece`), which need not be valid UTF-8; these functions make them safe for JSON, TSV and
+// terminals. Pure functions; thread-safe.
 #ifndef BRT_CLIENT_CORE_TEXT_H_
 #define BRT_CLIENT_CORE_TEXT_H_
 
@@ -15,8 +15,8 @@ namespace brt::client {
 // Valid UTF-8: each byte that is not part of a well-formed sequence becomes U+FFFD.
 std::string ToValidUtf8(std::string_view bytes);
 
-// One TSV field: backslash, tab, newline and carriage return as \\ \t \n \r; other control bytes and
-// bytes of invalid UTF-8 as \xHH. Lossless: UnescapeTsvField() gives the bytes back.
+// One TSV field: backslash, tab, newline and carriage return as \\ \t \n \r; other control bytes
+// and bytes of invalid UTF-8 as \xHH. Lossless: UnescapeTsvField() gives the bytes back.
 std::string EscapeTsvField(std::string_view bytes);
 absl::StatusOr<std::string> UnescapeTsvField(std::string_view field);
 

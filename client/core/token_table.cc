@@ -13,7 +13,8 @@
 namespace brt::client {
 namespace {
 
-constexpr const char* kColumns[] = {"position", "token_id", "piece", "byte_begin", "byte_end", "nll"};
+constexpr const char* kColumns[] = {"position",   "token_id", "piece",
+                                    "byte_begin", "byte_end", "nll"};
 
 // %.9g round-trips a float (the API's NLLs are floats).
 std::string FormatNll(double v) { return absl::StrFormat("%.9g", v); }
@@ -74,15 +75,16 @@ absl::StatusOr<TokenTable> ParseTsv(const std::string& content, const std::strin
       continue;
     }
     if (fields.size() != header.size()) {
-      return RowError(name, line_no, absl::StrCat("expected ", header.size(), " fields, got ",
-                                                  fields.size()));
+      return RowError(name, line_no,
+                      absl::StrCat("expected ", header.size(), " fields, got ", fields.size()));
     }
     TokenRow row;
     absl::StatusOr<std::string> piece = UnescapeTsvField(fields[2]);
     if (!piece.ok()) return RowError(name, line_no, std::string(piece.status().message()));
     row.piece = *std::move(piece);
     double reset = 0;
-    if (!absl::SimpleAtoi(fields[0], &row.position) || !absl::SimpleAtoi(fields[1], &row.token_id) ||
+    if (!absl::SimpleAtoi(fields[0], &row.position) ||
+        !absl::SimpleAtoi(fields[1], &row.token_id) ||
         !absl::SimpleAtoi(fields[3], &row.byte_begin) ||
         !absl::SimpleAtoi(fields[4], &row.byte_end) || !absl::SimpleAtod(fields[5], &row.nll) ||
         (table.has_reset && !absl::SimpleAtod(fields[6], &reset))) {
@@ -97,7 +99,8 @@ absl::StatusOr<TokenTable> ParseTsv(const std::string& content, const std::strin
 
 }  // namespace
 
-absl::StatusOr<TableFormat> ChooseTableFormat(const std::string& requested, const std::string& path) {
+absl::StatusOr<TableFormat> ChooseTableFormat(const std::string& requested,
+                                              const std::string& path) {
   if (requested == "tsv") return TableFormat::kTsv;
   if (requested == "jsonl") return TableFormat::kJsonl;
   if (requested != "auto") {
@@ -142,16 +145,17 @@ void TokenTableWriter::Write(const TokenRow& row) {
     *out_ << '\n';
     return;
   }
-  nlohmann::json j = {{"position", row.position},   {"token_id", row.token_id},
+  nlohmann::json j = {{"position", row.position},        {"token_id", row.token_id},
                       {"piece", ToValidUtf8(row.piece)}, {"byte_begin", row.byte_begin},
-                      {"byte_end", row.byte_end},   {"nll", row.nll}};
+                      {"byte_end", row.byte_end},        {"nll", row.nll}};
   if (with_reset_) j["nll_reset"] = row.nll_reset.value_or(0);
   *out_ << j.dump() << '\n';
 }
 
 absl::Status TokenTableWriter::Close() {
   out_->flush();
-  if (!*out_) return absl::DataLossError(absl::StrCat("writing the token table to ", path_, " failed"));
+  if (!*out_)
+    return absl::DataLossError(absl::StrCat("writing the token table to ", path_, " failed"));
   if (file_.is_open()) file_.close();
   return absl::OkStatus();
 }

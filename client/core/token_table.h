@@ -1,10 +1,12 @@
-// Per-token tables: what `brt score --tokens` and `brt compare --tokens` write and `brt plot` reads.
+// Per-token tables: what `brt score --tokens` and `brt compare --tokens` write and `brt plot`
+// reads.
 //
 // Columns: position, token_id, piece, byte_begin, byte_end, nll (nats), and for compare also
 // nll_reset (nats, the same token scored with the state reset). Two formats:
 //   TSV:         a header row with the column names, then one row per token; `piece` escaped with
 //                EscapeTsvField() (lossless).
-//   JSON Lines:  one object per token with the column names as keys; `piece` as UTF-8 text with invalid
+//   JSON Lines:  one object per token with the column names as keys; `piece` as UTF-8 text with
+//   invalid
 //                bytes as U+FFFD (the byte offsets stay exact).
 // The writer streams rows as they arrive; not thread-safe.
 #ifndef BRT_CLIENT_CORE_TOKEN_TABLE_H_
@@ -34,14 +36,17 @@ struct TokenRow {
 
 enum class TableFormat { kTsv, kJsonl };
 
-// "tsv" or "jsonl" by name; "auto" picks by the path's extension (.jsonl/.json: JSON Lines, else TSV).
-absl::StatusOr<TableFormat> ChooseTableFormat(const std::string& requested, const std::string& path);
+// "tsv" or "jsonl" by name; "auto" picks by the path's extension (.jsonl/.json: JSON Lines, else
+// TSV).
+absl::StatusOr<TableFormat> ChooseTableFormat(const std::string& requested,
+                                              const std::string& path);
 
 class TokenTableWriter {
  public:
   // Opens `path` for writing ("-" is stdout). `with_reset` adds the nll_reset column.
   static absl::StatusOr<std::unique_ptr<TokenTableWriter>> Open(const std::string& path,
-                                                                TableFormat format, bool with_reset);
+                                                                TableFormat format,
+                                                                bool with_reset);
   void Write(const TokenRow& row);
   // Flushes and reports a write error, if any.
   absl::Status Close();

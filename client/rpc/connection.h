@@ -26,9 +26,9 @@ struct ConnectionOptions {
   std::string server = "127.0.0.1:50051";  // host:port; env BRT_SERVER
   std::string api_key;                     // env BRT_API_KEY
   bool tls = false;
-  std::string tls_root_cert;               // PEM file; implies tls. env BRT_TLS_ROOT_CERT
-  std::string tls_server_name;             // overrides the name checked in the server certificate
-  double timeout_s = 0;                    // per call; 0: 30 s for unary calls, none for streams
+  std::string tls_root_cert;    // PEM file; implies tls. env BRT_TLS_ROOT_CERT
+  std::string tls_server_name;  // overrides the name checked in the server certificate
+  double timeout_s = 0;         // per call; 0: 30 s for unary calls, none for streams
 };
 
 // Registers --server, --api_key, --tls, --tls_root_cert, --tls_server_name and --timeout on

@@ -30,8 +30,8 @@ void Watch(sigset_t set) {
   while (true) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
-    // A second signal, or one while no call is in flight (nothing to clean up; the main thread may be
-    // blocked reading stdin): leave now, as an unhandled signal would.
+    // A second signal, or one while no call is in flight (nothing to clean up; the main thread may
+    // be blocked reading stdin): leave now, as an unhandled signal would.
     absl::MutexLock lock(&Mu());
     if (g_requested.exchange(true) || Active().empty()) _exit(128 + sig);
     for (grpc::ClientContext* ctx : Active()) ctx->TryCancel();

@@ -1,6 +1,6 @@
-// Ctrl-C handling for the tool: SIGINT/SIGTERM cancel the streaming RPCs in flight instead of killing
-// the process, so a command can still delete the sessions it created and exit cleanly (status 130).
-// A signal while no such call is in flight, or a second signal, exits at once.
+// Ctrl-C handling for the tool: SIGINT/SIGTERM cancel the streaming RPCs in flight instead of
+// killing the process, so a command can still delete the sessions it created and exit cleanly
+// (status 130). A signal while no such call is in flight, or a second signal, exits at once.
 //
 // Install() blocks the signals in the calling thread, so it must run first in main(), before any
 // thread (gRPC's included) exists: threads inherit the mask, and a watcher thread takes the signals

@@ -111,7 +111,8 @@ absl::StatusOr<Summary> ScoreInto(Connection& conn, const std::string& session_i
   if (!source_status.ok()) return source_status;
   if (absl::Status s = conn.Check(status, "Score"); !s.ok()) return s;
   if (!have_summary) {
-    return absl::InternalError(absl::StrCat("Score to ", conn.server(), " ended without a summary"));
+    return absl::InternalError(
+        absl::StrCat("Score to ", conn.server(), " ended without a summary"));
   }
   return summary;
 }
@@ -121,7 +122,8 @@ absl::StatusOr<brt::v1::Session> CreateSession(Connection& conn, const std::stri
   req.set_label(label);
   brt::v1::Session session;
   auto ctx = conn.NewContext(false);
-  if (absl::Status s = conn.Check(conn.brt().CreateSession(ctx.get(), req, &session), "CreateSession");
+  if (absl::Status s =
+          conn.Check(conn.brt().CreateSession(ctx.get(), req, &session), "CreateSession");
       !s.ok()) {
     return s;
   }
@@ -139,9 +141,9 @@ absl::Status DeleteSession(Connection& conn, const std::string& session_id) {
 absl::StatusOr<brt::v1::ServerInfo> GetServerInfo(Connection& conn) {
   brt::v1::ServerInfo info;
   auto ctx = conn.NewContext(false);
-  if (absl::Status s = conn.Check(
-          conn.brt().GetServerInfo(ctx.get(), brt::v1::GetServerInfoRequest(), &info),
-          "GetServerInfo");
+  if (absl::Status s =
+          conn.Check(conn.brt().GetServerInfo(ctx.get(), brt::v1::GetServerInfoRequest(), &info),
+                     "GetServerInfo");
       !s.ok()) {
     return s;
   }

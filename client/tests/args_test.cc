@@ -29,8 +29,8 @@ struct Fixture {
 TEST(ArgParserTest, ParsesBothValueFormsFlagsAndInterleavedPositionals) {
   Fixture f;
   ASSERT_TRUE(f.parser
-                  .Parse({"a", "--flag", "--name=v", "--n", "7", "--x=2.5", "--seed=42",
-                          "--stop", "x", "--stop=y", "b"})
+                  .Parse({"a", "--flag", "--name=v", "--n", "7", "--x=2.5", "--seed=42", "--stop",
+                          "x", "--stop=y", "b"})
                   .ok());
   EXPECT_TRUE(f.flag);
   EXPECT_EQ(f.name, "v");

@@ -59,7 +59,10 @@ TEST(PlotTest, CheckPngReadsTheHeader) {
   ASSERT_TRUE(CheckPng(path, &w, &h).ok());
   EXPECT_EQ(w, 1200u);
   EXPECT_EQ(h, 700u);
-  { std::ofstream f(path, std::ios::binary); f << "not a png at all, really not"; }
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "not a png at all, really not";
+  }
   EXPECT_EQ(CheckPng(path, &w, &h).code(), absl::StatusCode::kDataLoss);
   std::remove(path.c_str());
 }

@@ -16,9 +16,9 @@ namespace {
 // Echoes each received chunk back as one "token" covering it; NOT_FOUND for session "missing".
 class FakeBrt final : public brt::v1::Brt::Service {
  public:
-  grpc::Status Score(grpc::ServerContext* ctx,
-                     grpc::ServerReaderWriter<brt::v1::ScoreResponse, brt::v1::ScoreRequest>* stream)
-      override {
+  grpc::Status Score(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<brt::v1::ScoreResponse, brt::v1::ScoreRequest>* stream) override {
     brt::v1::ScoreRequest req;
     uint64_t bytes = 0, position = 1;
     bool first = true;

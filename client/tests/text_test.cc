@@ -8,8 +8,8 @@ namespace {
 TEST(TextTest, ToValidUtf8ReplacesOnlyBadBytes) {
   EXPECT_EQ(ToValidUtf8("a\xC3\xA9z"), "a\xC3\xA9z");
   EXPECT_EQ(ToValidUtf8("a\xFFz"), "a\xEF\xBF\xBDz");
-  EXPECT_EQ(ToValidUtf8("\xC3"), "\xEF\xBF\xBD");          // truncated sequence
-  EXPECT_EQ(ToValidUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
+  EXPECT_EQ(ToValidUtf8("\xC3"), "\xEF\xBF\xBD");                          // truncated sequence
+  EXPECT_EQ(ToValidUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");          // overlong
   EXPECT_EQ(ToValidUtf8("\xED\xA0\x80").find("\xED"), std::string::npos);  // surrogate
 }
 
@@ -34,7 +34,10 @@ TEST(TextTest, UnescapeRejectsBrokenEscapes) {
 }
 
 TEST(TextTest, ForTerminalShowsNewlinesAndTabs) {
-  EXPECT_EQ(ForTerminal("a\nb\tc\x01"), "a\xE2\x8F\x8E" "b\xE2\x86\x92" "c");
+  EXPECT_EQ(ForTerminal("a\nb\tc\x01"),
+            "a\xE2\x8F\x8E"
+            "b\xE2\x86\x92"
+            "c");
 }
 
 TEST(TextTest, BoundariesSkipContinuationBytes) {

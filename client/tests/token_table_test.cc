@@ -74,11 +74,11 @@ TEST(TokenTableTest, RejectsForeignContent) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseTokenTable("{\"position\": 1}\n", "x").status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseTokenTable(
-                "position\ttoken_id\tpiece\tbyte_begin\tbyte_end\tnll\n1\t2\tx\t0\t1\n", "x")
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ParseTokenTable("position\ttoken_id\tpiece\tbyte_begin\tbyte_end\tnll\n1\t2\tx\t0\t1\n", "x")
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ReadTokenTable("/nonexistent/file").status().code(), absl::StatusCode::kNotFound);
 }
 
