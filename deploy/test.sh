@@ -4,7 +4,8 @@
 # server and its unit tests, then runs
 #   1. the C++ unit tests (ctest),
 #   2. the model and tokenizer tests (pytest, tests/model),
-#   3. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration).
+#   3. the deployment configs and a real Prometheus scrape (pytest, tests/metrics),
+#   4. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration).
 # Extra arguments go to the final pytest run (e.g. -k generation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,4 @@ bash deploy/build.sh
 echo "== C++ unit tests"
 ctest --test-dir build --output-on-failure -j2
 echo "== Python tests (model, tokenizer, end-to-end)"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/model tests/integration "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/model tests/metrics tests/integration "$@"
