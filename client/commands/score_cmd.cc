@@ -18,11 +18,12 @@ std::string Basename(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-void PrintSummary(const std::string& name, const Summary& s) {
-  std::printf("%s: %llu tokens, %llu bytes\n", name.c_str(),
-              static_cast<unsigned long long>(s.tokens), static_cast<unsigned long long>(s.bytes));
-  std::printf(
-      "  NLL %.4f nats/token (total %.1f)  perplexity %.3f  %.4f bits/token  %.4f bits/byte\n",
+// To `out`: stdout, or stderr when the token rows go to stdout.
+void PrintSummary(FILE* out, const std::string& name, const Summary& s) {
+  std::fprintf(out, "%s: %llu tokens, %llu bytes\n", name.c_str(),
+               static_cast<unsigned long long>(s.tokens), static_cast<unsigned long long>(s.bytes));
+  std::fprintf(
+      out, "  NLL %.4f nats/token (total %.1f)  perplexity %.3f  %.4f bits/token  %.4f bits/byte\n",
       s.mean_nll, s.total_nll, s.perplexity, s.bits_per_token, s.bits_per_byte);
 }
 
@@ -48,7 +49,7 @@ int RunScore(const Args& args) {
                  "(summary fields as in brt.v1.ScoreSummary)");
   parser.AddString("tokens", &tokens_path, "PATH",
                    "write per-token rows (position, token_id, piece, byte_begin, byte_end, nll) "
-                   "to PATH ('-': stdout); one FILE only");
+                   "to PATH ('-': stdout, the summary then goes to stderr); one FILE only");
   parser.AddString("tokens_format", &tokens_format, "FMT",
                    "auto (by extension: .jsonl/.json JSON Lines, else TSV), tsv or jsonl");
   parser.AddString("session", &session_id, "ID",
@@ -88,6 +89,7 @@ int RunScore(const Args& args) {
     writer = *std::move(w);
   }
 
+  FILE* const summary_out = tokens_path == "-" ? stderr : stdout;
   nlohmann::json out_files = nlohmann::json::array();
   std::vector<Summary> summaries;
   for (const std::string& file : files) {
@@ -123,7 +125,7 @@ int RunScore(const Args& args) {
     summaries.push_back(*summary);
     out_files.push_back(
         {{"file", file}, {"session_id", sid}, {"summary", SummaryToJson(*summary)}});
-    if (!json) PrintSummary(file, *summary);
+    if (!json) PrintSummary(summary_out, file, *summary);
   }
   if (writer) {
     if (absl::Status s = writer->Close(); !s.ok()) return Fail(s);
@@ -132,7 +134,7 @@ int RunScore(const Args& args) {
   if (json) {
     PrintJson({{"files", out_files}, {"total", SummaryToJson(total)}});
   } else if (files.size() > 1) {
-    PrintSummary("total", total);
+    PrintSummary(summary_out, "total", total);
   }
   return 0;
 }
