@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,8 +19,12 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "brt/v1/brt.pb.h"
 #include "server/core/engine.h"
 #include "server/grpc/brt_service.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_exposer.h"
+#include "server/metrics/process_collector.h"
 #include "server/model/model_runner.h"
 #include "server/tokenizer/tokenizer.h"
 
@@ -48,6 +53,13 @@ ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
 ABSL_FLAG(uint32_t, repetition_window, 64,
           "Default number of recent tokens the repetition penalty sees");
 ABSL_FLAG(uint32_t, max_message_bytes, 8 << 20, "Maximum gRPC message size, bytes");
+ABSL_FLAG(std::string, metrics_address, brt::metrics::kDefaultMetricsAddress,
+          "Address (host:port) of the Prometheus /metrics endpoint; loopback by default, port 0 "
+          "picks a free one. Empty = metrics off (nothing is recorded)");
+
+#ifndef BRT_GIT_COMMIT
+#define BRT_GIT_COMMIT "unknown"
+#endif
 
 namespace {
 
@@ -124,10 +136,46 @@ int main(int argc, char** argv) {
   options.max_top_k = absl::GetFlag(FLAGS_max_top_k);
   options.default_sampling.repetition_window = absl::GetFlag(FLAGS_repetition_window);
   const brt::ModelMetadata meta = (*runner)->metadata();
+
+  // Metrics: created before the engine and destroyed after it (the engine and service record into
+  // them); the exposer serves the registry and the process collector on its own threads.
+  constexpr char kVersion[] = "0.1.0";
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  std::unique_ptr<brt::metrics::Metrics> metrics;
+  std::unique_ptr<brt::metrics::MetricsExposer> exposer;
+  if (!metrics_address.empty()) {
+    auto registry = std::make_shared<prometheus::Registry>();
+    // The method label's closed set: every method of brt.v1.Brt, from the compiled-in descriptor.
+    brt::metrics::MetricsOptions metrics_options;
+    metrics_options.methods.clear();
+    const google::protobuf::ServiceDescriptor* api =
+        brt::v1::ServerInfo::descriptor()->file()->FindServiceByName("Brt");
+    for (int i = 0; api != nullptr && i < api->method_count(); ++i) {
+      metrics_options.methods.push_back(api->method(i)->name());
+    }
+    auto created = brt::metrics::Metrics::Create(registry, std::move(metrics_options));
+    if (!created.ok()) return Fail(created.status());
+    metrics = *std::move(created);
+    metrics->SetModelInfo(meta.name, meta.fingerprint, meta.device, meta.dtype);
+    metrics->SetBuildInfo(kVersion, BRT_GIT_COMMIT);
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {registry};
+    auto process = brt::metrics::ProcessCollector::Create();
+    if (process.ok()) {
+      collectables.push_back(*std::move(process));
+    } else {
+      std::fprintf(stderr, "brt-server: no process metrics: %s\n",
+                   process.status().ToString().c_str());
+    }
+    auto started = brt::metrics::MetricsExposer::Start(metrics_address, std::move(collectables));
+    if (!started.ok()) return Fail(started.status());
+    exposer = *std::move(started);
+    options.metrics = metrics.get();
+  }
+
   auto engine = brt::Engine::Create(options, *std::move(runner), tok);
   if (!engine.ok()) return Fail(engine.status());
 
-  brt::BrtService service(engine->get(), "0.1.0");
+  brt::BrtService service(engine->get(), kVersion, metrics.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -150,13 +198,21 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d\n", host.c_str(), port);
+  if (exposer != nullptr) {
+    std::string metrics_host = metrics_address.substr(0, metrics_address.rfind(':'));
+    std::fprintf(stderr, "brt-server: metrics on http://%s:%d/metrics\n", metrics_host.c_str(),
+                 exposer->port());
+  }
   std::fflush(stderr);
 
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
     std::fprintf(stderr, "brt-server: signal %d, shutting down\n", sig);
+    // The exposer takes ~2 s to stop once it has served a scrape: stop it while gRPC drains.
+    std::thread stop_exposer([&] { exposer.reset(); });
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    stop_exposer.join();
   });
   server->Wait();
   waiter.join();

@@ -9,6 +9,7 @@
 #include "server/core/sampler.h"
 #include "server/core/session_id.h"
 #include "server/core/text_stream.h"
+#include "server/metrics/metrics.h"
 #include "server/tokenizer/incremental_tokenizer.h"
 
 namespace brt {
@@ -49,6 +50,12 @@ struct Job {
   absl::Status fail_status;       // set by the caller side to end the call with an error
   bool finished = false;
   absl::Status final_status;
+  // Metrics only (set when EngineOptions::metrics is on): admission time, whether a model step has
+  // included the call yet (queue wait), and the time of the last sampled token (inter-token
+  // latency).
+  absl::Time admitted;
+  bool started = false;
+  absl::Time last_token;
 
   // Score.
   ScoreSink* score_sink = nullptr;
@@ -84,6 +91,10 @@ namespace {
 
 constexpr double kLn2 = 0.69314718055994530942;
 constexpr size_t kRecentCap = kMaxRepetitionWindow;
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 void PushRecent(SessionState& s, int32_t id) {
   s.recent.push_back(id);
@@ -142,6 +153,13 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
       tokenizer_(std::move(tokenizer)),
       initial_memory_(std::move(initial)),
       window_(backend_->metadata().window) {
+  if (metrics::Metrics* m = options_.metrics) {
+    m->SetQueueCapacity(options_.max_queue);
+    m->SetSessionsCapacity(options_.max_sessions);
+    m->SetQueueDepth(0);
+    m->SetSessionsResident(0);
+    m->SetStateBytes(metrics::StateLocation::kDevice, 0);
+  }
   executor_ = std::thread([this] { ExecutorLoop(); });
 }
 
@@ -210,6 +228,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
     s->id = NewSessionId();
   } while (sessions_.contains(s->id));
   sessions_[s->id] = s;
+  RecordSessionsLocked();
   return InfoLocked(*s);
 }
 
@@ -239,6 +258,7 @@ absl::Status Engine::DeleteSession(const std::string& id) {
   if (!s.ok()) return s.status();
   (*s)->deleted = true;  // an active call ends at its next step (the executor sees it)
   sessions_.erase(id);
+  RecordSessionsLocked();
   return absl::OkStatus();
 }
 
@@ -250,6 +270,30 @@ uint32_t Engine::active_calls() const {
 uint32_t Engine::session_count() const {
   absl::ReaderMutexLock lock(&mu_);
   return static_cast<uint32_t>(sessions_.size());
+}
+
+// ---- metrics (each a no-op when EngineOptions::metrics is null)
+// ------------------------------------
+
+void Engine::RecordSessionsLocked() const {
+  metrics::Metrics* m = options_.metrics;
+  if (m == nullptr) return;
+  m->SetSessionsResident(static_cast<int64_t>(sessions_.size()));
+  m->SetStateBytes(metrics::StateLocation::kDevice,
+                   sessions_.size() * backend_->metadata().state_bytes);
+}
+
+void Engine::RecordAdmittedLocked(Job& job) const {
+  metrics::Metrics* m = options_.metrics;
+  if (m == nullptr) return;
+  job.admitted = absl::Now();
+  m->SetQueueDepth(static_cast<int64_t>(jobs_.size()));
+}
+
+void Engine::RecordStartedLocked(Job& job, absl::Time now) const {
+  if (job.started || options_.metrics == nullptr) return;
+  job.started = true;
+  options_.metrics->ObserveQueueWait(absl::ToDoubleSeconds(now - job.admitted));
 }
 
 // ---- starting calls
@@ -292,6 +336,7 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   }
   (*s)->job = job;
   jobs_.push_back(job);
+  RecordAdmittedLocked(*job);
   return std::unique_ptr<ScoreCall>(new ScoreCall(this, job));
 }
 
@@ -343,6 +388,7 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   for (const TokenSpan& t : *prompt) session.pending.push_back(PendingToken{t.id, false, 0, 0});
   session.job = job;
   jobs_.push_back(job);
+  RecordAdmittedLocked(*job);
   return std::unique_ptr<GenerateCall>(new GenerateCall(this, job));
 }
 
@@ -460,6 +506,9 @@ void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, 
   job->finished = true;
   job->final_status = status;
   jobs_.erase(std::remove(jobs_.begin(), jobs_.end(), job), jobs_.end());
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetQueueDepth(static_cast<int64_t>(jobs_.size()));
+  }
   SessionState& s = *job->session;
   if (s.job == job) s.job = nullptr;
   s.pending.clear();  // unprocessed tokens are dropped: the session ends at a token/block boundary
@@ -513,6 +562,16 @@ void Engine::SampleLocked(Job& job, Events* events) {
   out.token_id = token;
   out.logprob = logprob;
   out.position = static_cast<uint64_t>(s.fed);
+  if (metrics::Metrics* m = options_.metrics) {
+    const absl::Time now = absl::Now();
+    if (job.generated == 0) {
+      m->ObserveTimeToFirstToken(absl::ToDoubleSeconds(now - job.admitted));
+    } else {
+      m->ObserveInterTokenLatency(absl::ToDoubleSeconds(now - job.last_token));
+    }
+    job.last_token = now;
+    m->AddGeneratedTokens(1);
+  }
   job.generated++;
   s.pending.push_back(PendingToken{token, false, 0, 0});
   if (job.text->stopped()) {
@@ -578,6 +637,7 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     const bool at_boundary = s.fed % window_ == 0;
     if (!at_boundary || (s.pending.size() < w && !more_may_come)) {
       if (plan->decode_rows.size() < options_.max_decode_batch) {
+        RecordStartedLocked(*job, now);
         plan->decode_jobs.push_back(job);
         plan->decode_rows.push_back(DecodeRow{s.pending.front().id, s.fed, s.memory});
       }
@@ -599,6 +659,7 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
   for (size_t i = 0; i < take; ++i) {
     const auto& job = score_candidates[(first + i) % n];
     blocks = std::min(blocks, job->session->pending.size() / w);
+    RecordStartedLocked(*job, now);
     plan->score_jobs.push_back(job);
   }
   for (const auto& job : plan->score_jobs) {
@@ -631,8 +692,15 @@ std::vector<AlternativeResult> Engine::TopK(const std::vector<float>& logprobs, 
 
 void Engine::RunDecode(Plan* plan) {
   if (plan->decode_rows.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->DecodeStep(plan->decode_rows);
   stats_.RecordDecode(static_cast<uint32_t>(plan->decode_rows.size()));
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveBatch(metrics::BatchKind::kDecode,
+                                   static_cast<uint32_t>(plan->decode_rows.size()),
+                                   SecondsSince(t0));
+  }
+  uint64_t scored = 0;
   Events events;
   {
     absl::MutexLock lock(&mu_);
@@ -655,6 +723,7 @@ void Engine::RunDecode(Plan* plan) {
         t.byte_end = p.end;
         t.nll = -s.next_logprobs[p.id];
         job->tokens++;
+        scored++;
         job->total_nll += t.nll;
         if (!job->omit_tokens) {
           t.top = TopK(s.next_logprobs, job->top_k);
@@ -672,15 +741,23 @@ void Engine::RunDecode(Plan* plan) {
       s.pending.pop_front();
     }
   }
+  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
   Deliver(&events);
 }
 
 void Engine::RunScore(Plan* plan) {
   if (plan->score_rows.empty()) return;
   const int top_k = plan->score_top_k;
+  const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->ScoreBlocks(plan->score_rows, top_k);
   const size_t n = plan->score_rows[0].tokens.size();
   stats_.RecordScore(static_cast<uint32_t>(plan->score_rows.size()), n * plan->score_rows.size());
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveBatch(metrics::BatchKind::kScoreBlock,
+                                   static_cast<uint32_t>(plan->score_rows.size()),
+                                   SecondsSince(t0));
+  }
+  uint64_t scored = 0;
   Events events;
   {
     absl::MutexLock lock(&mu_);
@@ -707,6 +784,7 @@ void Engine::RunScore(Plan* plan) {
           logprob = r.target_logprobs[i - 1];
         }
         job->tokens++;
+        scored++;
         job->total_nll += -logprob;
         if (job->omit_tokens) continue;
         TokenScoreResult t;
@@ -741,6 +819,7 @@ void Engine::RunScore(Plan* plan) {
       }
     }
   }
+  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
   Deliver(&events);
 }
 

@@ -44,6 +44,10 @@
 
 namespace brt {
 
+namespace metrics {
+class Metrics;
+}  // namespace metrics
+
 struct EngineOptions {
   // Sessions held at once; CreateSession fails with RESOURCE_EXHAUSTED beyond it.
   uint32_t max_sessions = 1024;
@@ -71,6 +75,10 @@ struct EngineOptions {
   SamplingConfig default_sampling;
   // Clock seam (Unix ms); default: the system clock.
   std::function<int64_t()> now_ms;
+  // Where the engine records queue, session, executor and token metrics (server/metrics/metrics.h);
+  // not owned, must outlive the Engine. nullptr = metrics off: nothing is recorded and no clock is
+  // read for them.
+  metrics::Metrics* metrics = nullptr;
 };
 
 struct SessionInfo {
@@ -257,6 +265,12 @@ class Engine {
   absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status AdmitLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  // Metrics (no-ops when options_.metrics is null): session occupancy, a call's admission (queue
+  // depth), and the first model step that includes a call (queue wait).
+  void RecordSessionsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void RecordAdmittedLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordStartedLocked(Job& job, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Executor.
   void ExecutorLoop();

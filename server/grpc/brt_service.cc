@@ -1,20 +1,56 @@
 #include "server/grpc/brt_service.h"
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_util.h"
+#include "server/metrics/metrics.h"
 
 namespace brt {
 namespace {
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+[[maybe_unused]] grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx,
+                                                 const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Times one RPC from its handler's entry and records it when it finishes (nothing without metrics).
+// Recorded just before Finish, so a client that has its status sees the call counted.
+class RpcRecord {
+ public:
+  RpcRecord(metrics::Metrics* metrics, std::string_view method)
+      : metrics_(metrics),
+        method_(method),
+        start_(metrics != nullptr ? std::chrono::steady_clock::now()
+                                  : std::chrono::steady_clock::time_point()) {}
+
+  void Finished(const grpc::Status& status) const {
+    if (metrics_ == nullptr) return;
+    metrics_->RecordRequest(
+        method_, static_cast<int>(status.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+
+ private:
+  metrics::Metrics* metrics_;
+  std::string_view method_;  // a string literal
+  std::chrono::steady_clock::time_point start_;
+};
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status,
+                                const RpcRecord& rpc) {
+  grpc::Status g = ToGrpcStatus(status);
+  rpc.Finished(g);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(std::move(g));
   return reactor;
 }
 
@@ -25,7 +61,8 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
 class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
                            public ScoreSink {
  public:
-  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx) : engine_(engine), ctx_(ctx) {
+  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics)
+      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score") {
     StartRead(&request_);
   }
 
@@ -150,11 +187,14 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finishing_) return;
     finishing_ = true;
-    Finish(ToGrpcStatus(status));
+    grpc::Status g = ToGrpcStatus(status);
+    rpc_.Finished(g);
+    Finish(std::move(g));
   }
 
   Engine* const engine_;
   grpc::CallbackServerContext* const ctx_;
+  const RpcRecord rpc_;
   v1::ScoreRequest request_;  // only touched by the read path
   absl::Mutex mu_;
   std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
@@ -172,7 +212,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
                               public GenerateSink {
  public:
   GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request) {
+                  const v1::GenerateRequest& request, metrics::Metrics* metrics)
+      : rpc_(metrics, "Generate") {
     absl::MutexLock lock(&mu_);
     GenerateParams params;
     params.prompt = request.prompt();
@@ -249,9 +290,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finishing_) return;
     finishing_ = true;
-    Finish(ToGrpcStatus(status));
+    grpc::Status g = ToGrpcStatus(status);
+    rpc_.Finished(g);
+    Finish(std::move(g));
   }
 
+  const RpcRecord rpc_;
   absl::Mutex mu_;
   std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
@@ -266,45 +310,50 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext* ctx,
                                                     const v1::CreateSessionRequest* request,
                                                     v1::Session* response) {
+  const RpcRecord rpc(metrics_, "CreateSession");
   auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()));
   if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status());
+  return Reply(ctx, info.status(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::GetSession(grpc::CallbackServerContext* ctx,
                                                  const v1::GetSessionRequest* request,
                                                  v1::Session* response) {
+  const RpcRecord rpc(metrics_, "GetSession");
   auto info = engine_->GetSession(request->session_id());
   if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status());
+  return Reply(ctx, info.status(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::ListSessions(grpc::CallbackServerContext* ctx,
                                                    const v1::ListSessionsRequest* request,
                                                    v1::ListSessionsResponse* response) {
+  const RpcRecord rpc(metrics_, "ListSessions");
   for (const SessionInfo& s : engine_->ListSessions()) ToProto(s, response->add_sessions());
-  return Reply(ctx, absl::OkStatus());
+  return Reply(ctx, absl::OkStatus(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteSessionRequest* request,
                                                     v1::DeleteSessionResponse* response) {
-  return Reply(ctx, engine_->DeleteSession(request->session_id()));
+  const RpcRecord rpc(metrics_, "DeleteSession");
+  return Reply(ctx, engine_->DeleteSession(request->session_id()), rpc);
 }
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
-  return new ScoreReactor(engine_, ctx);
+  return new ScoreReactor(engine_, ctx, metrics_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  return new GenerateReactor(engine_, ctx, *request);
+  return new GenerateReactor(engine_, ctx, *request, metrics_);
 }
 
 grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext* ctx,
                                                     const v1::GetServerInfoRequest* request,
                                                     v1::ServerInfo* response) {
+  const RpcRecord rpc(metrics_, "GetServerInfo");
   const ModelMetadata& m = engine_->metadata();
   v1::ModelInfo* model = response->mutable_model();
   model->set_name(m.name);
@@ -352,7 +401,7 @@ grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext*
   ex->set_active_calls(engine_->active_calls());
   ex->set_sessions(engine_->session_count());
   response->set_version(version_);
-  return Reply(ctx, absl::OkStatus());
+  return Reply(ctx, absl::OkStatus(), rpc);
 }
 
 }  // namespace brt

@@ -15,10 +15,17 @@
 
 namespace brt {
 
+namespace metrics {
+class Metrics;
+}  // namespace metrics
+
 class BrtService final : public v1::Brt::CallbackService {
  public:
-  // engine must outlive the service (shut the grpc::Server down first).
-  BrtService(Engine* engine, std::string version) : engine_(engine), version_(std::move(version)) {}
+  // engine must outlive the service (shut the grpc::Server down first). Each finished RPC is
+  // recorded in `metrics` (brt_requests_total{method,code}, brt_request_duration_seconds) unless it
+  // is null; it must outlive the service too.
+  BrtService(Engine* engine, std::string version, metrics::Metrics* metrics = nullptr)
+      : engine_(engine), version_(std::move(version)), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -43,6 +50,7 @@ class BrtService final : public v1::Brt::CallbackService {
  private:
   Engine* engine_;
   std::string version_;
+  metrics::Metrics* metrics_;
 };
 
 }  // namespace brt

@@ -56,9 +56,19 @@ class BrtServer:
             raise RuntimeError(f"{SERVER_BIN} not built: run deploy/build.sh")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # Every test server gets its own free metrics port (never the default 9464: servers run side by side);
+        # an explicit --metrics_address in extra_args wins (the last flag counts; empty = metrics off).
+        self.metrics_port = free_port()
+        while self.metrics_port == self.port:
+            self.metrics_port = free_port()
+        self.metrics_address = f"127.0.0.1:{self.metrics_port}"
+        for a in extra_args:
+            if a.startswith("--metrics_address="):
+                self.metrics_address = a.split("=", 1)[1] or None
         self.log_path = tempfile.mktemp(prefix="brt-server-", suffix=".log")
         self.args = [SERVER_BIN, f"--model_dir={model_dir}", f"--listen={self.address}", f"--threads={threads}",
-                     *extra_args]
+                     f"--metrics_address=127.0.0.1:{self.metrics_port}", *extra_args]
+
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.channel = grpc.insecure_channel(self.address)

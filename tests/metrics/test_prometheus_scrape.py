@@ -2,8 +2,9 @@
 and answers queries about it, with deploy/prometheus/alerts.yml loaded.
 
 The scraped process is `brt-metrics-dump --serve`, which serves a fresh Metrics facade and adds 64 scored
-tokens every 100 ms; the same check against brt-server itself belongs with the server's end-to-end tests
-once the facade is wired in. Needs build/bin/brt-metrics-dump (or BRT_METRICS_DUMP) and prometheus.
+tokens every 100 ms; the same checks against brt-server itself (live scrape, promtool, Prometheus queries,
+counters against the work done) are in tests/integration/test_metrics.py. Needs build/bin/brt-metrics-dump
+(or BRT_METRICS_DUMP) and prometheus.
 """
 import json
 import os
