@@ -26,6 +26,7 @@
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/process_collector.h"
 #include "server/model/model_runner.h"
+#include "server/persistence/snapshot_store.h"
 #include "server/tokenizer/tokenizer.h"
 
 ABSL_FLAG(
@@ -53,6 +54,13 @@ ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
 ABSL_FLAG(uint32_t, repetition_window, 64,
           "Default number of recent tokens the repetition penalty sees");
 ABSL_FLAG(uint32_t, max_message_bytes, 8 << 20, "Maximum gRPC message size, bytes");
+ABSL_FLAG(std::string, snapshot_store, "file://brt-snapshots",
+          "Where session snapshots live: file:///abs/dir or a path (relative to the current directory), "
+          "or redis://[:password@]host[:port][/db][?prefix=P] to share sessions between replicas. "
+          "Empty = no store (SaveSession can still return bytes)");
+ABSL_FLAG(std::string, snapshot_hmac_key_file, "",
+          "File holding a secret key (>= 16 bytes; trailing newline ignored). When set, snapshots are "
+          "signed with HMAC-SHA256 and unsigned or wrongly signed ones are refused");
 ABSL_FLAG(std::string, metrics_address, brt::metrics::kDefaultMetricsAddress,
           "Address (host:port) of the Prometheus /metrics endpoint; loopback by default, port 0 "
           "picks a free one. Empty = metrics off (nothing is recorded)");
@@ -137,6 +145,35 @@ int main(int argc, char** argv) {
   options.default_sampling.repetition_window = absl::GetFlag(FLAGS_repetition_window);
   const brt::ModelMetadata meta = (*runner)->metadata();
 
+  // Session persistence: created before the engine, destroyed after it.
+  std::unique_ptr<brt::persistence::SnapshotStore> store;
+  const std::string store_uri = absl::GetFlag(FLAGS_snapshot_store);
+  if (!store_uri.empty()) {
+    std::string uri = store_uri;
+    // "file://relative/dir": relative to the current directory (CreateSnapshotStore wants file:///abs).
+    if (absl::StartsWith(uri, "file://") && !absl::StartsWith(uri, "file:///")) {
+      uri = uri.substr(7);
+    }
+    auto created = brt::persistence::CreateSnapshotStore(uri);
+    if (!created.ok()) return Fail(created.status());
+    store = *std::move(created);
+    options.snapshot_store = store.get();
+  }
+  const std::string key_file = absl::GetFlag(FLAGS_snapshot_hmac_key_file);
+  if (!key_file.empty()) {
+    std::ifstream in(key_file, std::ios::binary);
+    std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+    if (!in.good() && !in.eof()) {
+      return Fail(absl::NotFoundError(absl::StrCat("cannot read --snapshot_hmac_key_file ", key_file)));
+    }
+    if (key.size() < 16) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--snapshot_hmac_key_file ", key_file, " holds ", key.size(), " bytes; use >= 16 (32 random)")));
+    }
+    options.snapshot_hmac_key = std::move(key);
+  }
+
   // Metrics: created before the engine and destroyed after it (the engine and service record into
   // them); the exposer serves the registry and the process collector on its own threads.
   constexpr char kVersion[] = "0.1.0";
@@ -198,6 +235,10 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d\n", host.c_str(), port);
+  if (store != nullptr) {
+    std::fprintf(stderr, "brt-server: snapshot store %s%s\n", store->Describe().c_str(),
+                 options.snapshot_hmac_key ? " (signed)" : "");
+  }
   if (exposer != nullptr) {
     std::string metrics_host = metrics_address.substr(0, metrics_address.rfind(':'));
     std::fprintf(stderr, "brt-server: metrics on http://%s:%d/metrics\n", metrics_host.c_str(),
@@ -209,6 +250,19 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     std::fprintf(stderr, "brt-server: signal %d, shutting down\n", sig);
+    // Graceful: stop taking work, end active calls at a token/block boundary, snapshot every session.
+    server->GetHealthCheckService()->SetServingStatus(false);
+    (*engine)->Drain();
+    if (store != nullptr) {
+      auto saved = (*engine)->SaveAllSessions();
+      if (saved.ok()) {
+        std::fprintf(stderr, "brt-server: saved %zu sessions to %s\n", *saved,
+                     store->Describe().c_str());
+      } else {
+        std::fprintf(stderr, "brt-server: saving sessions failed: %s\n",
+                     saved.status().ToString().c_str());
+      }
+    }
     // The exposer takes ~2 s to stop once it has served a scrape: stop it while gRPC drains.
     std::thread stop_exposer([&] { exposer.reset(); });
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

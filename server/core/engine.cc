@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "server/core/sampler.h"
+#include "server/core/sampling_codec.h"
 #include "server/core/session_id.h"
 #include "server/core/text_stream.h"
 #include "server/metrics/metrics.h"
@@ -219,6 +222,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
   s->created_ms = s->last_used_ms = NowMs();
   s->memory = initial_memory_;
   absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("the server is shutting down");
   if (sessions_.size() >= options_.max_sessions) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the server holds its maximum of ", options_.max_sessions,
@@ -232,7 +236,9 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
   return InfoLocked(*s);
 }
 
-absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id) const {
+absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id) {
+  absl::Status loaded = LoadIfStored(id);
+  if (!loaded.ok()) return loaded;
   absl::ReaderMutexLock lock(&mu_);
   auto s = FindLocked(id);
   if (!s.ok()) return s.status();
@@ -253,9 +259,14 @@ std::vector<SessionInfo> Engine::ListSessions() const {
 }
 
 absl::Status Engine::DeleteSession(const std::string& id) {
+  // The session is gone everywhere: its stored snapshot too (else the next use would restore it).
+  absl::Status stored = absl::NotFoundError("");
+  if (options_.snapshot_store != nullptr && LooksLikeSessionId(id)) {
+    stored = options_.snapshot_store->Delete(id);
+  }
   absl::MutexLock lock(&mu_);
   auto s = FindLocked(id);
-  if (!s.ok()) return s.status();
+  if (!s.ok()) return stored.ok() ? absl::OkStatus() : s.status();
   (*s)->deleted = true;  // an active call ends at its next step (the executor sees it)
   sessions_.erase(id);
   RecordSessionsLocked();
@@ -300,6 +311,7 @@ void Engine::RecordStartedLocked(Job& job, absl::Time now) const {
 // ---------------------------------------------------------------------------------
 
 absl::Status Engine::AdmitLocked(const SessionState& s) const {
+  if (draining_) return absl::UnavailableError("the server is shutting down");
   if (s.job != nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("session ", s.id, " is busy with another Score or Generate call"));
@@ -325,6 +337,8 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   job->top_k = options.top_k;
   job->omit_tokens = options.omit_tokens;
   job->inc.emplace(tokenizer_.get());
+  absl::Status loaded = LoadIfStored(session_id);
+  if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
   auto s = FindLocked(session_id);
   if (!s.ok()) return s.status();
@@ -371,6 +385,8 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   job->gen_sink = sink;
   job->max_tokens = max_tokens;
   job->prompt_tokens = static_cast<uint32_t>(prompt->size());
+  absl::Status loaded = LoadIfStored(session_id);
+  if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
   auto s = FindLocked(session_id);
   if (!s.ok()) return s.status();
@@ -456,7 +472,7 @@ void Engine::Deliver(Events* events) {
 }
 
 bool Engine::HasWorkLocked() const {
-  if (stop_) return true;
+  if (stop_ || !tasks_.empty()) return true;
   const absl::Time now = absl::Now();
   for (const auto& job : jobs_) {
     const SessionState& s = *job->session;
@@ -479,11 +495,13 @@ bool Engine::HasWorkLocked() const {
 void Engine::ExecutorLoop() {
   backend_->InitExecutorThread();
   Events events;
+  std::deque<std::function<void()>> tasks;
   while (true) {
     Plan plan;
     {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(this, &Engine::HasWorkLocked), absl::Milliseconds(50));
+      tasks.swap(tasks_);
       if (stop_) {
         auto jobs = jobs_;
         for (const auto& job : jobs) {
@@ -495,10 +513,13 @@ void Engine::ExecutorLoop() {
       PlanLocked(&plan, &events);
     }
     Deliver(&events);
+    for (auto& task : tasks) task();  // persistence work (memory export/import), between model steps
+    tasks.clear();
     RunDecode(&plan);
     RunScore(&plan);
   }
   Deliver(&events);
+  for (auto& task : tasks) task();
 }
 
 void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events) {
@@ -821,6 +842,338 @@ void Engine::RunScore(Plan* plan) {
   }
   if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
   Deliver(&events);
+}
+
+// ---- session persistence
+// ----------------------------------------------------------------------------
+
+namespace bp = persistence;
+
+namespace {
+
+bp::DType DTypeCode(const std::string& dtype) {
+  if (dtype == "bfloat16") return bp::DType::kBFloat16;
+  if (dtype == "float16") return bp::DType::kFloat16;
+  return bp::DType::kFloat32;
+}
+
+bp::TensorBlob ToBlob(std::string_view name, HostTensor t) {
+  bp::TensorBlob b;
+  b.name = std::string(name);
+  b.dtype = DTypeCode(t.dtype);
+  b.shape.assign(t.shape.begin(), t.shape.end());
+  b.data = std::move(t.data);
+  return b;
+}
+
+HostTensor FromBlob(const bp::TensorBlob& b) {
+  HostTensor t;
+  t.dtype = bp::DTypeName(b.dtype);
+  t.shape.assign(b.shape.begin(), b.shape.end());
+  t.data = b.data;
+  return t;
+}
+
+}  // namespace
+
+bp::ModelIdentity Engine::Identity() const {
+  const ModelMetadata& m = backend_->metadata();
+  bp::ModelIdentity id;
+  id.fingerprint = m.fingerprint;
+  id.tokenizer_sha256 = tokenizer_->sha256();
+  id.dims.n_layers = m.n_layers;
+  id.dims.n_heads = m.n_heads;
+  id.dims.window = m.window;
+  id.dims.head_dim = m.head_dim;
+  id.dims.n_recurrent = m.n_recurrent;
+  id.dims.n_state = m.n_state;
+  id.dims.d_model = m.d_model;
+  id.dims.vocab_size = m.vocab_size;
+  id.dims.dtype = DTypeCode(m.dtype);
+  return id;
+}
+
+absl::Status Engine::RunOnExecutor(std::function<void()> task) {
+  absl::Notification done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return absl::UnavailableError("the server is shutting down");
+    tasks_.push_back([&] {
+      task();
+      done.Notify();
+    });
+  }
+  done.WaitForNotification();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id) {
+  absl::Status loaded = LoadIfStored(id);
+  if (!loaded.ok()) return loaded;
+  bp::SessionSnapshot snap;
+  MemoryPtr memory;
+  std::vector<float> next_logprobs;
+  {
+    // The memory is immutable: what is read here stays this session's state at this boundary even if a
+    // call starts on it before the executor copies it out.
+    absl::ReaderMutexLock lock(&mu_);
+    auto found = FindLocked(id);
+    if (!found.ok()) return found.status();
+    const SessionState& s = **found;
+    if (s.job != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session ", id, " is busy with a Score or Generate call; save it when the call has ended"));
+    }
+    memory = s.memory;
+    next_logprobs = s.next_logprobs;
+    snap.position = static_cast<uint64_t>(s.fed);
+    snap.recent_tokens.assign(s.recent.begin(), s.recent.end());
+    snap.metadata.session_id = s.id;
+    snap.metadata.label = s.label;
+    snap.metadata.created_unix_ms = s.created_ms;
+    snap.metadata.last_used_unix_ms = s.last_used_ms;
+    snap.metadata.default_sampling = EncodeSamplingOverrides(s.defaults);
+  }
+  snap.model = Identity();
+  // The sampler's generator lives per Generate call (seeded by SamplingParams.seed), so a session has no
+  // RNG state between calls; pending tokens and an untokenized tail exist only during a call.
+  absl::StatusOr<HostMemory> host = absl::InternalError("not run");
+  absl::Status ran = RunOnExecutor([&] { host = backend_->ExportMemory(memory); });
+  if (!ran.ok()) return ran;
+  if (!host.ok()) return host.status();
+  snap.tensors.push_back(ToBlob(bp::kKvTensor, std::move(host->kv)));
+  snap.tensors.push_back(ToBlob(bp::kStateTensor, std::move(host->state)));
+  if (!next_logprobs.empty()) {
+    bp::TensorBlob lp;
+    lp.name = std::string(bp::kNextLogprobsTensor);
+    lp.dtype = bp::DType::kFloat32;
+    lp.shape = {next_logprobs.size()};
+    lp.data.assign(reinterpret_cast<const char*>(next_logprobs.data()),
+                   next_logprobs.size() * sizeof(float));
+    snap.tensors.push_back(std::move(lp));
+  }
+  absl::Status valid = bp::ValidateSnapshot(snap);
+  if (!valid.ok()) {
+    return absl::InternalError(absl::StrCat("snapshot of ", id, " is inconsistent: ", valid.message()));
+  }
+  return snap;
+}
+
+absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_store,
+                                                 bool return_bytes) {
+  if (to_store && options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  auto snap = Capture(id);
+  if (!snap.ok()) return snap.status();
+  SavedSession out;
+  std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  out.size_bytes = bytes.size();
+  if (to_store) {
+    absl::Status put = options_.snapshot_store->Put(id, bytes);
+    if (!put.ok()) return put;
+    out.key = id;
+  }
+  if (return_bytes) out.bytes = std::move(bytes);
+  return out;
+}
+
+absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_id) {
+  const int32_t vocab = backend_->metadata().vocab_size;
+  auto bad = [](const std::string& what) {
+    return absl::DataLossError(absl::StrCat("snapshot refused: ", what));
+  };
+  if (!new_id && !LooksLikeSessionId(snap.metadata.session_id)) {
+    return bad(absl::StrCat("its session id '", snap.metadata.session_id.substr(0, 64),
+                            "' is not a session id"));
+  }
+  if (!snap.pending_tokens.empty() || !snap.text_tail.empty() || !snap.rng_state.empty()) {
+    return absl::FailedPreconditionError(
+        "snapshot refused: it holds an unfinished block, text tail or RNG state, which this server "
+        "does not write or read");
+  }
+  for (uint32_t t : snap.recent_tokens) {
+    if (t >= static_cast<uint32_t>(vocab)) return bad(absl::StrCat("recent token ", t, " >= vocab"));
+  }
+  const bp::TensorBlob* kv = snap.FindTensor(bp::kKvTensor);
+  const bp::TensorBlob* state = snap.FindTensor(bp::kStateTensor);
+  const bp::TensorBlob* lp = snap.FindTensor(bp::kNextLogprobsTensor);
+  if (kv == nullptr || state == nullptr) return bad("it has no kv or state tensor");
+  if ((snap.position > 0) != (lp != nullptr)) {
+    return bad("next_logprobs must be present exactly when the position is past 0");
+  }
+  if (snap.position > (uint64_t{1} << 62)) return bad("position out of range");
+  auto defaults = DecodeSamplingOverrides(snap.metadata.default_sampling);
+  if (!defaults.ok()) return bad(std::string(defaults.status().message()));
+  absl::Status valid = ValidateSampling(*defaults, vocab, "default_sampling.");
+  if (!valid.ok()) return bad(std::string(valid.message()));
+  if (snap.metadata.label.size() > 256) return bad("label longer than 256 bytes");
+
+  HostMemory host;
+  host.kv = FromBlob(*kv);
+  host.state = FromBlob(*state);
+  absl::StatusOr<MemoryPtr> memory = absl::InternalError("not run");
+  absl::Status ran = RunOnExecutor([&] { memory = backend_->ImportMemory(host); });
+  if (!ran.ok()) return ran;
+  if (!memory.ok()) {
+    if (absl::IsInvalidArgument(memory.status())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot refused: ", memory.status().message()));
+    }
+    return memory.status();
+  }
+
+  auto s = std::make_shared<SessionState>();
+  s->label = snap.metadata.label;
+  s->defaults = *std::move(defaults);
+  s->created_ms = snap.metadata.created_unix_ms;
+  s->last_used_ms = NowMs();
+  s->memory = *std::move(memory);
+  if (lp != nullptr) {
+    s->next_logprobs.resize(lp->data.size() / sizeof(float));
+    std::memcpy(s->next_logprobs.data(), lp->data.data(), lp->data.size());
+  }
+  s->fed = static_cast<int64_t>(snap.position);
+  s->recent.assign(snap.recent_tokens.begin(), snap.recent_tokens.end());
+  absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("the server is shutting down");
+  if (sessions_.size() >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server holds its maximum of ", options_.max_sessions,
+                     " sessions (--max_sessions); delete some first"));
+  }
+  if (new_id) {
+    do {
+      s->id = NewSessionId();
+    } while (sessions_.contains(s->id));
+  } else {
+    s->id = snap.metadata.session_id;
+    if (sessions_.contains(s->id)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "session ", s->id, " is already loaded; delete it first or restore with new_id"));
+    }
+  }
+  sessions_[s->id] = s;
+  return InfoLocked(*s);
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id) {
+  bp::DecodeOptions decode;
+  decode.expected = Identity();
+  decode.hmac_key = options_.snapshot_hmac_key;
+  auto snap = bp::DecodeSnapshot(bytes, decode);
+  if (!snap.ok()) return snap.status();
+  return Install(*std::move(snap), new_id);
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& key, bool new_id) {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  absl::Status valid = bp::ValidateSnapshotKey(key);
+  if (!valid.ok()) return valid;
+  auto bytes = options_.snapshot_store->Get(key);
+  if (!bytes.ok()) return bytes.status();
+  return RestoreSession(*bytes, new_id);
+}
+
+absl::Status Engine::LoadIfStored(const std::string& id) {
+  if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (sessions_.contains(id) || draining_) return absl::OkStatus();
+  }
+  auto bytes = options_.snapshot_store->Get(id);
+  if (absl::IsNotFound(bytes.status())) return absl::OkStatus();  // the caller reports NOT_FOUND
+  if (!bytes.ok()) return bytes.status();
+  auto restored = RestoreSession(*bytes, /*new_id=*/false);
+  if (absl::IsAlreadyExists(restored.status())) return absl::OkStatus();  // another caller won
+  if (!restored.ok()) {
+    return absl::Status(restored.status().code(),
+                        absl::StrCat("restoring session ", id, " from the snapshot store: ",
+                                     restored.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
+  absl::Status loaded = LoadIfStored(id);
+  if (!loaded.ok()) return loaded;
+  absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("the server is shutting down");
+  auto found = FindLocked(id);
+  if (!found.ok()) return found.status();
+  const SessionState& parent = **found;
+  if (parent.job != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", id, " is busy with a Score or Generate call; fork it when the call has ended"));
+  }
+  if (sessions_.size() >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server holds its maximum of ", options_.max_sessions,
+                     " sessions (--max_sessions); delete some first"));
+  }
+  auto s = std::make_shared<SessionState>();
+  s->label = parent.label;
+  s->defaults = parent.defaults;
+  s->created_ms = s->last_used_ms = NowMs();
+  s->memory = parent.memory;  // immutable: shared until either session advances
+  s->next_logprobs = parent.next_logprobs;
+  s->fed = parent.fed;
+  s->recent = parent.recent;
+  do {
+    s->id = NewSessionId();
+  } while (sessions_.contains(s->id));
+  sessions_[s->id] = s;
+  return InfoLocked(*s);
+}
+
+absl::StatusOr<std::vector<std::string>> Engine::ListSnapshots() {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  return options_.snapshot_store->List();
+}
+
+absl::Status Engine::DeleteSnapshot(const std::string& key) {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  return options_.snapshot_store->Delete(key);
+}
+
+void Engine::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  for (const auto& job : jobs_) {
+    job->engine_cancelled = true;
+    if (job->fail_status.ok()) job->fail_status = absl::UnavailableError("the server is shutting down");
+  }
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return jobs_.empty() || stop_; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+absl::StatusOr<size_t> Engine::SaveAllSessions() {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  std::vector<std::string> ids;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [id, s] : sessions_) ids.push_back(id);
+  }
+  absl::Status first;
+  size_t saved = 0;
+  for (const std::string& id : ids) {
+    auto r = SaveSession(id, /*to_store=*/true, /*return_bytes=*/false);
+    if (r.ok()) {
+      saved++;
+    } else if (first.ok()) {
+      first = r.status();
+    }
+  }
+  if (!first.ok()) return first;
+  return saved;
 }
 
 }  // namespace brt

@@ -40,6 +40,8 @@
 #include "server/core/sampling_params.h"
 #include "server/core/stats.h"
 #include "server/model/backend.h"
+#include "server/persistence/snapshot.h"
+#include "server/persistence/snapshot_store.h"
 #include "server/tokenizer/tokenizer.h"
 
 namespace brt {
@@ -75,6 +77,13 @@ struct EngineOptions {
   SamplingConfig default_sampling;
   // Clock seam (Unix ms); default: the system clock.
   std::function<int64_t()> now_ms;
+  // Session persistence: where SaveSession puts snapshots and RestoreSession (and the first use of an
+  // id that is not loaded) finds them. Not owned; must outlive the Engine. nullptr: no store (SaveSession
+  // can still return bytes, RestoreSession still takes them).
+  persistence::SnapshotStore* snapshot_store = nullptr;
+  // When set, snapshots are signed (HMAC-SHA256 under this key) and unsigned or wrongly signed ones are
+  // refused.
+  std::optional<std::string> snapshot_hmac_key;
   // Where the engine records queue, session, executor and token metrics (server/metrics/metrics.h);
   // not owned, must outlive the Engine. nullptr = metrics off: nothing is recorded and no clock is
   // read for them.
@@ -178,6 +187,13 @@ class GenerateSink {
   virtual void OnFinish(absl::StatusOr<GenerateSummary> summary) = 0;
 };
 
+// SaveSession's result.
+struct SavedSession {
+  std::string key;    // the snapshot's key in the store (the session id); empty when not stored
+  std::string bytes;  // the encoded snapshot, when asked for
+  uint64_t size_bytes = 0;
+};
+
 class Engine;
 struct Job;           // an active call (engine.cc)
 struct SessionState;  // a session's model memory and bookkeeping (engine.cc)
@@ -226,9 +242,41 @@ class Engine {
 
   absl::StatusOr<SessionInfo> CreateSession(const std::string& label,
                                             const SamplingOverrides& default_sampling);
-  absl::StatusOr<SessionInfo> GetSession(const std::string& id) const;
+  absl::StatusOr<SessionInfo> GetSession(const std::string& id);
   std::vector<SessionInfo> ListSessions() const;
   absl::Status DeleteSession(const std::string& id);
+
+  // ---- session persistence (snapshots: server/persistence/README.md)
+  // A session whose id is not loaded but whose snapshot is in the store is restored transparently by
+  // GetSession, StartScore, StartGenerate, SaveSession and ForkSession (so sessions outlive a restart or an
+  // eviction). DeleteSession removes the loaded session and its stored snapshot.
+
+  // Snapshots an idle session: its exact model memory (copied to host on the executor thread), next-token
+  // distribution, position, recent tokens, label and default sampling. Then stores it (to_store, under the
+  // session id) and/or returns the bytes. FAILED_PRECONDITION while a Score/Generate call runs on it or
+  // when to_store is asked without a store; NOT_FOUND; the store's errors.
+  absl::StatusOr<SavedSession> SaveSession(const std::string& id, bool to_store, bool return_bytes);
+  // Restores a session from snapshot bytes (untrusted: verified first). Under the snapshot's own id, or
+  // under a fresh id if new_id. DATA_LOSS: corrupt or wrongly signed; FAILED_PRECONDITION: another model
+  // or format, or unsigned while a key is set; ALREADY_EXISTS: the id is loaded (and !new_id);
+  // RESOURCE_EXHAUSTED: --max_sessions; UNAVAILABLE: shutting down.
+  absl::StatusOr<SessionInfo> RestoreSession(std::string_view bytes, bool new_id);
+  // RestoreSession from the store's snapshot under `key` (a session id). NOT_FOUND if absent.
+  absl::StatusOr<SessionInfo> RestoreSessionFromStore(const std::string& key, bool new_id);
+  // A copy of an idle session under a new unguessable id: same memory (shared: it is immutable), position,
+  // next-token distribution, recent tokens, label and defaults. The two then evolve independently.
+  absl::StatusOr<SessionInfo> ForkSession(const std::string& id);
+  // The store's snapshot keys; removing one. FAILED_PRECONDITION without a store.
+  absl::StatusOr<std::vector<std::string>> ListSnapshots();
+  absl::Status DeleteSnapshot(const std::string& key);
+
+  // Graceful shutdown, step 1: from now on new calls and sessions are refused with UNAVAILABLE; active
+  // calls end at their next token or block boundary (Score: UNAVAILABLE after the scores of the tokens
+  // processed; Generate: finish_reason CANCELLED). Returns once no call is active.
+  void Drain();
+  // Step 2 (after Drain): saves every loaded session to the store. Returns how many were saved, or the
+  // first error (after trying them all).
+  absl::StatusOr<size_t> SaveAllSessions();
 
   // Starts a Score call. NOT_FOUND, FAILED_PRECONDITION (session busy), UNAVAILABLE (queue full),
   // INVALID_ARGUMENT (top_k). The sink must stay valid until its OnFinish.
@@ -284,6 +332,13 @@ class Engine {
   std::vector<AlternativeResult> TopK(const std::vector<float>& logprobs, int k) const;
   static void Deliver(Events* events);
 
+  // Persistence helpers.
+  absl::Status RunOnExecutor(std::function<void()> task);
+  absl::Status LoadIfStored(const std::string& id);
+  absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id);
+  absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
+  persistence::ModelIdentity Identity() const;
+
   const EngineOptions options_;
   const std::unique_ptr<ModelBackend> backend_;  // executor thread only
   const std::shared_ptr<const Tokenizer> tokenizer_;
@@ -297,6 +352,8 @@ class Engine {
   size_t score_cursor_ ABSL_GUARDED_BY(mu_) = 0;                 // round-robin start for score rows
   size_t decode_cursor_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;              // Drain() was called
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // run by the executor (persistence)
   std::thread executor_;
 };
 

@@ -340,6 +340,65 @@ grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext*
   return Reply(ctx, engine_->DeleteSession(request->session_id()), rpc);
 }
 
+grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* ctx,
+                                                  const v1::SaveSessionRequest* request,
+                                                  v1::SaveSessionResponse* response) {
+  const bool to_store = !request->has_to_store() || request->to_store();
+  if (!to_store && !request->return_bytes()) {
+    return Reply(ctx, absl::InvalidArgumentError(
+                          "SaveSession with to_store=false and return_bytes=false saves nothing"));
+  }
+  auto saved = engine_->SaveSession(request->session_id(), to_store, request->return_bytes());
+  if (saved.ok()) {
+    response->set_snapshot_key(saved->key);
+    response->set_snapshot(std::move(saved->bytes));
+    response->set_size_bytes(saved->size_bytes);
+  }
+  return Reply(ctx, saved.status());
+}
+
+grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext* ctx,
+                                                     const v1::RestoreSessionRequest* request,
+                                                     v1::Session* response) {
+  absl::StatusOr<SessionInfo> info;
+  switch (request->source_case()) {
+    case v1::RestoreSessionRequest::kSnapshotKey:
+      info = engine_->RestoreSessionFromStore(request->snapshot_key(), request->new_id());
+      break;
+    case v1::RestoreSessionRequest::kSnapshot:
+      info = engine_->RestoreSession(request->snapshot(), request->new_id());
+      break;
+    default:
+      info = absl::InvalidArgumentError("RestoreSession needs snapshot_key or snapshot");
+  }
+  if (info.ok()) ToProto(*info, response);
+  return Reply(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* ctx,
+                                                  const v1::ForkSessionRequest* request,
+                                                  v1::Session* response) {
+  auto info = engine_->ForkSession(request->session_id());
+  if (info.ok()) ToProto(*info, response);
+  return Reply(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* BrtService::DeleteSnapshot(grpc::CallbackServerContext* ctx,
+                                                     const v1::DeleteSnapshotRequest* request,
+                                                     v1::DeleteSnapshotResponse* response) {
+  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key()));
+}
+
+grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext* ctx,
+                                                    const v1::ListSnapshotsRequest* request,
+                                                    v1::ListSnapshotsResponse* response) {
+  auto keys = engine_->ListSnapshots();
+  if (keys.ok()) {
+    for (const std::string& k : *keys) response->add_snapshot_keys(k);
+  }
+  return Reply(ctx, keys.status());
+}
+
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
   return new ScoreReactor(engine_, ctx, metrics_);

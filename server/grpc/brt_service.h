@@ -46,6 +46,23 @@ class BrtService final : public v1::Brt::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* request,
                                           v1::ServerInfo* response) override;
+  // Persistence. These wait (on the gRPC thread) for the executor to copy memory between host and device
+  // (a millisecond or so) and for the snapshot store.
+  grpc::ServerUnaryReactor* SaveSession(grpc::CallbackServerContext* ctx,
+                                        const v1::SaveSessionRequest* request,
+                                        v1::SaveSessionResponse* response) override;
+  grpc::ServerUnaryReactor* RestoreSession(grpc::CallbackServerContext* ctx,
+                                           const v1::RestoreSessionRequest* request,
+                                           v1::Session* response) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx,
+                                        const v1::ForkSessionRequest* request,
+                                        v1::Session* response) override;
+  grpc::ServerUnaryReactor* DeleteSnapshot(grpc::CallbackServerContext* ctx,
+                                           const v1::DeleteSnapshotRequest* request,
+                                           v1::DeleteSnapshotResponse* response) override;
+  grpc::ServerUnaryReactor* ListSnapshots(grpc::CallbackServerContext* ctx,
+                                          const v1::ListSnapshotsRequest* request,
+                                          v1::ListSnapshotsResponse* response) override;
 
  private:
   Engine* engine_;

@@ -70,6 +70,18 @@ struct DecodeResult {
   MemoryPtr memory;
 };
 
+// One tensor of a session's memory copied to host bytes (row-major, the device dtype's exact bytes),
+// for snapshots.
+struct HostTensor {
+  std::string dtype;           // "float32", "bfloat16" or "float16"
+  std::vector<int64_t> shape;  // kv: (1, L, 2, H, 2W, dh); state: (1, R, 3, S, D)
+  std::string data;            // product(shape) * element size bytes
+};
+struct HostMemory {
+  HostTensor kv;
+  HostTensor state;
+};
+
 class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
@@ -86,6 +98,16 @@ class ModelBackend {
   // Feeds one token per row in one batched call. REQUIRES: rows non-empty.
   virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(
       const std::vector<DecodeRow>& rows) = 0;
+
+  // Session persistence. ExportMemory copies `memory` to host bytes, exactly; ImportMemory puts such
+  // bytes back on the device. ImportMemory checks dtype and shapes against this model's memory
+  // (INVALID_ARGUMENT naming both). Default: UNIMPLEMENTED (a backend without snapshots).
+  virtual absl::StatusOr<HostMemory> ExportMemory(const MemoryPtr& memory) {
+    return absl::UnimplementedError("this model backend cannot export session memory");
+  }
+  virtual absl::StatusOr<MemoryPtr> ImportMemory(const HostMemory& memory) {
+    return absl::UnimplementedError("this model backend cannot import session memory");
+  }
 };
 
 }  // namespace brt

@@ -5,6 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -57,6 +58,45 @@ std::pair<at::Tensor, at::Tensor> CatMemory(const Rows& rows) {
     states.push_back(m.state);
   }
   return {at::cat(kvs, 0), at::cat(states, 0)};
+}
+
+const char* DTypeString(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return "unsupported";
+  }
+}
+
+// Host bytes of one memory tensor (exact: no dtype conversion).
+HostTensor ToHost(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kCPU).contiguous();
+  HostTensor out;
+  out.dtype = DTypeString(c.scalar_type());
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  out.data.assign(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+  return out;
+}
+
+// A tensor like `like` (dtype, shape, device) holding `h`'s bytes; INVALID_ARGUMENT if they differ.
+absl::StatusOr<at::Tensor> FromHost(const HostTensor& h, const at::Tensor& like, const char* name) {
+  std::vector<int64_t> want(like.sizes().begin(), like.sizes().end());
+  const char* want_dtype = DTypeString(like.scalar_type());
+  if (h.dtype != want_dtype || h.shape != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "session memory '", name, "' is ", h.dtype, " ", c10::str(at::IntArrayRef(h.shape)),
+        "; this model needs ", want_dtype, " ",
+        c10::str(like.sizes())));
+  }
+  const size_t bytes = static_cast<size_t>(like.numel()) * like.element_size();
+  if (h.data.size() != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("session memory '", name, "' has ",
+                                                   h.data.size(), " bytes; want ", bytes));
+  }
+  at::Tensor cpu = at::empty(like.sizes(), at::TensorOptions().dtype(like.scalar_type()));
+  std::memcpy(cpu.data_ptr(), h.data.data(), bytes);
+  return cpu.to(like.device());
 }
 
 absl::Status TorchError(const char* what, const std::exception& e) {
@@ -267,6 +307,33 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     return results;
   } catch (const std::exception& e) {
     return TorchError("decode_step failed", e);
+  }
+}
+
+absl::StatusOr<HostMemory> ModelRunner::ExportMemory(const MemoryPtr& memory) {
+  try {
+    c10::InferenceMode guard;
+    const TorchMemory& m = AsTorch(memory);
+    HostMemory out;
+    out.kv = ToHost(m.kv);
+    out.state = ToHost(m.state);
+    return out;
+  } catch (const std::exception& e) {
+    return TorchError("exporting session memory failed", e);
+  }
+}
+
+absl::StatusOr<MemoryPtr> ModelRunner::ImportMemory(const HostMemory& memory) {
+  try {
+    c10::InferenceMode guard;
+    const TorchMemory& like = AsTorch(impl_->initial);
+    auto kv = FromHost(memory.kv, like.kv, "kv");
+    if (!kv.ok()) return kv.status();
+    auto state = FromHost(memory.state, like.state, "state");
+    if (!state.ok()) return state.status();
+    return MemoryPtr(std::make_shared<TorchMemory>(*std::move(kv), *std::move(state)));
+  } catch (const std::exception& e) {
+    return TorchError("importing session memory failed", e);
   }
 }
 

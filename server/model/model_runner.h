@@ -41,6 +41,8 @@ class ModelRunner : public ModelBackend {
   absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) override;
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
+  absl::StatusOr<HostMemory> ExportMemory(const MemoryPtr& memory) override;
+  absl::StatusOr<MemoryPtr> ImportMemory(const HostMemory& memory) override;
 
  private:
   struct Impl;

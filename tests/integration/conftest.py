@@ -65,6 +65,10 @@ class BrtServer:
         for a in extra_args:
             if a.startswith("--metrics_address="):
                 self.metrics_address = a.split("=", 1)[1] or None
+        # A private snapshot store per server unless the test names one (the binary's default, ./brt-snapshots,
+        # would collect the sessions every test server saves when it is stopped).
+        if not any(a.startswith("--snapshot_store=") for a in extra_args):
+            extra_args = (*extra_args, f"--snapshot_store=file://{tempfile.mkdtemp(prefix='brt-snapshots-')}")
         self.log_path = tempfile.mktemp(prefix="brt-server-", suffix=".log")
         self.args = [SERVER_BIN, f"--model_dir={model_dir}", f"--listen={self.address}", f"--threads={threads}",
                      f"--metrics_address=127.0.0.1:{self.metrics_port}", *extra_args]
