@@ -61,6 +61,15 @@ ABSL_FLAG(std::string, snapshot_store, "file://brt-snapshots",
 ABSL_FLAG(std::string, snapshot_hmac_key_file, "",
           "File holding a secret key (>= 16 bytes; trailing newline ignored). When set, snapshots are "
           "signed with HMAC-SHA256 and unsigned or wrongly signed ones are refused");
+ABSL_FLAG(int64_t, session_idle_ttl_s, 0,
+          "Snapshot to the store and free a session idle this many seconds (its next use restores it); "
+          "0 = never");
+ABSL_FLAG(uint64_t, session_memory_budget_bytes, 0,
+          "Keep the loaded sessions' memory under this many bytes by snapshotting and freeing the least "
+          "recently used idle ones (their next use restores them); 0 = no budget");
+ABSL_FLAG(uint32_t, autosave_every_blocks, 0,
+          "Snapshot a session to the store every N blocks (N*W tokens) it advances, so a crash loses at "
+          "most N blocks of it; 0 = off");
 ABSL_FLAG(std::string, metrics_address, brt::metrics::kDefaultMetricsAddress,
           "Address (host:port) of the Prometheus /metrics endpoint; loopback by default, port 0 "
           "picks a free one. Empty = metrics off (nothing is recorded)");
@@ -172,6 +181,15 @@ int main(int argc, char** argv) {
           "--snapshot_hmac_key_file ", key_file, " holds ", key.size(), " bytes; use >= 16 (32 random)")));
     }
     options.snapshot_hmac_key = std::move(key);
+  }
+  options.session_idle_ttl_ms = absl::GetFlag(FLAGS_session_idle_ttl_s) * 1000;
+  options.session_memory_budget_bytes = absl::GetFlag(FLAGS_session_memory_budget_bytes);
+  options.autosave_every_blocks = absl::GetFlag(FLAGS_autosave_every_blocks);
+  if (store == nullptr && (options.session_idle_ttl_ms > 0 || options.session_memory_budget_bytes > 0 ||
+                           options.autosave_every_blocks > 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--session_idle_ttl_s, --session_memory_budget_bytes and --autosave_every_blocks need "
+        "--snapshot_store"));
   }
 
   // Metrics: created before the engine and destroyed after it (the engine and service record into

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 
@@ -38,6 +39,7 @@ struct SessionState {
   std::deque<PendingToken> pending;  // accepted, not yet fed (front = position `fed`)
   std::vector<int32_t> recent;       // last fed text tokens, for the repetition penalty
   std::shared_ptr<Job> job;          // the active call, if any
+  int64_t autosaved_fed = 0;         // `fed` at the last autosave (or restore)
   bool deleted = false;
 };
 
@@ -164,9 +166,19 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
     m->SetStateBytes(metrics::StateLocation::kDevice, 0);
   }
   executor_ = std::thread([this] { ExecutorLoop(); });
+  if (options_.snapshot_store != nullptr &&
+      (options_.session_idle_ttl_ms > 0 || options_.session_memory_budget_bytes > 0 ||
+       options_.autosave_every_blocks > 0)) {
+    housekeeper_ = std::thread([this] { HousekeepingLoop(); });
+  }
 }
 
 Engine::~Engine() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_housekeeping_ = true;  // first: it may wait on the executor
+  }
+  if (housekeeper_.joinable()) housekeeper_.join();
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -907,7 +919,7 @@ absl::Status Engine::RunOnExecutor(std::function<void()> task) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id) {
+absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool allow_busy) {
   absl::Status loaded = LoadIfStored(id);
   if (!loaded.ok()) return loaded;
   bp::SessionSnapshot snap;
@@ -920,7 +932,7 @@ absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id) {
     auto found = FindLocked(id);
     if (!found.ok()) return found.status();
     const SessionState& s = **found;
-    if (s.job != nullptr) {
+    if (s.job != nullptr && !allow_busy) {
       return absl::FailedPreconditionError(absl::StrCat(
           "session ", id, " is busy with a Score or Generate call; save it when the call has ended"));
     }
@@ -1034,6 +1046,7 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
     std::memcpy(s->next_logprobs.data(), lp->data.data(), lp->data.size());
   }
   s->fed = static_cast<int64_t>(snap.position);
+  s->autosaved_fed = s->fed;
   s->recent.assign(snap.recent_tokens.begin(), snap.recent_tokens.end());
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("the server is shutting down");
@@ -1054,6 +1067,7 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
     }
   }
   sessions_[s->id] = s;
+  RecordSessionsLocked();
   return InfoLocked(*s);
 }
 
@@ -1125,6 +1139,7 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
     s->id = NewSessionId();
   } while (sessions_.contains(s->id));
   sessions_[s->id] = s;
+  RecordSessionsLocked();
   return InfoLocked(*s);
 }
 
@@ -1174,6 +1189,93 @@ absl::StatusOr<size_t> Engine::SaveAllSessions() {
   }
   if (!first.ok()) return first;
   return saved;
+}
+
+// ---- eviction and autosave (the housekeeping thread)
+// ---------------------------------------------------------
+
+uint64_t Engine::evictions() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return evictions_;
+}
+
+uint64_t Engine::autosaves() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return autosaves_;
+}
+
+void Engine::HousekeepingLoop() {
+  const int64_t autosave_tokens = int64_t{options_.autosave_every_blocks} * window_;
+  const uint64_t per_session = std::max<uint64_t>(1, backend_->metadata().state_bytes);
+  while (true) {
+    std::vector<std::string> autosave, evict;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_housekeeping_),
+                           absl::Milliseconds(options_.housekeeping_interval_ms));
+      if (stop_housekeeping_) return;
+      if (draining_) continue;
+      const int64_t now = NowMs();
+      std::vector<std::pair<int64_t, std::string>> idle;  // (last use, id)
+      for (const auto& [id, s] : sessions_) {
+        if (autosave_tokens > 0 && s->fed - s->autosaved_fed >= autosave_tokens) autosave.push_back(id);
+        if (s->job == nullptr) idle.emplace_back(s->last_used_ms, id);
+      }
+      std::sort(idle.begin(), idle.end());  // least recently used first
+      uint64_t resident = sessions_.size() * per_session;
+      for (const auto& [last_used, id] : idle) {
+        const bool expired =
+            options_.session_idle_ttl_ms > 0 && now - last_used >= options_.session_idle_ttl_ms;
+        const bool over = options_.session_memory_budget_bytes > 0 &&
+                          resident > options_.session_memory_budget_bytes;
+        if (!expired && !over) break;  // the rest are more recent
+        evict.push_back(id);
+        resident -= per_session;
+      }
+    }
+    for (const std::string& id : autosave) Autosave(id);
+    for (const std::string& id : evict) Evict(id);
+  }
+}
+
+bool Engine::Autosave(const std::string& id) {
+  auto snap = Capture(id, /*allow_busy=*/true);
+  if (!snap.ok()) return false;
+  absl::Status put = options_.snapshot_store->Put(id, bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key));
+  if (!put.ok()) {
+    std::fprintf(stderr, "brt-server: autosave of %s failed: %s\n", id.c_str(), put.ToString().c_str());
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it != sessions_.end()) it->second->autosaved_fed = static_cast<int64_t>(snap->position);
+  autosaves_++;
+  return true;
+}
+
+bool Engine::Evict(const std::string& id) {
+  auto snap = Capture(id, /*allow_busy=*/false);
+  if (!snap.ok()) return false;  // busy again, or deleted
+  absl::Status put = options_.snapshot_store->Put(id, bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key));
+  if (!put.ok()) {
+    std::fprintf(stderr, "brt-server: evicting %s failed (kept loaded): %s\n", id.c_str(),
+                 put.ToString().c_str());
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return false;
+  const SessionState& s = *it->second;
+  // Free it only if nothing happened to it since the capture (else the stored copy is stale; the next
+  // round tries again).
+  if (s.job != nullptr || s.fed != static_cast<int64_t>(snap->position) ||
+      s.last_used_ms != snap->metadata.last_used_unix_ms) {
+    return false;
+  }
+  sessions_.erase(it);
+  RecordSessionsLocked();
+  evictions_++;
+  return true;
 }
 
 }  // namespace brt

@@ -84,6 +84,20 @@ struct EngineOptions {
   // When set, snapshots are signed (HMAC-SHA256 under this key) and unsigned or wrongly signed ones are
   // refused.
   std::optional<std::string> snapshot_hmac_key;
+  // Eviction and autosave (all need snapshot_store; a housekeeping thread applies them every
+  // housekeeping_interval_ms). An evicted session is snapshotted, then freed; its next use restores it
+  // transparently (see "session persistence" below).
+  // A session idle (no active call) for this long is evicted; 0 = never.
+  int64_t session_idle_ttl_ms = 0;
+  // While the loaded sessions' memory (sessions x ModelMetadata::state_bytes) exceeds this, the least
+  // recently used idle sessions are evicted; 0 = no budget. Busy sessions are never evicted, so the
+  // budget is soft: it can be exceeded by sessions with active calls until they end.
+  uint64_t session_memory_budget_bytes = 0;
+  // A session is snapshotted to the store whenever it has advanced this many blocks (W tokens each)
+  // since its last autosave, even mid-call (at the block boundary its memory is at); 0 = off. A crash
+  // then loses at most this many blocks of a session, plus one housekeeping interval.
+  uint32_t autosave_every_blocks = 0;
+  int64_t housekeeping_interval_ms = 100;
   // Where the engine records queue, session, executor and token metrics (server/metrics/metrics.h);
   // not owned, must outlive the Engine. nullptr = metrics off: nothing is recorded and no clock is
   // read for them.
@@ -277,6 +291,9 @@ class Engine {
   // Step 2 (after Drain): saves every loaded session to the store. Returns how many were saved, or the
   // first error (after trying them all).
   absl::StatusOr<size_t> SaveAllSessions();
+  // Sessions evicted and autosaves written so far (by the housekeeping thread).
+  uint64_t evictions() const;
+  uint64_t autosaves() const;
 
   // Starts a Score call. NOT_FOUND, FAILED_PRECONDITION (session busy), UNAVAILABLE (queue full),
   // INVALID_ARGUMENT (top_k). The sink must stay valid until its OnFinish.
@@ -335,7 +352,10 @@ class Engine {
   // Persistence helpers.
   absl::Status RunOnExecutor(std::function<void()> task);
   absl::Status LoadIfStored(const std::string& id);
-  absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id);
+  absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, bool allow_busy = false);
+  void HousekeepingLoop();
+  bool Evict(const std::string& id);
+  bool Autosave(const std::string& id);
   absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
   persistence::ModelIdentity Identity() const;
 
@@ -354,6 +374,10 @@ class Engine {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;              // Drain() was called
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // run by the executor (persistence)
+  bool stop_housekeeping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t autosaves_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread housekeeper_;  // runs HousekeepingLoop when eviction or autosave is on
   std::thread executor_;
 };
 

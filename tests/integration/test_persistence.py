@@ -432,3 +432,96 @@ def test_sigterm_under_load_exits_zero_and_every_session_restores(books, store):
     finally:
         b.stop()
 
+
+def _info(server):
+    return server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+
+
+def _lines(data, start, n):
+    t = data[start:start + n]
+    return t[:t.rfind(b"\n") + 1]
+
+
+def test_small_memory_budget_evicts_and_restores_100_sessions(books, store, tmp_path):
+    acts = books["kjv/Acts"]
+    prefixes = [_lines(acts, 500 * i, 400) for i in range(5)]
+    cont = _lines(books["kjv/Eze"], 0, 300)
+    a = Server(store_flag(tmp_path / "ref"))
+    try:
+        state_bytes = _info(a).model.state_bytes_per_session
+        want = []
+        for p in prefixes:
+            sid = new_session(a).id
+            score_nlls(a, sid, p)
+            want.append(score_nlls(a, sid, cont)[0])
+    finally:
+        a.stop()
+    budget = 10 * state_bytes
+    b = Server(store_flag(store), f"--session_memory_budget_bytes={budget}")
+    try:
+        ids = []
+        for i in range(100):
+            sid = new_session(b, label=f"s{i}").id
+            score_nlls(b, sid, prefixes[i % 5])
+            ids.append(sid)
+        deadline = time.time() + 30
+        while _info(b).executor.sessions > 10 and time.time() < deadline:
+            time.sleep(0.1)
+        assert _info(b).executor.sessions <= 10
+        stored = set(b.stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=10).snapshot_keys)
+        assert len(stored & set(ids)) >= 90
+        for i, sid in enumerate(ids):  # each comes back transparently, exactly where it was
+            got, pos, _ = score_nlls(b, sid, cont)
+            assert got == want[i % 5], i
+            assert b.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=10).label == f"s{i}"
+        assert b.proc.poll() is None
+    finally:
+        b.stop()
+
+
+def test_idle_ttl_evicts_and_next_use_restores(books, store):
+    prefix = _lines(books["kjv/Acts"], 0, 1500)
+    cont = _lines(books["kjv/Acts"], len(prefix), 600)
+    a = Server(store_flag(store), "--session_idle_ttl_s=1")
+    try:
+        ref = new_session(a).id
+        score_nlls(a, ref, prefix)
+        want = score_nlls(a, ref, cont)[0]
+        a.stub.DeleteSession(pb.DeleteSessionRequest(session_id=ref), timeout=10)
+        sid = new_session(a).id
+        score_nlls(a, sid, prefix)
+        deadline = time.time() + 20
+        while _info(a).executor.sessions > 0 and time.time() < deadline:
+            time.sleep(0.1)
+        assert _info(a).executor.sessions == 0
+        assert sid in a.stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=10).snapshot_keys
+        assert score_nlls(a, sid, cont)[0] == want
+        # DeleteSession also removes the snapshot: the id does not come back.
+        a.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=10)
+        expect_code(grpc.StatusCode.NOT_FOUND, a.stub.GetSession, pb.GetSessionRequest(session_id=sid),
+                    timeout=10)
+    finally:
+        a.stop()
+
+
+def test_autosave_bounds_what_a_crash_loses(books, store):
+    text = _lines(books["kjv/Eze"], 0, 6000)
+    n_blocks = 2
+    a = Server(store_flag(store), f"--autosave_every_blocks={n_blocks}")
+    try:
+        W = _info(a).model.window
+        sid = new_session(a).id
+        _, pos, summary = score_nlls(a, sid, text)
+        time.sleep(1.0)  # a few housekeeping rounds
+        a.proc.send_signal(signal.SIGKILL)  # a crash: no shutdown save
+        a.proc.wait(30)
+    finally:
+        a.stop()
+    b = Server(store_flag(store))
+    try:
+        s = b.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30)
+        lost = summary.position - s.position
+        assert 0 <= lost < n_blocks * W, (summary.position, s.position)
+        assert s.position > 1
+    finally:
+        b.stop()
