@@ -343,10 +343,13 @@ grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* ctx,
                                                   const v1::SaveSessionRequest* request,
                                                   v1::SaveSessionResponse* response) {
+  const RpcRecord rpc(metrics_, "SaveSession");
   const bool to_store = !request->has_to_store() || request->to_store();
   if (!to_store && !request->return_bytes()) {
-    return Reply(ctx, absl::InvalidArgumentError(
-                          "SaveSession with to_store=false and return_bytes=false saves nothing"));
+    return Reply(ctx,
+                 absl::InvalidArgumentError(
+                     "SaveSession with to_store=false and return_bytes=false saves nothing"),
+                 rpc);
   }
   auto saved = engine_->SaveSession(request->session_id(), to_store, request->return_bytes());
   if (saved.ok()) {
@@ -354,12 +357,13 @@ grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* c
     response->set_snapshot(std::move(saved->bytes));
     response->set_size_bytes(saved->size_bytes);
   }
-  return Reply(ctx, saved.status());
+  return Reply(ctx, saved.status(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext* ctx,
                                                      const v1::RestoreSessionRequest* request,
                                                      v1::Session* response) {
+  const RpcRecord rpc(metrics_, "RestoreSession");
   absl::StatusOr<SessionInfo> info;
   switch (request->source_case()) {
     case v1::RestoreSessionRequest::kSnapshotKey:
@@ -372,31 +376,34 @@ grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext
       info = absl::InvalidArgumentError("RestoreSession needs snapshot_key or snapshot");
   }
   if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status());
+  return Reply(ctx, info.status(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* ctx,
                                                   const v1::ForkSessionRequest* request,
                                                   v1::Session* response) {
+  const RpcRecord rpc(metrics_, "ForkSession");
   auto info = engine_->ForkSession(request->session_id());
   if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status());
+  return Reply(ctx, info.status(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::DeleteSnapshot(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteSnapshotRequest* request,
                                                      v1::DeleteSnapshotResponse* response) {
-  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key()));
+  const RpcRecord rpc(metrics_, "DeleteSnapshot");
+  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key()), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext* ctx,
                                                     const v1::ListSnapshotsRequest* request,
                                                     v1::ListSnapshotsResponse* response) {
+  const RpcRecord rpc(metrics_, "ListSnapshots");
   auto keys = engine_->ListSnapshots();
   if (keys.ok()) {
     for (const std::string& k : *keys) response->add_snapshot_keys(k);
   }
-  return Reply(ctx, keys.status());
+  return Reply(ctx, keys.status(), rpc);
 }
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(

@@ -154,6 +154,10 @@ def test_refused_requests_count_by_method_and_code(server):
                                            timeout=30))),
         ("Generate", "INVALID_ARGUMENT",
          lambda: list(server.stub.Generate(pb.GenerateRequest(session_id=sid, max_tokens=0), timeout=30))),
+        ("ForkSession", "NOT_FOUND",
+         lambda: server.stub.ForkSession(pb.ForkSessionRequest(session_id="s_" + "3" * 32), timeout=10)),
+        ("RestoreSession", "INVALID_ARGUMENT",
+         lambda: server.stub.RestoreSession(pb.RestoreSessionRequest(), timeout=10)),
     ]
     for method, code, call in cases:
         before = scrape(server)
