@@ -50,6 +50,31 @@ class BrtStub(object):
                 request_serializer=brt__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=brt__pb2.ServerInfo.FromString,
                 )
+        self.SaveSession = channel.unary_unary(
+                '/brt.v1.Brt/SaveSession',
+                request_serializer=brt__pb2.SaveSessionRequest.SerializeToString,
+                response_deserializer=brt__pb2.SaveSessionResponse.FromString,
+                )
+        self.RestoreSession = channel.unary_unary(
+                '/brt.v1.Brt/RestoreSession',
+                request_serializer=brt__pb2.RestoreSessionRequest.SerializeToString,
+                response_deserializer=brt__pb2.Session.FromString,
+                )
+        self.ForkSession = channel.unary_unary(
+                '/brt.v1.Brt/ForkSession',
+                request_serializer=brt__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=brt__pb2.Session.FromString,
+                )
+        self.DeleteSnapshot = channel.unary_unary(
+                '/brt.v1.Brt/DeleteSnapshot',
+                request_serializer=brt__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=brt__pb2.DeleteSnapshotResponse.FromString,
+                )
+        self.ListSnapshots = channel.unary_unary(
+                '/brt.v1.Brt/ListSnapshots',
+                request_serializer=brt__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=brt__pb2.ListSnapshotsResponse.FromString,
+                )
 
 
 class BrtServicer(object):
@@ -129,6 +154,48 @@ class BrtServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSession(self, request, context):
+        """Snapshots an idle session (see "Session persistence" above) into the snapshot store under its id
+        (to_store, the default) and/or returns the snapshot bytes (return_bytes). The session stays loaded.
+        FAILED_PRECONDITION while a Score or Generate call runs on it; NOT_FOUND; UNAVAILABLE or
+        RESOURCE_EXHAUSTED from the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSession(self, request, context):
+        """Loads a session from the store (snapshot_key) or from snapshot bytes (from SaveSession on this or
+        another server of the same model). It comes back under its original id, or ALREADY_EXISTS if that id
+        is loaded, unless new_id asks for a fresh id. The bytes are verified first (DATA_LOSS,
+        FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForkSession(self, request, context):
+        """Copies an idle session into a new session with a new id (same document so far, same defaults); the
+        two then continue independently. FAILED_PRECONDITION while a call runs on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Deletes a snapshot from the store (not a loaded session). NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Lists the keys (session ids) of the snapshots in the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrtServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +233,31 @@ def add_BrtServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=brt__pb2.GetServerInfoRequest.FromString,
                     response_serializer=brt__pb2.ServerInfo.SerializeToString,
+            ),
+            'SaveSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveSession,
+                    request_deserializer=brt__pb2.SaveSessionRequest.FromString,
+                    response_serializer=brt__pb2.SaveSessionResponse.SerializeToString,
+            ),
+            'RestoreSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSession,
+                    request_deserializer=brt__pb2.RestoreSessionRequest.FromString,
+                    response_serializer=brt__pb2.Session.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=brt__pb2.ForkSessionRequest.FromString,
+                    response_serializer=brt__pb2.Session.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=brt__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=brt__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=brt__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=brt__pb2.ListSnapshotsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -294,5 +386,90 @@ class Brt(object):
         return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/GetServerInfo',
             brt__pb2.GetServerInfoRequest.SerializeToString,
             brt__pb2.ServerInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SaveSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/SaveSession',
+            brt__pb2.SaveSessionRequest.SerializeToString,
+            brt__pb2.SaveSessionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RestoreSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/RestoreSession',
+            brt__pb2.RestoreSessionRequest.SerializeToString,
+            brt__pb2.Session.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/ForkSession',
+            brt__pb2.ForkSessionRequest.SerializeToString,
+            brt__pb2.Session.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/DeleteSnapshot',
+            brt__pb2.DeleteSnapshotRequest.SerializeToString,
+            brt__pb2.DeleteSnapshotResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/ListSnapshots',
+            brt__pb2.ListSnapshotsRequest.SerializeToString,
+            brt__pb2.ListSnapshotsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
