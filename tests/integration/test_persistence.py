@@ -335,7 +335,7 @@ def redis_url(tmp_path):
 
 
 def test_two_servers_share_sessions_through_redis(books, redis_url):
-    first, second = halves(books["kjv/Eze"])
+    first, second = halves(_lines(books["kjv/Eze"], 0, 40000))  # (the whole-book runs are above)
     a = Server(f"--snapshot_store={redis_url}")
     b = Server(f"--snapshot_store={redis_url}")
     try:
