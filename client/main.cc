@@ -25,6 +25,10 @@ constexpr char kHelp[] =
     "  plot INPUT...              PNGs: cumulative cross-entropy, per-token difference\n"
     "  sessions list|info|create|delete\n"
     "                             the server's sessions\n"
+    "  save SESSION_ID            snapshot a session (server store and/or --out=FILE)\n"
+    "  restore KEY | --from=FILE  load a saved session\n"
+    "  fork SESSION_ID            copy a session into a new one\n"
+    "  snapshots list|delete      the server's snapshot store\n"
     "  health                     is the server serving; its model and limits\n"
     "\n"
     "Options common to commands that talk to the server (before or after COMMAND):\n"
@@ -35,7 +39,7 @@ constexpr char kHelp[] =
     "  --timeout=SECONDS          deadline per call\n"
     "\n"
     "Errors print 'brt: CODE: message' (CODE a gRPC status code) and exit 1; usage errors exit 2.\n"
-    "Session save/restore/fork are not available: the server has no persistence RPCs yet.\n"
+
     "`brt COMMAND --help` describes each command.\n";
 
 // gRPC's own log lines (e.g. a failed TLS handshake) would repeat, less clearly, the error the tool
@@ -84,13 +88,10 @@ int main(int argc, char** argv) {
   if (command == "plot") return RunPlot(args);
   if (command == "sessions") return RunSessions(args);
   if (command == "health") return RunHealth(args);
-  if (command == "save" || command == "restore" || command == "fork") {
-    std::fprintf(stderr,
-                 "brt: `%s` is not available: brt-server has no session persistence RPCs yet "
-                 "(SaveSession/RestoreSession/ForkSession are reserved in brt.proto)\n",
-                 command.c_str());
-    return 2;
-  }
+  if (command == "save") return RunSave(args);
+  if (command == "restore") return RunRestore(args);
+  if (command == "fork") return RunFork(args);
+  if (command == "snapshots") return RunSnapshots(args);
   std::fprintf(stderr, "brt: unknown command '%s' (see brt --help)\n", command.c_str());
   return 2;
 }

@@ -18,6 +18,10 @@ int RunCompare(const Args& args);
 int RunPlot(const Args& args);
 int RunSessions(const Args& args);
 int RunHealth(const Args& args);
+int RunSave(const Args& args);
+int RunRestore(const Args& args);
+int RunFork(const Args& args);
+int RunSnapshots(const Args& args);
 
 }  // namespace brt::client
 

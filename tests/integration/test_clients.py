@@ -294,7 +294,9 @@ def test_local_errors_exit_nonzero(brt, tmp_path):
     assert p.returncode == 1
     # Usage errors exit 2.
     for args in (["score"], ["score", "--bogus", "x"], ["compare", "--reset_every=0", "x"],
-                 ["sessions", "frobnicate"], ["nosuchcommand"], ["save", "x"], ["plot"]):
+                 ["sessions", "frobnicate"], ["nosuchcommand"], ["save"], ["restore"],
+                 ["restore", "k", "--from=f"], ["save", "x", "--store=false"], ["snapshots", "drop"],
+                 ["plot"]):
         p = brt(*args, check=False, server_addr=False if args[0] == "plot" else None)
         assert p.returncode == 2, (args, p.stderr)
 
@@ -357,10 +359,64 @@ def test_ctrl_c_cancels_the_stream_and_deletes_the_session(brt, server, book, tm
     assert "big.txt" not in labels
 
 
-def test_save_restore_fork_are_reported_unavailable(brt):
-    for cmd in ("save", "restore", "fork"):
-        p = brt(cmd, check=False)
-        assert p.returncode == 2 and b"no session persistence RPCs" in p.stderr
+# -- persistence: save, restore, fork, snapshots -------------------------------------------------------
+
+GEN = ["generate", "--max_tokens=16", "--seed=3", "--temperature=0.8", " And"]
+
+
+def test_save_fork_restore_continue_the_document_exactly(brt, server, book, tmp_path):
+    sid = brt("sessions", "create", "--label=persist").stdout.decode().strip()
+    brt("score", f"--session={sid}", str(book))
+    fork = brt("fork", sid).stdout.decode().strip()
+    assert fork.startswith("s_") and fork != sid
+    snap = tmp_path / "session.snap"
+    saved = json.loads(brt("save", sid, f"--out={snap}", "--json").stdout)
+    assert saved["snapshot_key"] == sid and saved["size_bytes"] == snap.stat().st_size > 0
+    assert sid in brt("snapshots", "list").stdout.decode().split()
+    assert sid in json.loads(brt("snapshots", "list", "--json").stdout)
+
+    # The original, its fork, and restores of its snapshot all continue the same document.
+    want = brt(*GEN, f"--session={sid}").stdout
+    assert brt(*GEN, f"--session={fork}").stdout == want
+    from_file = brt("restore", f"--from={snap}", "--new_id").stdout.decode().strip()
+    assert from_file not in (sid, fork)
+    assert brt(*GEN, f"--session={from_file}").stdout == want
+    p = brt("restore", sid, check=False)  # the stored key is a loaded session's id
+    assert p.returncode == 1 and p.stderr.decode().startswith("brt: ALREADY_EXISTS: "), p.stderr
+    from_store = json.loads(brt("restore", sid, "--new_id", "--json").stdout)
+    assert from_store["label"] == "persist"
+    assert brt(*GEN, f"--session={from_store['id']}").stdout == want
+
+    # --store=false writes only the file; DeleteSession also removes the stored snapshot.
+    only_file = tmp_path / "fork.snap"
+    out = brt("save", fork, f"--out={only_file}", "--store=false").stdout.decode()
+    assert out.startswith("wrote ") and "server's store" not in out and only_file.stat().st_size > 0
+    assert fork not in brt("snapshots", "list").stdout.decode().split()
+    brt("sessions", "delete", sid, fork, from_file, from_store["id"])
+    assert sid not in brt("snapshots", "list").stdout.decode().split()
+
+
+@pytest.mark.parametrize("args,code", [
+    (["save", UNKNOWN_SESSION], "NOT_FOUND"),
+    (["fork", UNKNOWN_SESSION], "NOT_FOUND"),
+    (["restore", UNKNOWN_SESSION], "NOT_FOUND"),
+    (["snapshots", "delete", UNKNOWN_SESSION], "NOT_FOUND"),
+    (["restore", "--from=CORRUPT"], "DATA_LOSS"),
+], ids=["save", "fork", "restore", "snapshots-delete", "restore-corrupt"])
+def test_persistence_errors_exit_nonzero_with_the_grpc_code(brt, tmp_path, args, code):
+    corrupt = tmp_path / "corrupt.snap"
+    corrupt.write_bytes(b"this is not a snapshot" * 10)
+    args = [a.replace("CORRUPT", str(corrupt)) for a in args]
+    p = brt(*args, check=False)
+    assert p.returncode == 1 and p.stderr.decode().startswith(f"brt: {code}: "), p.stderr
+
+
+@pytest.mark.parametrize("args", [["save", UNKNOWN_SESSION], ["fork", UNKNOWN_SESSION],
+                                  ["restore", UNKNOWN_SESSION], ["snapshots", "list"]],
+                         ids=["save", "fork", "restore", "snapshots"])
+def test_persistence_commands_against_an_unreachable_server(brt, args):
+    p = brt(*args, server_addr=dead_address(), check=False, timeout=60)
+    assert p.returncode == 1 and p.stderr.decode().startswith("brt: UNAVAILABLE: "), p.stderr
 
 
 # -- generate, sessions, health ----------------------------------------------------------------------
@@ -473,6 +529,31 @@ def test_python_client_top_k_alternatives(py_client):
         assert len(t.top) == 3 and t.top[0].logprob >= t.top[1].logprob >= t.top[2].logprob
 
 
+def test_python_client_save_restore_fork(py_client, book):
+    with py_client.session("py-persist") as sid:
+        py_client.score_file(book, session_id=sid)
+        fork = py_client.fork_session(sid).id
+        saved = py_client.save_session(sid, to_store=False, return_bytes=True)
+        assert saved.snapshot_key == "" and len(saved.snapshot) == saved.size_bytes > 0
+        assert sid not in py_client.list_snapshots()
+        restored = py_client.restore_session(snapshot=saved.snapshot, new_id=True).id
+        kw = dict(max_tokens=16, seed=9, temperature=0.8)
+        want = py_client.complete(" And", session_id=sid, **kw)
+        assert py_client.complete(" And", session_id=fork, **kw) == want
+        assert py_client.complete(" And", session_id=restored, **kw) == want
+        stored = py_client.save_session(fork)
+        assert stored.snapshot_key == fork and stored.snapshot is None
+        assert fork in py_client.list_snapshots()
+        py_client.delete_snapshot(fork)
+        assert fork not in py_client.list_snapshots()
+        with pytest.raises(BrtError) as e:
+            py_client.restore_session(fork)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(ValueError):
+            py_client.restore_session()
+        for s in (fork, restored):
+            py_client.delete_session(s)
+
+
 def test_python_client_package_metadata():
     assert brt_client.__version__ == "0.1.0"
-    assert not hasattr(Client, "save_session")  # persistence RPCs do not exist yet

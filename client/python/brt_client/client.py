@@ -8,7 +8,7 @@
             print(tok.text, end="", flush=True)
 
 Every RPC error is raised as BrtError, carrying the gRPC status code and the server's message.
-Session persistence (save/restore/fork) is not here: brt-server has no such RPCs yet.
+Sessions can be saved, restored and forked (save_session, restore_session, fork_session).
 """
 from __future__ import annotations
 
@@ -85,6 +85,15 @@ class ScoreResult:
     @property
     def nlls(self) -> List[float]:
         return [t.nll for t in self.tokens]
+
+
+@dataclasses.dataclass
+class SavedSnapshot:
+    """The result of save_session: the store key (empty when not stored), the bytes (when asked
+    for), and the snapshot's size."""
+    snapshot_key: str
+    snapshot: Optional[bytes]
+    size_bytes: int
 
 
 @dataclasses.dataclass
@@ -241,6 +250,38 @@ class Client:
 
     def delete_session(self, session_id: str) -> None:
         self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id))
+
+    # -- persistence (see "Session persistence" in proto/brt/v1/brt.proto) ---------------------------
+    def save_session(self, session_id: str, *, to_store: bool = True,
+                     return_bytes: bool = False) -> SavedSnapshot:
+        """Snapshots an idle session into the server's store (key = session id) and/or returns the
+        snapshot bytes (return_bytes). The session stays loaded."""
+        r = self._unary("SaveSession", pb.SaveSessionRequest(session_id=session_id, to_store=to_store,
+                                                             return_bytes=return_bytes))
+        return SavedSnapshot(r.snapshot_key, r.snapshot if return_bytes else None, r.size_bytes)
+
+    def restore_session(self, snapshot_key: Optional[str] = None, *, snapshot: Optional[bytes] = None,
+                        new_id: bool = False) -> pb.Session:
+        """Loads a session from the store (snapshot_key) or from snapshot bytes; under its own id
+        unless new_id."""
+        if (snapshot_key is None) == (snapshot is None):
+            raise ValueError("give exactly one of snapshot_key and snapshot")
+        req = pb.RestoreSessionRequest(new_id=new_id)
+        if snapshot is not None:
+            req.snapshot = bytes(snapshot)
+        else:
+            req.snapshot_key = snapshot_key
+        return self._unary("RestoreSession", req)
+
+    def fork_session(self, session_id: str) -> pb.Session:
+        """Copies an idle session into a new one; both then continue independently."""
+        return self._unary("ForkSession", pb.ForkSessionRequest(session_id=session_id))
+
+    def list_snapshots(self) -> List[str]:
+        return list(self._unary("ListSnapshots", pb.ListSnapshotsRequest()).snapshot_keys)
+
+    def delete_snapshot(self, snapshot_key: str) -> None:
+        self._unary("DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot_key=snapshot_key))
 
     @contextmanager
     def session(self, label: str = "", **sampling):
