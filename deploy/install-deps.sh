@@ -16,6 +16,8 @@ PACKAGES=(
   # Python side: model, reference scorer, integration tests, benchmarks.
   python3-torch python3-sentencepiece python3-grpcio python3-protobuf python3-pytest python3-numpy
   python3-matplotlib sentencepiece
+  # brt plot draws its PNGs with gnuplot.
+  gnuplot-nox
   # Corpus and services used by tests and later issues.
   bible-kjv bible-kjv-text redis-server prometheus
 )
