@@ -101,6 +101,19 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// One snapshot save or restore that started at t0: its duration and size when `status` is OK, else
+// a failure by status code. No-op without metrics.
+void RecordSnapshot(metrics::Metrics* m, metrics::SnapshotOp op,
+                    std::chrono::steady_clock::time_point t0, const absl::Status& status,
+                    uint64_t bytes) {
+  if (m == nullptr) return;
+  if (status.ok()) {
+    m->ObserveSnapshot(op, SecondsSince(t0), bytes);
+  } else {
+    m->AddSnapshotFailure(op, status.code());
+  }
+}
+
 void PushRecent(SessionState& s, int32_t id) {
   s.recent.push_back(id);
   if (s.recent.size() > 2 * kRecentCap)
@@ -976,15 +989,22 @@ absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_
   if (to_store && options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
+  const auto t0 = std::chrono::steady_clock::now();
   auto snap = Capture(id);
-  if (!snap.ok()) return snap.status();
+  if (!snap.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, snap.status(), 0);
+    return snap.status();
+  }
   SavedSession out;
   std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
   out.size_bytes = bytes.size();
   if (to_store) {
     absl::Status put = options_.snapshot_store->Put(id, bytes);
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
     if (!put.ok()) return put;
     out.key = id;
+  } else {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, absl::OkStatus(), bytes.size());
   }
   if (return_bytes) out.bytes = std::move(bytes);
   return out;
@@ -1072,12 +1092,19 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
 }
 
 absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id) {
+  return RestoreBytes(bytes, new_id, std::chrono::steady_clock::now());
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreBytes(std::string_view bytes, bool new_id,
+                                                 std::chrono::steady_clock::time_point t0) {
   bp::DecodeOptions decode;
   decode.expected = Identity();
   decode.hmac_key = options_.snapshot_hmac_key;
   auto snap = bp::DecodeSnapshot(bytes, decode);
-  if (!snap.ok()) return snap.status();
-  return Install(*std::move(snap), new_id);
+  absl::StatusOr<SessionInfo> info =
+      snap.ok() ? Install(*std::move(snap), new_id) : absl::StatusOr<SessionInfo>(snap.status());
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, info.status(), bytes.size());
+  return info;
 }
 
 absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& key, bool new_id) {
@@ -1086,9 +1113,13 @@ absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& k
   }
   absl::Status valid = bp::ValidateSnapshotKey(key);
   if (!valid.ok()) return valid;
+  const auto t0 = std::chrono::steady_clock::now();
   auto bytes = options_.snapshot_store->Get(key);
-  if (!bytes.ok()) return bytes.status();
-  return RestoreSession(*bytes, new_id);
+  if (!bytes.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
+    return bytes.status();
+  }
+  return RestoreBytes(*bytes, new_id, t0);
 }
 
 absl::Status Engine::LoadIfStored(const std::string& id) {
@@ -1097,10 +1128,14 @@ absl::Status Engine::LoadIfStored(const std::string& id) {
     absl::ReaderMutexLock lock(&mu_);
     if (sessions_.contains(id) || draining_) return absl::OkStatus();
   }
+  const auto t0 = std::chrono::steady_clock::now();
   auto bytes = options_.snapshot_store->Get(id);
   if (absl::IsNotFound(bytes.status())) return absl::OkStatus();  // the caller reports NOT_FOUND
-  if (!bytes.ok()) return bytes.status();
-  auto restored = RestoreSession(*bytes, /*new_id=*/false);
+  if (!bytes.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
+    return bytes.status();
+  }
+  auto restored = RestoreBytes(*bytes, /*new_id=*/false, t0);
   if (absl::IsAlreadyExists(restored.status())) return absl::OkStatus();  // another caller won
   if (!restored.ok()) {
     return absl::Status(restored.status().code(),
@@ -1208,7 +1243,8 @@ void Engine::HousekeepingLoop() {
   const int64_t autosave_tokens = int64_t{options_.autosave_every_blocks} * window_;
   const uint64_t per_session = std::max<uint64_t>(1, backend_->metadata().state_bytes);
   while (true) {
-    std::vector<std::string> autosave, evict;
+    std::vector<std::string> autosave;
+    std::vector<std::pair<std::string, metrics::EvictionReason>> evict;
     {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(&stop_housekeeping_),
@@ -1229,19 +1265,23 @@ void Engine::HousekeepingLoop() {
         const bool over = options_.session_memory_budget_bytes > 0 &&
                           resident > options_.session_memory_budget_bytes;
         if (!expired && !over) break;  // the rest are more recent
-        evict.push_back(id);
+        evict.emplace_back(id, expired ? metrics::EvictionReason::kIdleTimeout
+                                       : metrics::EvictionReason::kCapacity);
         resident -= per_session;
       }
     }
     for (const std::string& id : autosave) Autosave(id);
-    for (const std::string& id : evict) Evict(id);
+    for (const auto& [id, reason] : evict) Evict(id, reason);
   }
 }
 
 bool Engine::Autosave(const std::string& id) {
+  const auto t0 = std::chrono::steady_clock::now();
   auto snap = Capture(id, /*allow_busy=*/true);
-  if (!snap.ok()) return false;
-  absl::Status put = options_.snapshot_store->Put(id, bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key));
+  if (!snap.ok()) return false;  // deleted meanwhile: nothing to save
+  const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: autosave of %s failed: %s\n", id.c_str(), put.ToString().c_str());
     return false;
@@ -1253,10 +1293,13 @@ bool Engine::Autosave(const std::string& id) {
   return true;
 }
 
-bool Engine::Evict(const std::string& id) {
+bool Engine::Evict(const std::string& id, metrics::EvictionReason reason) {
+  const auto t0 = std::chrono::steady_clock::now();
   auto snap = Capture(id, /*allow_busy=*/false);
-  if (!snap.ok()) return false;  // busy again, or deleted
-  absl::Status put = options_.snapshot_store->Put(id, bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key));
+  if (!snap.ok()) return false;  // busy again, or deleted: skipped, not a failure
+  const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: evicting %s failed (kept loaded): %s\n", id.c_str(),
                  put.ToString().c_str());
@@ -1275,6 +1318,7 @@ bool Engine::Evict(const std::string& id) {
   sessions_.erase(it);
   RecordSessionsLocked();
   evictions_++;
+  if (options_.metrics != nullptr) options_.metrics->AddSessionsEvicted(reason);
   return true;
 }
 

@@ -22,6 +22,7 @@
 #ifndef BRT_SERVER_CORE_ENGINE_H_
 #define BRT_SERVER_CORE_ENGINE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -48,6 +49,7 @@ namespace brt {
 
 namespace metrics {
 class Metrics;
+enum class EvictionReason;
 }  // namespace metrics
 
 struct EngineOptions {
@@ -354,9 +356,12 @@ class Engine {
   absl::Status LoadIfStored(const std::string& id);
   absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, bool allow_busy = false);
   void HousekeepingLoop();
-  bool Evict(const std::string& id);
+  bool Evict(const std::string& id, metrics::EvictionReason reason);
   bool Autosave(const std::string& id);
   absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
+  // Decodes and installs a snapshot, recording one restore (started at t0) in the metrics.
+  absl::StatusOr<SessionInfo> RestoreBytes(std::string_view bytes, bool new_id,
+                                           std::chrono::steady_clock::time_point t0);
   persistence::ModelIdentity Identity() const;
 
   const EngineOptions options_;

@@ -5,6 +5,7 @@ Prometheus server (Debian's /usr/bin/prometheus) that scrapes it and answers que
 Counters are checked against the work done: exact deltas of the scraped values around each call.
 """
 import json
+import os
 import random
 import re
 import shutil
@@ -318,3 +319,74 @@ def test_prometheus_scrapes_the_server(server, prometheus, texts):
     assert rules
     bad = {n: r.get("lastError") for n, r in rules.items() if r["health"] == "err"}
     assert not bad, bad
+
+
+# ---- persistence: snapshot save/restore, failures, evictions ---------------------------------------------
+
+TINY = os.path.join(ROOT, "tests", "data", "tiny")
+
+
+def _used_session(s):
+    sid = new_session(s)
+    score(s.stub, sid, [b"In the beginning God created the heaven and the earth.\n"], omit_tokens=True)
+    return sid
+
+
+def test_snapshot_save_restore_and_failures_are_recorded():
+    s = BrtServer(model_dir=TINY)
+    try:
+        sid = _used_session(s)
+        before = scrape(s)
+        saved = s.stub.SaveSession(pb.SaveSessionRequest(session_id=sid, return_bytes=True, to_store=False),
+                                   timeout=60)
+        mid = scrape(s)
+        size = saved.size_bytes
+        assert size == len(saved.snapshot) > 0
+        assert (value(mid, "brt_snapshot_duration_seconds_count", op="save")
+                - value(before, "brt_snapshot_duration_seconds_count", op="save")) == 1
+        assert (value(mid, "brt_snapshot_bytes_total", op="save")
+                - value(before, "brt_snapshot_bytes_total", op="save")) == size
+        s.stub.RestoreSession(pb.RestoreSessionRequest(snapshot=saved.snapshot, new_id=True), timeout=60)
+        after = scrape(s)
+        assert (value(after, "brt_snapshot_duration_seconds_count", op="restore")
+                - value(mid, "brt_snapshot_duration_seconds_count", op="restore")) == 1
+        assert (value(after, "brt_snapshot_bytes_total", op="restore")
+                - value(mid, "brt_snapshot_bytes_total", op="restore")) == size
+        assert (value(after, "brt_snapshot_duration_seconds_count", op="save")
+                - value(mid, "brt_snapshot_duration_seconds_count", op="save")) == 0
+        # Corrupt bytes: a restore failure with reason DATA_LOSS, and no successful restore.
+        got = code_of(lambda: s.stub.RestoreSession(pb.RestoreSessionRequest(snapshot=saved.snapshot[:-7]),
+                                                    timeout=60))
+        assert got == grpc.StatusCode.DATA_LOSS
+        bad = scrape(s)
+        assert (value(bad, "brt_snapshot_failures_total", op="restore", reason="DATA_LOSS")
+                - value(after, "brt_snapshot_failures_total", op="restore", reason="DATA_LOSS")) == 1
+        assert (value(bad, "brt_snapshot_duration_seconds_count", op="restore")
+                - value(after, "brt_snapshot_duration_seconds_count", op="restore")) == 0
+    finally:
+        assert s.stop() == 0
+
+
+def test_memory_budget_evictions_are_recorded_by_reason():
+    probe = BrtServer(model_dir=TINY)
+    try:
+        state_bytes = probe.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).model.state_bytes_per_session
+    finally:
+        probe.stop()
+    s = BrtServer(f"--session_memory_budget_bytes={state_bytes}", model_dir=TINY)
+    try:
+        before = scrape(s)
+        for _ in range(3):
+            _used_session(s)
+        name = "brt_sessions_evicted_total"
+        _wait_for(lambda: value(scrape(s), name, reason="capacity") - value(before, name, reason="capacity") >= 2,
+                  30, "two budget evictions")
+        after = scrape(s)
+        evicted = value(after, name, reason="capacity") - value(before, name, reason="capacity")
+        assert evicted >= 2
+        assert value(after, name, reason="idle_timeout") == value(before, name, reason="idle_timeout")
+        # Each eviction snapshotted its session to the store first.
+        assert (value(after, "brt_snapshot_duration_seconds_count", op="save")
+                - value(before, "brt_snapshot_duration_seconds_count", op="save")) >= evicted
+    finally:
+        assert s.stop() == 0
