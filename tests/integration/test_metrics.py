@@ -250,7 +250,7 @@ def _wait_for(fn, timeout_s, what):
 @pytest.fixture
 def prometheus(server, tmp_path):
     if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus not installed")
+        pytest.fail("prometheus not installed (deploy/install-deps.sh installs it)")
     shutil.copy(Path(ROOT) / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -309,7 +309,10 @@ def test_prometheus_scrapes_the_server(server, prometheus, texts):
     model = _query(prometheus, f'brt_model_info{{fingerprint="{info.model.fingerprint}"}} == 1')
     assert len(model) == 1 and model[0]["metric"]["name"] == info.model.name
     assert _query(prometheus, 'brt_executor_batch_rows_count{kind="score_block"} > 0')
-    assert _query(prometheus, 'brt_requests_total{method="Score", code="OK"} > 0')
+    # The rate can turn positive while the first Score call is still running (tokens are counted per
+    # executor step, a request when it finishes), so wait for a scrape that saw a finished call.
+    _wait_for(lambda: _query(prometheus, 'brt_requests_total{method="Score", code="OK"} > 0'), 15,
+              "a finished Score request in brt_requests_total")
     assert _query(prometheus, "histogram_quantile(0.5, rate(brt_executor_step_duration_seconds_bucket[30s]))")
     assert _query(prometheus, "process_resident_memory_bytes > 0")
     # The shipped alert rules evaluate against the real server without errors.

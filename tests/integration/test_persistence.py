@@ -308,7 +308,7 @@ def test_corrupt_and_foreign_snapshots_are_refused(books, tmp_path):
 def redis_url(tmp_path):
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server not installed (deploy/install-deps.sh installs it)")
     port = free_port()
     d = tmp_path / "redis"
     d.mkdir()

@@ -54,7 +54,7 @@ def _wait_for(fn, timeout_s, what):
 @pytest.fixture
 def exporter():
     if not Path(DUMP).exists():
-        pytest.skip(f"{DUMP} not built")
+        pytest.fail(f"{DUMP} not built (deploy/build.sh builds it)")
     p = subprocess.Popen([DUMP, "--serve", "127.0.0.1:0"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     try:
@@ -73,7 +73,7 @@ def exporter():
 @pytest.fixture
 def prometheus(exporter, tmp_path):
     if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus not installed")
+        pytest.fail("prometheus not installed (deploy/install-deps.sh installs it)")
     shutil.copy(ROOT / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"

@@ -99,7 +99,9 @@ TEST_F(ExposerTest, ServesMetricsOverHttpOnAFreeLoopbackPort) {
 }
 
 TEST_F(ExposerTest, LiveScrapePassesPromtool) {
-  if (testing::PromtoolPath().empty()) GTEST_SKIP() << "promtool not found at configure time";
+  if (testing::PromtoolPath().empty())
+    GTEST_FAIL()
+        << "promtool not found at configure time (deploy/install-deps.sh installs prometheus)";
   auto exposer = MetricsExposer::Start("127.0.0.1:0", {registry_, process_});
   ASSERT_TRUE(exposer.ok()) << exposer.status();
   metrics_->SetModelInfo("brt-tiny", "sha256:00", "cpu", "float32");

@@ -19,7 +19,9 @@ using testing::PromtoolPath;
 class ExpositionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (PromtoolPath().empty()) GTEST_SKIP() << "promtool not found at configure time";
+    if (PromtoolPath().empty())
+      GTEST_FAIL()
+          << "promtool not found at configure time (deploy/install-deps.sh installs prometheus)";
     registry_ = std::make_shared<prometheus::Registry>();
     auto m = Metrics::Create(registry_);
     ASSERT_TRUE(m.ok()) << m.status();

@@ -1,9 +1,8 @@
-// RedisSnapshotStore against a real redis-server: put/get/delete/list, binary values, prefix isolation,
-// SCAN paging, UNAVAILABLE while Redis is down and recovery when it is back.
-#include "server/persistence/redis_snapshot_store.h"
-
+// RedisSnapshotStore against a real redis-server: put/get/delete/list, binary values, prefix
+// isolation, SCAN paging, UNAVAILABLE while Redis is down and recovery when it is back.
 #include <random>
 
+#include "server/persistence/redis_snapshot_store.h"
 #include "tests/cpp/persistence/redis_server.h"
 #include "tests/cpp/persistence/test_util.h"
 
@@ -19,7 +18,9 @@ using ::testing::IsEmpty;
 class RedisSnapshotStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!RedisServer::Available()) GTEST_SKIP() << "no redis-server at " BRT_REDIS_SERVER;
+    if (!RedisServer::Available())
+      GTEST_FAIL() << "no redis-server at " BRT_REDIS_SERVER
+                      " (deploy/install-deps.sh installs it)";
     ASSERT_GT(server_.port(), 0);
     ASSERT_TRUE(server_.Start()) << "redis-server did not start on port " << server_.port();
   }
@@ -86,14 +87,17 @@ TEST_F(RedisSnapshotStoreTest, ListPagesThroughScan) {
 }
 
 TEST_F(RedisSnapshotStoreTest, DatabasesAreSeparateThroughTheFactory) {
-  auto db1 = CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/1?prefix=brt:"));
-  auto db2 = CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/2?prefix=brt:"));
+  auto db1 =
+      CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/1?prefix=brt:"));
+  auto db2 =
+      CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", server_.port(), "/2?prefix=brt:"));
   BRT_ASSERT_OK(db1);
   BRT_ASSERT_OK(db2);
   BRT_ASSERT_OK((*db1)->Put("s_1", "one"));
   EXPECT_THAT((*db2)->Get("s_1"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_EQ(*(*db1)->Get("s_1"), "one");
-  EXPECT_EQ((*db1)->Describe(), absl::StrCat("redis://127.0.0.1:", server_.port(), "/1 prefix 'brt:'"));
+  EXPECT_EQ((*db1)->Describe(),
+            absl::StrCat("redis://127.0.0.1:", server_.port(), "/1 prefix 'brt:'"));
 }
 
 TEST_F(RedisSnapshotStoreTest, UnavailableWhileRedisIsDownThenRecovers) {
@@ -113,9 +117,11 @@ TEST(RedisSnapshotStoreNoServerTest, CreateIsUnavailableWhenNothingListens) {
   RedisStoreConfig c;
   c.port = testing::FreeLoopbackPort();
   c.connect_timeout_ms = 200;
-  EXPECT_THAT(RedisSnapshotStore::Create(c), StatusIsWithMessage(absl::StatusCode::kUnavailable, "unreachable"));
-  EXPECT_THAT(CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", c.port, "?connect_timeout_ms=200")),
-              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(RedisSnapshotStore::Create(c),
+              StatusIsWithMessage(absl::StatusCode::kUnavailable, "unreachable"));
+  EXPECT_THAT(
+      CreateSnapshotStore(absl::StrCat("redis://127.0.0.1:", c.port, "?connect_timeout_ms=200")),
+      StatusIs(absl::StatusCode::kUnavailable));
 }
 
 }  // namespace
