@@ -10,8 +10,8 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -20,6 +20,9 @@ import grpc
 import pytest
 
 from conftest import ROOT, STUBS, BrtServer, free_port, score, split_random
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from prom_query import query, wait_for  # noqa: E402
 
 pb = STUBS.pb
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -225,26 +228,6 @@ def test_metrics_off_records_nothing_and_serves():
 
 # ---- a real Prometheus server ----------------------------------------------------------------------------
 
-def _query(prom_port, expr):
-    url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
-def _wait_for(fn, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:  # not listening yet
-            last = e
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -265,7 +248,7 @@ def prometheus(server, tmp_path):
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200,
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200,
                   60, "prometheus ready")
         yield port
     finally:
@@ -279,7 +262,7 @@ def prometheus(server, tmp_path):
 
 
 def test_prometheus_scrapes_the_server(server, prometheus, texts):
-    up = _wait_for(lambda: _query(prometheus, 'up{job="brt-server"} == 1'), 30, "target up")
+    up = wait_for(lambda: query(prometheus, 'up{job="brt-server"} == 1'), 30, "target up")
     assert len(up) == 1
     # Score continuously until Prometheus has seen the counter rise across scrapes.
     stop = threading.Event()
@@ -298,7 +281,7 @@ def test_prometheus_scrapes_the_server(server, prometheus, texts):
     th = threading.Thread(target=scorer)
     th.start()
     try:
-        rate = _wait_for(lambda: _query(prometheus, "rate(brt_scored_tokens_total[10s]) > 0"), 60,
+        rate = wait_for(lambda: query(prometheus, "rate(brt_scored_tokens_total[10s]) > 0"), 60,
                          "a positive rate of scored tokens")
     finally:
         stop.set()
@@ -306,15 +289,15 @@ def test_prometheus_scrapes_the_server(server, prometheus, texts):
     assert not errors, errors
     assert float(rate[0]["value"][1]) > 0
     info = server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
-    model = _query(prometheus, f'brt_model_info{{fingerprint="{info.model.fingerprint}"}} == 1')
+    model = query(prometheus, f'brt_model_info{{fingerprint="{info.model.fingerprint}"}} == 1')
     assert len(model) == 1 and model[0]["metric"]["name"] == info.model.name
-    assert _query(prometheus, 'brt_executor_batch_rows_count{kind="score_block"} > 0')
+    assert query(prometheus, 'brt_executor_batch_rows_count{kind="score_block"} > 0')
     # The rate can turn positive while the first Score call is still running (tokens are counted per
     # executor step, a request when it finishes), so wait for a scrape that saw a finished call.
-    _wait_for(lambda: _query(prometheus, 'brt_requests_total{method="Score", code="OK"} > 0'), 15,
+    wait_for(lambda: query(prometheus, 'brt_requests_total{method="Score", code="OK"} > 0'), 15,
               "a finished Score request in brt_requests_total")
-    assert _query(prometheus, "histogram_quantile(0.5, rate(brt_executor_step_duration_seconds_bucket[30s]))")
-    assert _query(prometheus, "process_resident_memory_bytes > 0")
+    assert query(prometheus, "histogram_quantile(0.5, rate(brt_executor_step_duration_seconds_bucket[30s]))")
+    assert query(prometheus, "process_resident_memory_bytes > 0")
     # The shipped alert rules evaluate against the real server without errors.
     with urllib.request.urlopen(f"http://127.0.0.1:{prometheus}/api/v1/rules", timeout=5) as r:
         body = json.load(r)
@@ -382,7 +365,7 @@ def test_memory_budget_evictions_are_recorded_by_reason():
         for _ in range(3):
             _used_session(s)
         name = "brt_sessions_evicted_total"
-        _wait_for(lambda: value(scrape(s), name, reason="capacity") - value(before, name, reason="capacity") >= 2,
+        wait_for(lambda: value(scrape(s), name, reason="capacity") - value(before, name, reason="capacity") >= 2,
                   30, "two budget evictions")
         after = scrape(s)
         evicted = value(after, name, reason="capacity") - value(before, name, reason="capacity")

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from prom_query import query, wait_for  # noqa: E402
 DUMP = os.environ.get("BRT_METRICS_DUMP") or str(ROOT / "build" / "bin" / "brt-metrics-dump")
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -29,26 +32,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _query(prom_port, expr):
-    url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
-def _wait_for(fn, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:  # not listening yet
-            last = e
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -88,7 +71,7 @@ def prometheus(exporter, tmp_path):
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200,
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200,
                   60, "prometheus ready")
         yield port
     finally:
@@ -102,16 +85,16 @@ def prometheus(exporter, tmp_path):
 
 
 def test_prometheus_scrapes_the_exposer(prometheus):
-    up = _wait_for(lambda: _query(prometheus, 'up{job="brt-server"} == 1'), 30, "target up")
+    up = wait_for(lambda: query(prometheus, 'up{job="brt-server"} == 1'), 30, "target up")
     assert len(up) == 1
-    rate = _wait_for(lambda: _query(prometheus, "rate(brt_scored_tokens_total[5s]) > 0"), 30,
+    rate = wait_for(lambda: query(prometheus, "rate(brt_scored_tokens_total[5s]) > 0"), 30,
                      "a positive rate of scored tokens")
     # 64 tokens every 100 ms, less the sleep jitter of a loaded machine.
     assert 100 < float(rate[0]["value"][1]) < 1000, rate
     # Histograms arrive with their buckets; process metrics are there too.
-    assert _query(prometheus, 'brt_executor_batch_rows_bucket{kind="score_block", le="4"}')
-    assert _query(prometheus, "process_resident_memory_bytes > 0")
-    assert _query(prometheus, 'brt_requests_total{method="Score", code="OK"}')
+    assert query(prometheus, 'brt_executor_batch_rows_bucket{kind="score_block", le="4"}')
+    assert query(prometheus, "process_resident_memory_bytes > 0")
+    assert query(prometheus, 'brt_requests_total{method="Score", code="OK"}')
 
 
 def test_prometheus_loads_the_alert_rules(prometheus):
@@ -120,7 +103,7 @@ def test_prometheus_loads_the_alert_rules(prometheus):
     groups = {g["name"]: g for g in body["data"]["groups"]}
     assert set(groups) >= {"brt-server-availability", "brt-server-scheduler", "brt-server-latency",
                            "brt-server-errors", "brt-server-persistence"}
-    _wait_for(lambda: _query(prometheus, "brt_scored_tokens_total"), 30, "first samples")
+    wait_for(lambda: query(prometheus, "brt_scored_tokens_total"), 30, "first samples")
     time.sleep(2)  # a couple of evaluations
     with urllib.request.urlopen(f"http://127.0.0.1:{prometheus}/api/v1/rules", timeout=5) as r:
         body = json.load(r)
