@@ -10,7 +10,8 @@ import torch
 from .config import BRTConfig
 from .model import BlockRecurrentTransformer
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+CONTRACT = "slots-v2"  # the server's methods: init/copy/score/decode/finish_slots over slot pools
 META_FILE = "brt_meta.json"
 
 
@@ -32,6 +33,7 @@ def metadata(model: BlockRecurrentTransformer, cfg: BRTConfig, tokenizer_sha256:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     meta = {
         "format": EXPORT_FORMAT,
+        "contract": CONTRACT,
         "name": name,
         "config": cfg.to_dict(),
         "vocab_size": cfg.vocab_size,
@@ -39,6 +41,8 @@ def metadata(model: BlockRecurrentTransformer, cfg: BRTConfig, tokenizer_sha256:
         "window": cfg.window, "n_state": cfg.n_state, "n_layers": cfg.n_layers,
         "n_recurrent": len(cfg.recurrent_layers), "n_heads": cfg.n_heads, "head_dim": cfg.head_dim,
         "d_model": cfg.d_model,
+        "kv_slots": list(model.kv_slots),
+        "recurrent_layers": list(cfg.recurrent_layers),
         "dtype": "float32",
         "parameters": n_params,
         "tokenizer_sha256": tokenizer_sha256,

@@ -1,18 +1,33 @@
 """The Block-Recurrent Transformer (Hutchins et al., 2022) in PyTorch, TorchScript-compatible.
 
-Per-session memory is two tensors (batch is always dimension 0, so sessions can be concatenated):
+Two interfaces share one set of weights and one math (the same `attend`, `l2norm`, `RMSNorm`):
+
+Export contract v2, "slot pools" (what the server uses; model/README.md, "Export contract"). Every
+session's memory lives in preallocated pools; the methods take slot indices and read/write pool rows in
+place (index_select / index_copy_), never touching rows outside `slots`:
+
+  kv[l]: (P, 2, H, C_l, dh)  a ring per layer: keys [.,0] and values [.,1]; the token at position p is at
+         ring index p % C_l. C_l = W for ordinary layers, 2W for recurrent layers (the state update reads
+         the previous and the current block). A fresh document is all zeros (not masked, as in the
+         reference code: first-block tokens see zero keys/values).
+  state: (P, R, 3, S, D)     per recurrent layer r: [0] the state vectors S_b, [1] their keys K_s and
+         [2] their values V_s (heads flattened into D).
+
+  init_slots, copy_slots, score_slots (whole blocks), decode_slots (one token per row), finish_slots
+  (the state update of rows whose block just completed).
+
+Version 1 (training, brt/reference.py, old tests): memory as two per-batch tensors
 
   kv:    (B, L, 2, H, 2W, dh)  per layer, keys (index 0) and values (index 1) of 2W token slots.
          Slots [0, W) hold the previous block, slots [W, 2W) the current block. At a block boundary
-         the current half is zeros. At a document start everything is zeros (and, as in the reference
-         code, not masked: first-block tokens see zero keys/values).
-  state: (B, R, 3, S, D)       per recurrent layer r: [0] the state vectors S_b, [1] their keys K_s and
-         [2] their values V_s (heads flattened into D). Keys/values are cached so that decoding does not
-         recompute them for every token.
+         the current half is zeros. At a document start everything is zeros.
+  state: (B, R, 3, S, D)       as above.
+
+  forward_blocks / score_blocks (whole blocks), decode_step (one token per row), initial_state.
 
 Token i of a block attends to exactly the W tokens before it (relative offsets -W..-1), never itself.
-Block-parallel processing (`forward_blocks`) and token-by-token decoding (`decode_step`) compute the
-same function; tests check they agree to fp32 rounding.
+Block-parallel processing and token-by-token decoding compute the same function; tests check they
+agree to fp32 rounding.
 """
 from __future__ import annotations
 
@@ -115,6 +130,19 @@ class BRTLayer(nn.Module):
         dist = qpos - kpos
         self.register_buffer("block_bucket", relative_bucket(dist, cfg.num_buckets, cfg.max_distance), persistent=False)
         self.register_buffer("block_mask", (dist >= 1) & (dist <= W), persistent=False)
+        # Slot pools (contract v2): a ring of C slots per layer; the token at position p sits at p % C.
+        # For a query at position p, ring slot j holds the position p - d with d in 1..C (the newest one
+        # written before p): d = (p % C - j - 1) mod C + 1. Only d <= W is in the window (always true for
+        # ordinary layers, where C = W). Tables indexed [p % C, j], so no log() runs per step.
+        C = 2 * W if recurrent else W
+        self.C = C
+        ring = torch.arange(C)
+        ddist = (ring.view(C, 1) - ring.view(1, C) - 1) % C + 1
+        self.register_buffer("dec_bucket", relative_bucket(ddist, cfg.num_buckets, cfg.max_distance), persistent=False)
+        self.register_buffer("dec_mask", ddist <= W, persistent=False)
+        self.register_buffer("ring_all", ring, persistent=False)
+        # Row of (kv, head) inside one slot of the pool viewed as (P*2*H*C, dh): (slot*2H + j)*C + ring.
+        self.register_buffer("ring_rows", torch.arange(2 * h), persistent=False)
         if recurrent:
             s = cfg.n_state
             self.wq2 = nn.Linear(d, d, bias=False)
@@ -208,29 +236,37 @@ class BRTLayer(nn.Module):
         return y + self.ffn(self.norm2(y))
 
     # ---- block-parallel ------------------------------------------------------------------------
-    def block(self, x: Tensor, kv: Tensor, st: Tensor, state_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
-        """x (B,W,D) one full block; kv (B,2,H,2W,dh) at a block boundary; st (B,3,S,D) or empty.
-
-        Returns the output, the cache for the next block boundary and the next state.
-        """
+    def block_core(self, x: Tensor, prev_k: Tensor, prev_v: Tensor, st: Tensor, state_scale: float
+                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B,W,D) one full block; prev_k/prev_v (B,H,W,dh) the previous block's keys/values in position
+        order; st (B,3,S,D) or empty. Returns the output, this block's keys and values, the next state."""
         W = self.W
         xn = self.norm1(x)
         q = l2norm(self.heads(self.wq(xn)))
         k = l2norm(self.heads(self.wk(xn)))
         v = self.heads(self.wv(xn))
-        keys = torch.cat([kv[:, 0, :, :W], k], dim=2)
-        values = torch.cat([kv[:, 1, :, :W], v], dim=2)
+        keys = torch.cat([prev_k, k], dim=2)
+        values = torch.cat([prev_v, v], dim=2)
         bias = self.rel_bias[:, self.block_bucket].unsqueeze(0)  # (1,H,W,2W)
         a1 = attend(q, keys, values, bias, self.block_mask.view(1, 1, W, 2 * W), self.alpha, True, True)
         q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
         if self.rec_index >= 0:
             q2 = l2norm(self.heads(self.wq2(xn)))
         y = self.mix(x, a1, q2, st, state_scale)
-        new_kv = torch.stack([torch.cat([k, torch.zeros_like(k)], dim=2),
-                              torch.cat([v, torch.zeros_like(v)], dim=2)], dim=1)
         new_st = st
         if self.rec_index >= 0:
             new_st = self.update_state(st, keys, values)
+        return y, k, v, new_st
+
+    def block(self, x: Tensor, kv: Tensor, st: Tensor, state_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """x (B,W,D) one full block; kv (B,2,H,2W,dh) at a block boundary; st (B,3,S,D) or empty.
+
+        Returns the output, the cache for the next block boundary and the next state.
+        """
+        W = self.W
+        y, k, v, new_st = self.block_core(x, kv[:, 0, :, :W], kv[:, 1, :, :W], st, state_scale)
+        new_kv = torch.stack([torch.cat([k, torch.zeros_like(k)], dim=2),
+                              torch.cat([v, torch.zeros_like(v)], dim=2)], dim=1)
         return y, new_kv, new_st
 
     # ---- token-by-token ------------------------------------------------------------------------
@@ -268,6 +304,63 @@ class BRTLayer(nn.Module):
         return self.update_state(st, kv[:, 0], kv[:, 1])
 
 
+    # ---- slot pools (contract v2) ----------------------------------------------------------------
+    def ring_index(self, slots: Tensor, ring: Tensor) -> Tensor:
+        """Rows of the pool viewed as (P*2*H*C, dh) for slots (B,) and ring indices (B,n): (B, 2H, n)."""
+        B = slots.shape[0]
+        base = (slots.view(B, 1) * (2 * self.h) + self.ring_rows.view(1, 2 * self.h)) * self.C
+        return base.unsqueeze(2) + ring.unsqueeze(1)
+
+    def read_span(self, pool: Tensor, slots: Tensor, first: Tensor, n: int) -> Tensor:
+        """Keys/values of positions first..first+n-1 (n <= C) of each row, in position order: (B,2,H,n,dh)."""
+        B = slots.shape[0]
+        if n == self.C and self.C == self.W:
+            # Ordinary layer, whole block from a block boundary: the ring is already in position order.
+            return pool.index_select(0, slots)
+        ring = (first.view(B, 1) + self.ring_all[:n].view(1, n)) % self.C
+        idx = self.ring_index(slots, ring).reshape(-1)
+        return pool.view(-1, self.dh).index_select(0, idx).view(B, 2, self.h, n, self.dh)
+
+    def write_span(self, pool: Tensor, slots: Tensor, first: Tensor, k: Tensor, v: Tensor) -> None:
+        """Writes k/v (B,H,n,dh) of positions first..first+n-1 (n <= C) into their ring slots, in place."""
+        B = slots.shape[0]
+        n = k.shape[2]
+        src = torch.stack([k, v], dim=1)  # (B,2,H,n,dh): row order (b, kv, head, n) = ring_index order
+        if n == self.C and self.C == self.W:
+            pool.index_copy_(0, slots, src)
+        else:
+            ring = (first.view(B, 1) + self.ring_all[:n].view(1, n)) % self.C
+            idx = self.ring_index(slots, ring).reshape(-1)
+            pool.view(-1, self.dh).index_copy_(0, idx, src.reshape(-1, self.dh))
+
+    def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float
+                   ) -> Tensor:
+        """x (B,1,D) one token per row at positions pos (B,); reads the ring rows of `slots`, attends to the
+        positions pos-W..pos-1, then writes the token's key/value at ring index pos % C. Returns the output."""
+        B = x.shape[0]
+        C = self.C
+        xn = self.norm1(x)
+        q = l2norm(self.heads(self.wq(xn)))
+        k = l2norm(self.heads(self.wk(xn)))
+        v = self.heads(self.wv(xn))
+        rows = pool.index_select(0, slots)  # (B,2,H,C,dh), a copy: the write below does not alias it
+        pp = pos % C
+        bucket = self.dec_bucket.index_select(0, pp)  # (B,C)
+        bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,C)
+        if self.rec_index >= 0:
+            mask = self.dec_mask.index_select(0, pp).view(B, 1, 1, C)
+            a1 = attend(q, rows[:, 0], rows[:, 1], bias, mask, self.alpha, True, True)
+            q2 = l2norm(self.heads(self.wq2(xn)))
+        else:
+            # C == W: every ring slot is in the window.
+            empty = torch.zeros(0, dtype=x.dtype, device=x.device)
+            a1 = attend(q, rows[:, 0], rows[:, 1], bias, empty.to(torch.bool), self.alpha, True, False)
+            q2 = empty
+        y = self.mix(x, a1, q2, st, state_scale)
+        self.write_span(pool, slots, pos, k, v)
+        return y
+
+
 class BlockRecurrentTransformer(nn.Module):
     def __init__(self, cfg: BRTConfig):
         super().__init__()
@@ -285,6 +378,8 @@ class BlockRecurrentTransformer(nn.Module):
         nn.init.normal_(self.embed.weight, std=1.0)
         rec = list(cfg.recurrent_layers)
         self.layers = nn.ModuleList([BRTLayer(cfg, rec.index(i) if i in rec else -1) for i in range(cfg.n_layers)])
+        # Contract v2: ring length per layer (W, or 2W for recurrent layers).
+        self.kv_slots: List[int] = [2 * cfg.window if i in rec else cfg.window for i in range(cfg.n_layers)]
         self.final_norm = RMSNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.logit_scale = 1.0 / math.sqrt(cfg.d_model)
@@ -338,11 +433,8 @@ class BlockRecurrentTransformer(nn.Module):
             outs.append(self.logits_of(x))
         return torch.cat(outs, dim=1), kv, state
 
-    @torch.jit.export
-    def score_blocks(self, tokens: Tensor, kv: Tensor, state: Tensor, top_k: int
-                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Scores whole blocks (see model/README.md, "Export contract")."""
-        logits, kv, state = self.forward_blocks(tokens, kv, state)
+    def score_outputs(self, logits: Tensor, tokens: Tensor, top_k: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """target_logprobs, topk_logprobs, topk_ids, next_logprobs of logits (B,T,V) for tokens (B,T)."""
         logp = torch.log_softmax(logits.float(), dim=-1)
         target = logp[:, :-1].gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2)
         if top_k > 0:
@@ -350,7 +442,15 @@ class BlockRecurrentTransformer(nn.Module):
         else:
             top_lp = torch.zeros(logp.shape[0], logp.shape[1], 0, dtype=logp.dtype, device=logp.device)
             top_ids = torch.zeros(logp.shape[0], logp.shape[1], 0, dtype=torch.long, device=logp.device)
-        return target, top_lp, top_ids, logp[:, -1].contiguous(), kv, state
+        return target, top_lp, top_ids, logp[:, -1].contiguous()
+
+    @torch.jit.export
+    def score_blocks(self, tokens: Tensor, kv: Tensor, state: Tensor, top_k: int
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Scores whole blocks (contract v1, kept for training and tests)."""
+        logits, kv, state = self.forward_blocks(tokens, kv, state)
+        target, top_lp, top_ids, nxt = self.score_outputs(logits, tokens, top_k)
+        return target, top_lp, top_ids, nxt, kv, state
 
     # ---- token-by-token ------------------------------------------------------------------------
     @torch.jit.export
@@ -383,6 +483,125 @@ class BlockRecurrentTransformer(nn.Module):
             shifted = torch.cat([kv[..., W:, :], torch.zeros_like(kv[..., W:, :])], dim=-2)
             kv = torch.where(done.view(B, 1, 1, 1, 1, 1), shifted, kv)
         return logp, kv, state
+
+    # ---- slot pools (export contract v2) -------------------------------------------------------
+    # The caller owns the pools (contiguous, the module's device and dtype) and guarantees: the slots of
+    # one call are distinct; positions follow each slot's document (see model/README.md).
+
+    @torch.jit.export
+    def allocate_slots(self, capacity: int) -> Tuple[List[Tensor], Tensor]:
+        """Zero pools for `capacity` slots (a convenience; callers may allocate them themselves)."""
+        p = self.embed.weight
+        kv: List[Tensor] = []
+        for layer in self.layers:
+            kv.append(torch.zeros(capacity, 2, self.n_heads, layer.C, self.head_dim, dtype=p.dtype, device=p.device))
+        state = torch.zeros(capacity, self.n_recurrent, 3, self.n_state, self.d_model, dtype=p.dtype, device=p.device)
+        return kv, state
+
+    @torch.jit.export
+    def init_slots(self, slots: Tensor, kv: List[Tensor], state: Tensor) -> None:
+        """Rows `slots` (long (B,)) become a fresh document: zero rings, the learned initial state."""
+        for pool in kv:
+            pool.index_fill_(0, slots, 0.0)
+        if self.n_recurrent > 0:
+            B = slots.shape[0]
+            init: List[Tensor] = []
+            for r in range(self.n_recurrent):
+                init.append(torch.zeros(0))
+            for layer in self.layers:
+                if layer.rec_index >= 0:
+                    init[layer.rec_index] = layer.initial_state(1)[0]
+            src = torch.stack(init, dim=0).unsqueeze(0).to(state.dtype)
+            state.index_copy_(0, slots, src.expand(B, -1, -1, -1, -1))
+
+    @torch.jit.export
+    def copy_slots(self, src: Tensor, dst: Tensor, kv: List[Tensor], state: Tensor) -> None:
+        """Row src[i] -> row dst[i] of every pool (as if all at once)."""
+        for pool in kv:
+            pool.index_copy_(0, dst, pool.index_select(0, src))
+        state.index_copy_(0, dst, state.index_select(0, src))
+
+    @torch.jit.export
+    def score_slots(self, tokens: Tensor, starts: Tensor, slots: Tensor, kv: List[Tensor], state: Tensor,
+                    top_k: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Scores N whole blocks per row (tokens (B, N*W), starts (B,) with start % W == 0) like score_blocks
+        and writes the memory after them into the pools, in place."""
+        W = self.window
+        B, T = tokens.shape
+        if T == 0 or T % W != 0:
+            raise ValueError("score_slots needs a whole number of blocks")
+        N = T // W
+        st_rows = state.index_select(0, slots)
+        states: List[Tensor] = []
+        for r in range(self.n_recurrent):
+            states.append(st_rows[:, r])
+        empty = st_rows[:, 0:0]
+        prev_k: List[Tensor] = []
+        prev_v: List[Tensor] = []
+        older_k: List[Tensor] = []
+        older_v: List[Tensor] = []
+        for i, rlayer in enumerate(self.layers):
+            rows = rlayer.read_span(kv[i], slots, starts - W, W)
+            prev_k.append(rows[:, 0])
+            prev_v.append(rows[:, 1])
+            older_k.append(rows[:, 0])
+            older_v.append(rows[:, 1])
+        outs: List[Tensor] = []
+        for b in range(N):
+            x = self.drop(self.embed(tokens[:, b * W:(b + 1) * W]))
+            for i, layer in enumerate(self.layers):
+                r = layer.rec_index
+                st = states[r] if r >= 0 else empty
+                x, k, v, st = layer.block_core(x, prev_k[i], prev_v[i], st, self.state_scale)
+                older_k[i] = prev_k[i]
+                older_v[i] = prev_v[i]
+                prev_k[i] = k
+                prev_v[i] = v
+                if r >= 0:
+                    states[r] = st
+            outs.append(self.logits_of(x))
+        last = starts + (N - 1) * W
+        for i, wlayer in enumerate(self.layers):
+            if wlayer.C > W and N >= 2:
+                # The ring holds the last two blocks: one write of all 2W slots.
+                wlayer.write_span(kv[i], slots, last - W, torch.cat([older_k[i], prev_k[i]], dim=2),
+                                  torch.cat([older_v[i], prev_v[i]], dim=2))
+            else:
+                wlayer.write_span(kv[i], slots, last, prev_k[i], prev_v[i])
+        if self.n_recurrent > 0:
+            state.index_copy_(0, slots, torch.stack(states, dim=1))
+        logits = outs[0] if N == 1 else torch.cat(outs, dim=1)
+        return self.score_outputs(logits, tokens, top_k)
+
+    @torch.jit.export
+    def decode_slots(self, tokens: Tensor, positions: Tensor, slots: Tensor, kv: List[Tensor], state: Tensor
+                     ) -> Tensor:
+        """One token per row at per-row positions; writes its keys/values into the rings (not the state).
+        Returns float32 log-probs (B,V) of the next token. Rows that complete a block then need finish_slots."""
+        st_rows = state.index_select(0, slots)
+        empty = st_rows[:, 0:0]
+        x = self.embed(tokens).unsqueeze(1)
+        for i, layer in enumerate(self.layers):
+            r = layer.rec_index
+            st = st_rows[:, r] if r >= 0 else empty
+            x = layer.step_slots(x, kv[i], slots, positions, st, self.state_scale)
+        return torch.log_softmax(self.logits_of(x)[:, 0].float(), dim=-1)
+
+    @torch.jit.export
+    def finish_slots(self, slots: Tensor, kv: List[Tensor], state: Tensor) -> None:
+        """The state update of rows whose last fed token completed a block (position % W == W-1): the new
+        state from the old one and the 2W keys/values of the recurrent layer's ring, written in place."""
+        if self.n_recurrent > 0:
+            st_rows = state.index_select(0, slots)
+            states: List[Tensor] = []
+            for r in range(self.n_recurrent):
+                states.append(st_rows[:, r])
+            for i, layer in enumerate(self.layers):
+                r = layer.rec_index
+                if r >= 0:
+                    ring = kv[i].index_select(0, slots)
+                    states[r] = layer.update_state(st_rows[:, r], ring[:, 0], ring[:, 1])
+            state.index_copy_(0, slots, torch.stack(states, dim=1))
 
     def forward(self, tokens: Tensor, kv: Tensor, state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         return self.forward_blocks(tokens, kv, state)
