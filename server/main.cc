@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   runner_options.device = absl::GetFlag(FLAGS_device);
   runner_options.dtype = absl::GetFlag(FLAGS_dtype);
   runner_options.threads = absl::GetFlag(FLAGS_threads);
+  runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
 

@@ -36,6 +36,9 @@ class BRTConfig:
         for r in self.recurrent_layers:
             if not 0 <= r < self.n_layers:
                 raise ValueError(f"recurrent layer {r} outside 0..{self.n_layers - 1}")
+        if list(self.recurrent_layers) != sorted(set(self.recurrent_layers)):
+            # state row r belongs to recurrent_layers[r]; keep them in layer order, each once
+            raise ValueError(f"recurrent_layers must be strictly increasing, got {self.recurrent_layers}")
         if self.gate not in ("fixed", "lstm"):
             raise ValueError(f"gate must be 'fixed' or 'lstm', got {self.gate!r}")
         if self.window < 1 or self.n_state < 1:

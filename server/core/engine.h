@@ -1,20 +1,25 @@
 // Engine: the server core. It owns the session table, a bounded queue of active calls (Score and
 // Generate) and ONE executor thread that owns the model backend. It knows nothing of gRPC.
 //
+// Where things live (a newcomer's map): engine.cc sessions and the caller side of calls;
+// session_table.h ids, capacity and pool slots; batch_planner.h what one model call runs (pure);
+// executor.cc the loop that owns the model; call_results.h turning model output into replies;
+// engine_snapshots.cc save/restore/fork; housekeeper.cc idle TTL, memory budget and autosave.
+//
 // Execution model (the invariant the rest relies on): RPC threads never touch the model. They
 // tokenize, enqueue tokens and wait for results through sinks; the executor thread alone calls the
-// ModelBackend and alone changes a session's model memory. Each executor iteration runs
-//   1. one batched decode_step over every session that needs a single-token feed (generating
-//   sessions,
+// ModelBackend and alone changes a session's model memory, which stays resident in a slot of the
+// backend's device pools. Each executor iteration runs
+//   1. one batched decode step over every session that needs a single-token feed (generating sessions,
 //      sessions mid-block, and the partial last block at the end of a Score call or prompt), then
-//   2. one batched score_blocks over up to max_batch_size sessions that sit at a block boundary
-//   with at
-//      least W pending tokens (rows picked round-robin),
-// so a book being scored delays another session's next token by at most one score_blocks call.
+//   2. one batched block-scoring call over up to max_batch_size sessions that sit at a block boundary
+//      with at least W pending tokens (rows picked round-robin),
+// so a book being scored delays another session's next token by at most one block-scoring call.
 //
-// Sessions change only at token or block boundaries: the executor swaps in new memory after a
-// successful model call, so a cancelled, failed or deleted call leaves its session consistent and
-// usable.
+// Sessions change only at token or block boundaries: the executor advances a session's position only
+// after a successful model call; a cancelled or deleted call leaves its session consistent and usable.
+// A failed model call marks the sessions it was advancing as damaged (their memory was being written in
+// place): later calls on them are refused with a message that says to restore from a snapshot.
 //
 // Thread safety: all public methods are thread-safe. Sink callbacks run on the executor thread (or
 // the calling thread for immediate errors) without any Engine lock held; they must not block for
@@ -38,7 +43,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/core/batch_planner.h"
+#include "server/core/call_types.h"
 #include "server/core/sampling_params.h"
+#include "server/core/session_table.h"
 #include "server/core/stats.h"
 #include "server/model/backend.h"
 #include "server/persistence/snapshot.h"
@@ -106,113 +114,9 @@ struct EngineOptions {
   metrics::Metrics* metrics = nullptr;
 };
 
-struct SessionInfo {
-  std::string id;
-  std::string label;
-  uint64_t tokens_consumed = 0;
-  uint64_t position = 1;
-  uint32_t block_offset = 1;
-  uint64_t state_bytes = 0;
-  std::string device;
-  int64_t created_unix_ms = 0;
-  int64_t last_used_unix_ms = 0;
-  SamplingOverrides default_sampling;
-  bool busy = false;
-};
-
-struct AlternativeResult {
-  int32_t token_id = 0;
-  std::string piece;
-  float logprob = 0;
-};
-
-struct TokenScoreResult {
-  uint64_t position = 0;
-  int32_t token_id = 0;
-  std::string piece;
-  uint64_t byte_begin = 0;
-  uint64_t byte_end = 0;
-  float nll = 0;
-  std::vector<AlternativeResult> top;
-};
-
-struct ScoreSummaryResult {
-  uint64_t tokens = 0;
-  uint64_t bytes = 0;
-  double total_nll = 0;
-  double mean_nll = 0;
-  double perplexity = 1;
-  double bits_per_token = 0;
-  double bits_per_byte = 0;
-  uint64_t position = 0;
-};
-
-struct ScoreOptions {
-  int32_t top_k = 0;
-  bool omit_tokens = false;
-  absl::Time deadline = absl::InfiniteFuture();
-};
-
-// Receives a Score call's results, in order. OnFinish is called exactly once, last; after it no
-// other method is called. OnInputReady follows an Append that returned false, once the backlog has
-// drained.
-class ScoreSink {
- public:
-  virtual ~ScoreSink() = default;
-  virtual void OnTokens(std::vector<TokenScoreResult> tokens) = 0;
-  virtual void OnInputReady() = 0;
-  virtual void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) = 0;
-};
-
-enum class FinishReason {
-  kUnspecified = 0,
-  kLength = 1,
-  kStopSequence = 2,
-  kEos = 3,
-  kCancelled = 4
-};
-
-struct GeneratedToken {
-  std::string text;  // whole UTF-8 delta (may be empty)
-  int32_t token_id = 0;
-  float logprob = 0;
-  uint64_t position = 0;
-  std::string bytes;
-};
-
-struct GenerateSummary {
-  FinishReason reason = FinishReason::kUnspecified;
-  std::string text;  // held-back text released at the end
-  uint32_t prompt_tokens = 0;
-  uint32_t generated_tokens = 0;
-  uint64_t session_position = 0;
-};
-
-struct GenerateParams {
-  std::string prompt;
-  std::optional<uint32_t> max_tokens;
-  SamplingOverrides sampling;
-  absl::Time deadline = absl::InfiniteFuture();
-};
-
-// Receives a Generate call's results. OnFinish is called exactly once, last.
-class GenerateSink {
- public:
-  virtual ~GenerateSink() = default;
-  virtual void OnToken(GeneratedToken token) = 0;
-  virtual void OnFinish(absl::StatusOr<GenerateSummary> summary) = 0;
-};
-
-// SaveSession's result.
-struct SavedSession {
-  std::string key;    // the snapshot's key in the store (the session id); empty when not stored
-  std::string bytes;  // the encoded snapshot, when asked for
-  uint64_t size_bytes = 0;
-};
 
 class Engine;
-struct Job;           // an active call (engine.cc)
-struct SessionState;  // a session's model memory and bookkeeping (engine.cc)
+struct Job;  // an active call (engine_internal.h)
 
 // Handle of a running Score call. The caller drives input; results arrive at its ScoreSink.
 // Append/CloseInput must not be called concurrently with each other (one reader per stream).
@@ -317,65 +221,65 @@ class Engine {
  private:
   friend class ScoreCall;
   friend class GenerateCall;
-  struct Plan;
+  struct Plan;  // one executor iteration's model work (executor.cc)
   using Events = std::vector<std::function<void()>>;
 
   Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
-         std::shared_ptr<const Tokenizer> tokenizer, MemoryPtr initial);
+         std::shared_ptr<const Tokenizer> tokenizer);
 
+  // ---- engine.cc: sessions and the caller side of calls
   absl::StatusOr<bool> Append(Job* job, std::string_view chunk);
   absl::Status CloseInput(Job* job);
   void Cancel(Job* job);
-
   int64_t NowMs() const;
   SessionInfo InfoLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status AdmitLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-
   // Metrics (no-ops when options_.metrics is null): session occupancy, a call's admission (queue
   // depth), and the first model step that includes a call (queue wait).
   void RecordSessionsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void RecordAdmittedLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordStartedLocked(Job& job, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Executor.
+  // ---- executor.cc: the only code that calls the backend's model methods
   void ExecutorLoop();
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PlanLocked(Plan* plan, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunPlan(Plan* plan);
   void RunDecode(Plan* plan);
   void RunScore(Plan* plan);
   void FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SampleLocked(Job& job, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::vector<AlternativeResult> TopK(const std::vector<float>& logprobs, int k) const;
   static void Deliver(Events* events);
-
-  // Persistence helpers.
+  // Runs `task` on the executor thread between model steps and waits for it.
   absl::Status RunOnExecutor(std::function<void()> task);
+
+  // ---- engine_snapshots.cc: session persistence glue
   absl::Status LoadIfStored(const std::string& id);
   absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, bool allow_busy = false);
-  void HousekeepingLoop();
-  bool Evict(const std::string& id, metrics::EvictionReason reason);
-  bool Autosave(const std::string& id);
   absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
   // Decodes and installs a snapshot, recording one restore (started at t0) in the metrics.
   absl::StatusOr<SessionInfo> RestoreBytes(std::string_view bytes, bool new_id,
                                            std::chrono::steady_clock::time_point t0);
   persistence::ModelIdentity Identity() const;
 
+  // ---- housekeeper.cc: idle TTL, memory budget, autosave
+  void HousekeepingLoop();
+  bool Evict(const std::string& id, metrics::EvictionReason reason);
+  bool Autosave(const std::string& id);
+
   const EngineOptions options_;
-  const std::unique_ptr<ModelBackend> backend_;  // executor thread only
+  const std::unique_ptr<ModelBackend> backend_;  // model methods: executor thread only
   const std::shared_ptr<const Tokenizer> tokenizer_;
-  const MemoryPtr initial_memory_;
   const int32_t window_;
   ExecutorStats stats_;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<SessionState>> sessions_ ABSL_GUARDED_BY(mu_);
+  SessionTable sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);  // active calls, in arrival order
-  size_t score_cursor_ ABSL_GUARDED_BY(mu_) = 0;                 // round-robin start for score rows
-  size_t decode_cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  BatchPlanner planner_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;              // Drain() was called
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // run by the executor (persistence)

@@ -1,13 +1,16 @@
 // ModelBackend: the torch-free interface the core uses to run a BRT export (see model/README.md,
-// "Export contract"). ModelRunner (model_runner.h) implements it with LibTorch; tests may use a
-// fake.
+// "Export contract", format 2). ModelRunner (model_runner.h) implements it with LibTorch; tests may
+// use a fake.
 //
-// Per-session model memory (the key/value cache and the recurrent state) is an opaque, immutable
-// DeviceMemory: methods never modify their inputs and return new memory, so a session keeps its old
-// memory until the executor swaps in the new one (never half-updated).
+// Resident session memory. Every session's model memory (its key/value rings and recurrent state)
+// lives in one slot of pools that the backend keeps on its device. A slot is a small integer in
+// [0, max_slots) chosen by the caller (the core's SlotAllocator); the backend grows its pools on
+// demand up to max_slots. Batched calls name the rows' slots and read and write the pools in place:
+// no session memory is concatenated, split or copied per call. A slot's contents are only defined
+// after InitSlots, CopySlot or ImportSlot.
 //
-// Thread safety: NOT thread-safe. Exactly one thread (the core's executor) calls a backend.
-// DeviceMemory objects may be destroyed on any thread.
+// Thread safety: NOT thread-safe. Exactly one thread (the core's executor) calls a backend, except
+// metadata(), which is immutable after construction and safe from any thread.
 #ifndef BRT_SERVER_MODEL_BACKEND_H_
 #define BRT_SERVER_MODEL_BACKEND_H_
 
@@ -16,16 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace brt {
-
-// Model memory of one session (batch row), on the backend's device.
-class DeviceMemory {
- public:
-  virtual ~DeviceMemory() = default;
-};
-using MemoryPtr = std::shared_ptr<const DeviceMemory>;
 
 // What the export's brt_meta.json says, plus where it runs.
 struct ModelMetadata {
@@ -45,29 +42,28 @@ struct ModelMetadata {
   int64_t parameters = 0;
   std::string device = "cpu";
   std::string dtype = "float32";
-  uint64_t state_bytes = 0;  // bytes of DeviceMemory per session
+  uint64_t state_bytes = 0;  // device bytes of one slot (one session's memory)
 };
 
 struct ScoreBlocksRow {
+  int32_t slot = 0;
+  int64_t start = 0;            // position of tokens[0]; a multiple of W
   std::vector<int32_t> tokens;  // N*W tokens, the same N for every row of a call
-  MemoryPtr memory;             // at a block boundary
 };
 struct ScoreBlocksResult {
   std::vector<float> target_logprobs;  // N*W-1: logprob of tokens[i+1] after tokens[..i]
   std::vector<float> topk_logprobs;    // N*W*top_k, row-major
   std::vector<int32_t> topk_ids;       // N*W*top_k
   std::vector<float> next_logprobs;    // V: distribution of the token after the last one
-  MemoryPtr memory;
 };
 
 struct DecodeRow {
+  int32_t slot = 0;
   int32_t token = 0;
-  int64_t position = 0;
-  MemoryPtr memory;
+  int64_t position = 0;  // the token's position; rows may sit at different offsets in their blocks
 };
 struct DecodeResult {
   std::vector<float> logprobs;  // V: distribution of the next token
-  MemoryPtr memory;
 };
 
 // One tensor of a session's memory copied to host bytes (row-major, the device dtype's exact bytes),
@@ -77,6 +73,9 @@ struct HostTensor {
   std::vector<int64_t> shape;  // kv: (1, L, 2, H, 2W, dh); state: (1, R, 3, S, D)
   std::string data;            // product(shape) * element size bytes
 };
+// A slot's memory on the host. kv packs every layer's ring into 2W slots (a layer whose ring holds W
+// tokens uses ring slots [0, W); the rest are zero), so the snapshot shape does not depend on which
+// layers are recurrent.
 struct HostMemory {
   HostTensor kv;
   HostTensor state;
@@ -89,23 +88,28 @@ class ModelBackend {
   // Called once on the executor thread before any other call from it (per-thread runtime setup, such as
   // LibTorch's intra-op thread count, which OpenMP keeps per thread).
   virtual void InitExecutorThread() {}
-  // Memory of a fresh document (before BOS).
-  virtual absl::StatusOr<MemoryPtr> InitialState() = 0;
-  // Runs N whole blocks for each row in one batched call. REQUIRES: rows non-empty, equal sizes, a
-  // multiple of W; top_k in [0, vocab].
+
+  // Sets each slot to the memory of a fresh document (before BOS), growing the pools if needed.
+  // INVALID_ARGUMENT for a slot outside [0, max_slots).
+  virtual absl::Status InitSlots(const std::vector<int32_t>& slots) = 0;
+  // Copies slot `from` to slot `to` (fork).
+  virtual absl::Status CopySlot(int32_t from, int32_t to) = 0;
+  // Runs N whole blocks for each row in one batched call and advances the rows' slots in place.
+  // REQUIRES: rows non-empty, distinct slots, equal token counts, a multiple of W; top_k in [0, V].
   virtual absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) = 0;
-  // Feeds one token per row in one batched call. REQUIRES: rows non-empty.
-  virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(
-      const std::vector<DecodeRow>& rows) = 0;
+  // Feeds one token per row in one batched call and advances the rows' slots in place (the recurrent
+  // state update runs only for rows whose token completes a block). REQUIRES: rows non-empty, distinct
+  // slots.
+  virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) = 0;
 
-  // Session persistence. ExportMemory copies `memory` to host bytes, exactly; ImportMemory puts such
-  // bytes back on the device. ImportMemory checks dtype and shapes against this model's memory
-  // (INVALID_ARGUMENT naming both). Default: UNIMPLEMENTED (a backend without snapshots).
-  virtual absl::StatusOr<HostMemory> ExportMemory(const MemoryPtr& memory) {
+  // Session persistence. ExportSlot copies a slot to host bytes, exactly; ImportSlot puts such bytes
+  // into a slot. ImportSlot checks dtype and shapes against this model's memory (INVALID_ARGUMENT
+  // naming both). Default: UNIMPLEMENTED (a backend without snapshots).
+  virtual absl::StatusOr<HostMemory> ExportSlot(int32_t slot) {
     return absl::UnimplementedError("this model backend cannot export session memory");
   }
-  virtual absl::StatusOr<MemoryPtr> ImportMemory(const HostMemory& memory) {
+  virtual absl::Status ImportSlot(int32_t slot, const HostMemory& memory) {
     return absl::UnimplementedError("this model backend cannot import session memory");
   }
 };

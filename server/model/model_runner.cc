@@ -16,49 +16,7 @@ namespace brt {
 namespace {
 
 constexpr char kMetaFile[] = "brt_meta.json";
-
-class TorchMemory : public DeviceMemory {
- public:
-  TorchMemory(at::Tensor kv, at::Tensor state) : kv(std::move(kv)), state(std::move(state)) {}
-  at::Tensor kv;     // (1, L, 2, H, 2W, dh)
-  at::Tensor state;  // (1, R, 3, S, D)
-};
-
-const TorchMemory& AsTorch(const MemoryPtr& m) { return static_cast<const TorchMemory&>(*m); }
-
-// Splits batched memory back into rows. With one row the outputs are kept as they are; otherwise
-// each row is copied so it does not pin the whole batch's storage.
-std::vector<MemoryPtr> SplitMemory(const at::Tensor& kv, const at::Tensor& state) {
-  int64_t b = kv.size(0);
-  std::vector<MemoryPtr> out;
-  out.reserve(b);
-  if (b == 1) {
-    out.push_back(std::make_shared<TorchMemory>(kv, state));
-    return out;
-  }
-  for (int64_t i = 0; i < b; ++i) {
-    out.push_back(
-        std::make_shared<TorchMemory>(kv.narrow(0, i, 1).clone(), state.narrow(0, i, 1).clone()));
-  }
-  return out;
-}
-
-template <typename Rows>
-std::pair<at::Tensor, at::Tensor> CatMemory(const Rows& rows) {
-  if (rows.size() == 1) {
-    const TorchMemory& m = AsTorch(rows[0].memory);
-    return {m.kv, m.state};
-  }
-  std::vector<at::Tensor> kvs, states;
-  kvs.reserve(rows.size());
-  states.reserve(rows.size());
-  for (const auto& r : rows) {
-    const TorchMemory& m = AsTorch(r.memory);
-    kvs.push_back(m.kv);
-    states.push_back(m.state);
-  }
-  return {at::cat(kvs, 0), at::cat(states, 0)};
-}
+constexpr int kExportFormat = 2;
 
 const char* DTypeString(at::ScalarType t) {
   switch (t) {
@@ -69,36 +27,6 @@ const char* DTypeString(at::ScalarType t) {
   }
 }
 
-// Host bytes of one memory tensor (exact: no dtype conversion).
-HostTensor ToHost(const at::Tensor& t) {
-  at::Tensor c = t.to(at::kCPU).contiguous();
-  HostTensor out;
-  out.dtype = DTypeString(c.scalar_type());
-  out.shape.assign(c.sizes().begin(), c.sizes().end());
-  out.data.assign(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-  return out;
-}
-
-// A tensor like `like` (dtype, shape, device) holding `h`'s bytes; INVALID_ARGUMENT if they differ.
-absl::StatusOr<at::Tensor> FromHost(const HostTensor& h, const at::Tensor& like, const char* name) {
-  std::vector<int64_t> want(like.sizes().begin(), like.sizes().end());
-  const char* want_dtype = DTypeString(like.scalar_type());
-  if (h.dtype != want_dtype || h.shape != want) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "session memory '", name, "' is ", h.dtype, " ", c10::str(at::IntArrayRef(h.shape)),
-        "; this model needs ", want_dtype, " ",
-        c10::str(like.sizes())));
-  }
-  const size_t bytes = static_cast<size_t>(like.numel()) * like.element_size();
-  if (h.data.size() != bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("session memory '", name, "' has ",
-                                                   h.data.size(), " bytes; want ", bytes));
-  }
-  at::Tensor cpu = at::empty(like.sizes(), at::TensorOptions().dtype(like.scalar_type()));
-  std::memcpy(cpu.data_ptr(), h.data.data(), bytes);
-  return cpu.to(like.device());
-}
-
 absl::Status TorchError(const char* what, const std::exception& e) {
   std::string msg = e.what();
   // c10::Error messages carry a long backtrace; keep the first line.
@@ -107,14 +35,57 @@ absl::Status TorchError(const char* what, const std::exception& e) {
   return absl::InternalError(absl::StrCat(what, ": ", msg));
 }
 
+at::Tensor LongTensor(const std::vector<int64_t>& v, const c10::Device& device) {
+  return at::tensor(at::ArrayRef<int64_t>(v), at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
 }  // namespace
 
 struct ModelRunner::Impl {
   torch::jit::script::Module module;
   c10::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
   ModelMetadata meta;
-  MemoryPtr initial;
+  std::vector<int64_t> ring;     // C_l: ring slots of layer l (W or 2W)
+  std::vector<at::Tensor> kv;    // per layer (P, 2, H, C_l, dh)
+  at::Tensor state;              // (P, R, 3, S, D)
+  int32_t capacity = 0;          // P
+  int32_t max_slots = 0;
   int threads = 1;
+
+  c10::IValue KvList() const {
+    c10::List<at::Tensor> list;
+    for (const auto& t : kv) list.push_back(t);
+    return list;
+  }
+  at::Tensor NewPool(std::vector<int64_t> dims, int64_t p) const {
+    dims.insert(dims.begin(), p);
+    return at::zeros(dims, at::TensorOptions().dtype(dtype).device(device));
+  }
+  // Grows every pool to hold `slot` (doubling, capped at max_slots). The old rows are copied.
+  void Reserve(int32_t slot) {
+    if (slot < capacity) return;
+    int64_t want = std::max<int64_t>(1, capacity);
+    while (want <= slot) want *= 2;
+    want = std::min<int64_t>(want, max_slots);
+    const auto& m = meta;
+    for (size_t l = 0; l < kv.size(); ++l) {
+      at::Tensor grown = NewPool({2, m.n_heads, ring[l], m.head_dim}, want);
+      if (capacity > 0) grown.narrow(0, 0, capacity).copy_(kv[l]);
+      kv[l] = grown;
+    }
+    at::Tensor grown = NewPool({m.n_recurrent, 3, m.n_state, m.d_model}, want);
+    if (capacity > 0) grown.narrow(0, 0, capacity).copy_(state);
+    state = grown;
+    capacity = static_cast<int32_t>(want);
+  }
+  absl::Status CheckSlot(int32_t slot) const {
+    if (slot < 0 || slot >= max_slots) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("slot ", slot, " is outside [0, ", max_slots, ")"));
+    }
+    return absl::OkStatus();
+  }
 };
 
 ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -169,10 +140,13 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   ModelMetadata& meta = impl->meta;
   try {
     auto j = nlohmann::json::parse(extra[kMetaFile]);
-    if (j.value("format", 0) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(options.model_path, ": unsupported export format (want 1)"));
+    const int format = j.value("format", 0);
+    if (format != kExportFormat) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          options.model_path, ": export format ", format, " is not supported; this server needs format ",
+          kExportFormat, " (slot pools). Re-export the model with model/brt/export.py"));
     }
+    impl->ring = j.at("kv_slots").get<std::vector<int64_t>>();
     meta.name = j.value("name", "brt");
     meta.fingerprint = j.value("fingerprint", "");
     meta.tokenizer_sha256 = j.value("tokenizer_sha256", "");
@@ -191,6 +165,17 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     return absl::InvalidArgumentError(
         absl::StrCat(options.model_path, ": bad or missing ", kMetaFile, ": ", e.what()));
   }
+  if (static_cast<int32_t>(impl->ring.size()) != meta.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(options.model_path, ": kv_slots has ",
+                                                   impl->ring.size(), " entries for ", meta.n_layers,
+                                                   " layers"));
+  }
+  for (int64_t c : impl->ring) {
+    if (c != meta.window && c != 2 * meta.window) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.model_path, ": kv_slots entries must be W or 2W, got ", c));
+    }
+  }
   if (meta.window <= 0 || meta.vocab_size <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(options.model_path, ": window and vocab_size must be > 0"));
@@ -204,20 +189,22 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   meta.device = impl->device.str();
   meta.dtype = options.dtype;
 
-  std::unique_ptr<ModelRunner> runner(new ModelRunner(std::move(impl)));
-  // Cache the (immutable) initial memory; every new session shares it.
+  if (options.max_slots <= 0) {
+    return absl::InvalidArgumentError("max_slots must be > 0");
+  }
+  impl->dtype = dtype;
+  impl->max_slots = options.max_slots;
+  uint64_t elems = static_cast<uint64_t>(meta.n_recurrent) * 3 * meta.n_state * meta.d_model;
+  for (int64_t c : impl->ring) elems += 2ull * meta.n_heads * c * meta.head_dim;
+  meta.state_bytes = elems * c10::elementSize(dtype);
+  impl->kv.resize(meta.n_layers);
   try {
     c10::InferenceMode guard;
-    auto out = runner->impl_->module.get_method("initial_state")({int64_t{1}}).toTuple();
-    at::Tensor kv = out->elements()[0].toTensor();
-    at::Tensor state = out->elements()[1].toTensor();
-    runner->impl_->meta.state_bytes =
-        kv.numel() * kv.element_size() + state.numel() * state.element_size();
-    runner->impl_->initial = std::make_shared<TorchMemory>(kv, state);
+    impl->Reserve(std::max(0, std::min(options.initial_slots, options.max_slots) - 1));
   } catch (const std::exception& e) {
-    return TorchError("initial_state failed", e);
+    return TorchError("allocating the session memory pools failed", e);
   }
-  return runner;
+  return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
 
 void ModelRunner::InitExecutorThread() {
@@ -225,7 +212,42 @@ void ModelRunner::InitExecutorThread() {
   at::set_num_threads(impl_->threads);
 }
 
-absl::StatusOr<MemoryPtr> ModelRunner::InitialState() { return impl_->initial; }
+int32_t ModelRunner::pool_capacity() const { return impl_->capacity; }
+
+absl::Status ModelRunner::InitSlots(const std::vector<int32_t>& slots) {
+  if (slots.empty()) return absl::OkStatus();
+  std::vector<int64_t> idx;
+  for (int32_t s : slots) {
+    absl::Status ok = impl_->CheckSlot(s);
+    if (!ok.ok()) return ok;
+    idx.push_back(s);
+  }
+  try {
+    c10::InferenceMode guard;
+    impl_->Reserve(*std::max_element(slots.begin(), slots.end()));
+    impl_->module.get_method("init_slots")(
+        {LongTensor(idx, impl_->device), impl_->KvList(), impl_->state});
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return TorchError("init_slots failed", e);
+  }
+}
+
+absl::Status ModelRunner::CopySlot(int32_t from, int32_t to) {
+  absl::Status ok = impl_->CheckSlot(from);
+  if (ok.ok()) ok = impl_->CheckSlot(to);
+  if (!ok.ok()) return ok;
+  try {
+    c10::InferenceMode guard;
+    impl_->Reserve(std::max(from, to));
+    impl_->module.get_method("copy_slots")({LongTensor({from}, impl_->device),
+                                            LongTensor({to}, impl_->device), impl_->KvList(),
+                                            impl_->state});
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return TorchError("copy_slots failed", e);
+  }
+}
 
 absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
     const std::vector<ScoreBlocksRow>& rows, int top_k) {
@@ -237,26 +259,38 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
     return absl::InvalidArgumentError(
         absl::StrCat("ScoreBlocks: ", n, " tokens is not a multiple of W=", w));
   }
-  std::vector<int64_t> flat;
+  std::vector<int64_t> flat, starts, slots;
   flat.reserve(b * n);
+  int32_t max_slot = 0;
   for (const auto& r : rows) {
     if (static_cast<int64_t>(r.tokens.size()) != n) {
       return absl::InvalidArgumentError("ScoreBlocks: rows of different lengths");
     }
+    if (r.start % w != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ScoreBlocks: start ", r.start, " is not at a block boundary"));
+    }
+    absl::Status ok = impl_->CheckSlot(r.slot);
+    if (!ok.ok()) return ok;
+    max_slot = std::max(max_slot, r.slot);
     flat.insert(flat.end(), r.tokens.begin(), r.tokens.end());
+    starts.push_back(r.start);
+    slots.push_back(r.slot);
   }
   try {
     c10::InferenceMode guard;
+    impl_->Reserve(max_slot);
     at::Tensor tokens = at::from_blob(flat.data(), {b, n}, at::kLong).to(impl_->device);
-    auto [kv, state] = CatMemory(rows);
-    auto out =
-        impl_->module.get_method("score_blocks")({tokens, kv, state, int64_t{top_k}}).toTuple();
+    auto out = impl_->module.get_method("score_slots")(
+                                 {tokens, LongTensor(starts, impl_->device),
+                                  LongTensor(slots, impl_->device), impl_->KvList(), impl_->state,
+                                  int64_t{top_k}})
+                   .toTuple();
     const auto& e = out->elements();
     at::Tensor target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
     at::Tensor topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
     at::Tensor topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
     at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    std::vector<MemoryPtr> memories = SplitMemory(e[4].toTensor(), e[5].toTensor());
     std::vector<ScoreBlocksResult> results(b);
     const int64_t v = next.size(1);
     for (int64_t i = 0; i < b; ++i) {
@@ -271,11 +305,10 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
       }
       const float* np = next.data_ptr<float>() + i * v;
       r.next_logprobs.assign(np, np + v);
-      r.memory = std::move(memories[i]);
     }
     return results;
   } catch (const std::exception& e) {
-    return TorchError("score_blocks failed", e);
+    return TorchError("score_slots failed", e);
   }
 }
 
@@ -283,55 +316,108 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     const std::vector<DecodeRow>& rows) {
   const int64_t b = static_cast<int64_t>(rows.size());
   if (b == 0) return absl::InvalidArgumentError("DecodeStep: no rows");
-  std::vector<int64_t> tokens(b), positions(b);
+  const int64_t w = impl_->meta.window;
+  std::vector<int64_t> tokens(b), positions(b), slots(b), done;
+  int32_t max_slot = 0;
   for (int64_t i = 0; i < b; ++i) {
+    absl::Status ok = impl_->CheckSlot(rows[i].slot);
+    if (!ok.ok()) return ok;
+    max_slot = std::max(max_slot, rows[i].slot);
     tokens[i] = rows[i].token;
     positions[i] = rows[i].position;
+    slots[i] = rows[i].slot;
+    // Known on the host: no device sync to find the rows that complete a block.
+    if (rows[i].position % w == w - 1) done.push_back(rows[i].slot);
   }
   try {
     c10::InferenceMode guard;
-    at::Tensor t = at::from_blob(tokens.data(), {b}, at::kLong).to(impl_->device);
-    at::Tensor p = at::from_blob(positions.data(), {b}, at::kLong).to(impl_->device);
-    auto [kv, state] = CatMemory(rows);
-    auto out = impl_->module.get_method("decode_step")({t, p, kv, state}).toTuple();
-    const auto& e = out->elements();
-    at::Tensor logprobs = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    std::vector<MemoryPtr> memories = SplitMemory(e[1].toTensor(), e[2].toTensor());
+    impl_->Reserve(max_slot);
+    c10::IValue kv = impl_->KvList();
+    at::Tensor out = impl_->module
+                         .get_method("decode_slots")({LongTensor(tokens, impl_->device),
+                                                      LongTensor(positions, impl_->device),
+                                                      LongTensor(slots, impl_->device), kv,
+                                                      impl_->state})
+                         .toTensor();
+    if (!done.empty()) {
+      impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
+    }
+    at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
     const int64_t v = logprobs.size(1);
     std::vector<DecodeResult> results(b);
     for (int64_t i = 0; i < b; ++i) {
       const float* lp = logprobs.data_ptr<float>() + i * v;
       results[i].logprobs.assign(lp, lp + v);
-      results[i].memory = std::move(memories[i]);
     }
     return results;
   } catch (const std::exception& e) {
-    return TorchError("decode_step failed", e);
+    return TorchError("decode_slots failed", e);
   }
 }
 
-absl::StatusOr<HostMemory> ModelRunner::ExportMemory(const MemoryPtr& memory) {
+absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
+  absl::Status ok = impl_->CheckSlot(slot);
+  if (!ok.ok()) return ok;
+  if (slot >= impl_->capacity) return absl::InvalidArgumentError(absl::StrCat("slot ", slot, " was never initialised"));
   try {
     c10::InferenceMode guard;
-    const TorchMemory& m = AsTorch(memory);
+    const ModelMetadata& m = impl_->meta;
+    const int64_t w = m.window;
+    at::Tensor kv = at::zeros({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim},
+                              at::TensorOptions().dtype(impl_->dtype));
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      kv[0][l].narrow(2, 0, impl_->ring[l]).copy_(impl_->kv[l][slot]);
+    }
+    at::Tensor state = impl_->state.narrow(0, slot, 1).to(at::kCPU).contiguous();
     HostMemory out;
-    out.kv = ToHost(m.kv);
-    out.state = ToHost(m.state);
+    auto to_host = [](const at::Tensor& t, HostTensor* h) {
+      h->dtype = DTypeString(t.scalar_type());
+      h->shape.assign(t.sizes().begin(), t.sizes().end());
+      h->data.assign(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    };
+    to_host(kv, &out.kv);
+    to_host(state, &out.state);
     return out;
   } catch (const std::exception& e) {
     return TorchError("exporting session memory failed", e);
   }
 }
 
-absl::StatusOr<MemoryPtr> ModelRunner::ImportMemory(const HostMemory& memory) {
+absl::Status ModelRunner::ImportSlot(int32_t slot, const HostMemory& memory) {
+  absl::Status ok = impl_->CheckSlot(slot);
+  if (!ok.ok()) return ok;
+  const ModelMetadata& m = impl_->meta;
+  const int64_t w = m.window;
+  const char* dtype = DTypeString(impl_->dtype);
+  auto check = [&](const HostTensor& h, std::vector<int64_t> want, const char* name) -> absl::Status {
+    if (h.dtype != dtype || h.shape != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "session memory '", name, "' is ", h.dtype, " ", c10::str(at::IntArrayRef(h.shape)),
+          "; this model needs ", dtype, " ", c10::str(at::IntArrayRef(want))));
+    }
+    int64_t n = 1;
+    for (int64_t d : want) n *= d;
+    if (h.data.size() != static_cast<size_t>(n) * c10::elementSize(impl_->dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat("session memory '", name, "' has ",
+                                                     h.data.size(), " bytes for its shape"));
+    }
+    return absl::OkStatus();
+  };
+  ok = check(memory.kv, {1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, "kv");
+  if (ok.ok()) ok = check(memory.state, {1, m.n_recurrent, 3, m.n_state, m.d_model}, "state");
+  if (!ok.ok()) return ok;
   try {
     c10::InferenceMode guard;
-    const TorchMemory& like = AsTorch(impl_->initial);
-    auto kv = FromHost(memory.kv, like.kv, "kv");
-    if (!kv.ok()) return kv.status();
-    auto state = FromHost(memory.state, like.state, "state");
-    if (!state.ok()) return state.status();
-    return MemoryPtr(std::make_shared<TorchMemory>(*std::move(kv), *std::move(state)));
+    impl_->Reserve(slot);
+    auto opts = at::TensorOptions().dtype(impl_->dtype);
+    at::Tensor kv = at::from_blob(const_cast<char*>(memory.kv.data.data()), memory.kv.shape, opts);
+    at::Tensor state =
+        at::from_blob(const_cast<char*>(memory.state.data.data()), memory.state.shape, opts);
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      impl_->kv[l][slot].copy_(kv[0][l].narrow(2, 0, impl_->ring[l]));
+    }
+    impl_->state.narrow(0, slot, 1).copy_(state);
+    return absl::OkStatus();
   } catch (const std::exception& e) {
     return TorchError("importing session memory failed", e);
   }

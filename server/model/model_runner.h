@@ -1,9 +1,11 @@
 // ModelRunner: runs a TorchScript BRT export with LibTorch. The only component that includes torch.
 //
-// Create() loads brt.pt and its brt_meta.json, checks the export against the tokenizer (sha256),
-// moves the module to the device and dtype, sets the intra-op thread count, and caches the initial
-// state. Every torch call runs under c10::InferenceMode and every c10::Error / std::exception
-// becomes an absl::Status.
+// Create() loads brt.pt (export format 2, "slots-v2") and its brt_meta.json, checks the export against
+// the tokenizer (sha256), moves the module to the device and dtype and sets the intra-op thread count.
+// It keeps the session memory pools (one key/value ring tensor per layer and one state tensor, each
+// with a leading slot dimension) on the device, grows them by doubling up to max_slots, and passes
+// them with slot indices to the export's methods, which read and write them in place. Every torch
+// call runs under c10::InferenceMode and every c10::Error / std::exception becomes an absl::Status.
 //
 // Thread safety: NOT thread-safe (see ModelBackend); one executor thread owns it.
 #ifndef BRT_SERVER_MODEL_MODEL_RUNNER_H_
@@ -26,6 +28,9 @@ struct ModelRunnerOptions {
   std::string dtype =
       "float32";    // "float32", "bfloat16" or "float16" (memory dtype; logprobs stay fp32)
   int threads = 0;  // intra-op threads; 0 = number of cores
+  // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
+  int32_t max_slots = 1024;
+  int32_t initial_slots = 8;
 };
 
 class ModelRunner : public ModelBackend {
@@ -37,12 +42,15 @@ class ModelRunner : public ModelBackend {
 
   const ModelMetadata& metadata() const override;
   void InitExecutorThread() override;
-  absl::StatusOr<MemoryPtr> InitialState() override;
+  absl::Status InitSlots(const std::vector<int32_t>& slots) override;
+  absl::Status CopySlot(int32_t from, int32_t to) override;
   absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) override;
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
-  absl::StatusOr<HostMemory> ExportMemory(const MemoryPtr& memory) override;
-  absl::StatusOr<MemoryPtr> ImportMemory(const HostMemory& memory) override;
+  absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
+  absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
+  // Slots the pools hold now (grows on demand).
+  int32_t pool_capacity() const;
 
  private:
   struct Impl;

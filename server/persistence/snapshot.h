@@ -17,11 +17,11 @@
 //   Messages say what was found and what was expected.
 // - Thread safety: the functions are pure (no shared state) and safe to call concurrently.
 //
-// Format version 1 (all integers little-endian; offsets in bytes):
+// Format version 2 (all integers little-endian; offsets in bytes):
 //
 //   Preamble, 32 bytes, the same in every format version:
 //     0   8  magic "\x89BRTSNAP"
-//     8   4  u32 format version (1)
+//     8   4  u32 format version (2)
 //    12   4  u32 flags: bit 0 = an HMAC is present in the trailer; other bits zero
 //    16   8  u64 total size of the snapshot, preamble and trailer included
 //    24   4  u32 header size: bytes of the header section that follows the preamble
@@ -63,7 +63,10 @@
 namespace brt::persistence {
 
 inline constexpr char kSnapshotMagic[8] = {'\x89', 'B', 'R', 'T', 'S', 'N', 'A', 'P'};
-inline constexpr uint32_t kSnapshotFormatVersion = 1;
+// Version 2: the kv tensor holds each layer's ring (the token at position p in ring slot p % C, C = W or
+// 2W; a W-slot layer fills ring slots [0, W) and leaves the rest zero). Version 1 (the v1 export's
+// shifted caches) is refused: its bytes would be misread.
+inline constexpr uint32_t kSnapshotFormatVersion = 2;
 inline constexpr size_t kSnapshotPreambleSize = 32;
 inline constexpr size_t kSnapshotDigestSize = 32;  // SHA-256 and HMAC-SHA256 alike
 

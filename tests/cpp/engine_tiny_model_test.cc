@@ -39,12 +39,12 @@ std::unique_ptr<ModelRunner> LoadTiny() {
 // Reference: BOS then every token through decode_step, one at a time.
 std::vector<float> ReferenceNll(const std::vector<int32_t>& tokens) {
   auto r = LoadTiny();
-  MemoryPtr mem = *r->InitialState();
-  auto d = *r->DecodeStep({DecodeRow{r->metadata().bos_id, 0, mem}});
+  EXPECT_TRUE(r->InitSlots({0}).ok());
+  auto d = *r->DecodeStep({DecodeRow{0, r->metadata().bos_id, 0}});
   std::vector<float> nll;
   for (size_t i = 0; i < tokens.size(); ++i) {
     nll.push_back(-d[0].logprobs[tokens[i]]);
-    d = *r->DecodeStep({DecodeRow{tokens[i], static_cast<int64_t>(i + 1), d[0].memory}});
+    d = *r->DecodeStep({DecodeRow{0, tokens[i], static_cast<int64_t>(i + 1)}});
   }
   return nll;
 }
@@ -123,12 +123,11 @@ TEST_F(EngineTinyModelTest, GreedyGenerationIsTheArgmaxChain) {
   auto prompt = *testing::TinyTokenizer()->Encode(p.prompt);
   std::vector<int32_t> feed = {r->metadata().bos_id};
   feed.insert(feed.end(), prompt.begin(), prompt.end());
-  MemoryPtr mem = *r->InitialState();
+  ASSERT_TRUE(r->InitSlots({0}).ok());
   std::vector<float> lp;
   int64_t pos = 0;
   for (int32_t t : feed) {
-    auto d = *r->DecodeStep({DecodeRow{t, pos++, mem}});
-    mem = d[0].memory;
+    auto d = *r->DecodeStep({DecodeRow{0, t, pos++}});
     lp = d[0].logprobs;
   }
   std::vector<int32_t> want;
@@ -136,8 +135,7 @@ TEST_F(EngineTinyModelTest, GreedyGenerationIsTheArgmaxChain) {
     int32_t t = static_cast<int32_t>(std::max_element(lp.begin(), lp.end()) - lp.begin());
     if (t == r->metadata().eos_id) break;
     want.push_back(t);
-    auto d = *r->DecodeStep({DecodeRow{t, pos++, mem}});
-    mem = d[0].memory;
+    auto d = *r->DecodeStep({DecodeRow{0, t, pos++}});
     lp = d[0].logprobs;
   }
   EXPECT_EQ(sink.ids(), want);

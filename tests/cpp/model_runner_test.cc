@@ -19,6 +19,8 @@ std::unique_ptr<ModelRunner> LoadTiny() {
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = 1;
+  o.max_slots = 16;
+  o.initial_slots = 2;  // small, so the tests make the pools grow
   auto r = ModelRunner::Create(o);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? *std::move(r) : nullptr;
@@ -43,8 +45,8 @@ TEST(ModelRunnerTest, LoadsMetadata) {
   EXPECT_EQ(m.bos_id, 1);
   EXPECT_EQ(m.device, "cpu");
   EXPECT_EQ(m.fingerprint.size(), 64u);
-  // 4*L*W*D + 3*R*S*D floats.
-  EXPECT_EQ(m.state_bytes, (4u * 2 * 8 * 32 + 3u * 1 * 4 * 32) * 4);
+  // Rings: W slots for the ordinary layer, 2W for the recurrent one (2*H*C*dh each) + 3*R*S*D.
+  EXPECT_EQ(m.state_bytes, (2u * 32 * 8 + 2u * 32 * 16 + 3u * 1 * 4 * 32) * 4);
 }
 
 TEST(ModelRunnerTest, RefusesAMismatchedTokenizer) {
@@ -65,80 +67,131 @@ TEST(ModelRunnerTest, BadOptions) {
   o.dtype = "float32";
   o.device = "tpu";
   EXPECT_THAT(ModelRunner::Create(o), StatusIs(absl::StatusCode::kInvalidArgument));
-  o.model_path = TinyDir() + "/tokenizer.model";  // not TorchScript
-  o.device = "cpu";
-  EXPECT_THAT(ModelRunner::Create(o), StatusIs(absl::StatusCode::kInternal));
+  o.mod// Feeds `tokens` at positions [start, start + n) into `slot` one token at a time; returns the log-probs
+// after each.
+std::vector<std::vector<float>> DecodeChain(ModelRunner& r, int32_t slot, int64_t start,
+                                            const std::vector<int32_t>& tokens) {
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    auto d = r.DecodeStep({DecodeRow{slot, tokens[i], start + static_cast<int64_t>(i)}});
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) break;
+    out.push_back((*d)[0].logprobs);
+  }
+  return out;
 }
 
-TEST(ModelRunnerTest, ScoreBlocksEqualsDecodeStepChain) {
+TEST(ModelRunnerTest, ScoreBlocksEqualsDecodeChainAndMemoryAgrees) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);
   const int w = r->metadata().window;
   std::vector<int32_t> tokens = RandomTokens(3 * w, 1);
   tokens[0] = r->metadata().bos_id;
-  MemoryPtr initial = *r->InitialState();
+  ASSERT_TRUE(r->InitSlots({0, 5}).ok());  // slot 5 is beyond the initial pool: it grows
 
-  auto blocks = r->ScoreBlocks({ScoreBlocksRow{tokens, initial}}, 2);
+  auto blocks = r->ScoreBlocks({ScoreBlocksRow{5, 0, tokens}}, 2);
   ASSERT_TRUE(blocks.ok()) << blocks.status();
   const ScoreBlocksResult& b = (*blocks)[0];
   ASSERT_EQ(b.target_logprobs.size(), tokens.size() - 1);
   ASSERT_EQ(b.topk_ids.size(), tokens.size() * 2);
 
-  MemoryPtr mem = initial;
-  std::vector<float> logprobs;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    auto d = r->DecodeStep({DecodeRow{tokens[i], static_cast<int64_t>(i), mem}});
-    ASSERT_TRUE(d.ok()) << d.status();
-    logprobs = (*d)[0].logprobs;
-    mem = (*d)[0].memory;
-    if (i + 1 < tokens.size()) {
-      EXPECT_NEAR(logprobs[tokens[i + 1]], b.target_logprobs[i], 1e-5) << "position " << i + 1;
-      EXPECT_NEAR(logprobs[b.topk_ids[i * 2]], b.topk_logprobs[i * 2], 1e-5);
-    }
+  auto chain = DecodeChain(*r, 0, 0, tokens);
+  ASSERT_EQ(chain.size(), tokens.size());
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+    EXPECT_NEAR(chain[i][tokens[i + 1]], b.target_logprobs[i], 1e-5) << "position " << i + 1;
+    EXPECT_NEAR(chain[i][b.topk_ids[i * 2]], b.topk_logprobs[i * 2], 1e-5);
   }
-  for (size_t v = 0; v < logprobs.size(); v += 97)
-    EXPECT_NEAR(logprobs[v], b.next_logprobs[v], 1e-5);
-  // The memories agree too: continue both with one more block and compare.
+  for (size_t v = 0; v < chain.back().size(); v += 97)
+    EXPECT_NEAR(chain.back()[v], b.next_logprobs[v], 1e-5);
+  // The memories agree too, as bytes and by what they predict next.
+  auto m0 = r->ExportSlot(0), m5 = r->ExportSlot(5);
+  ASSERT_TRUE(m0.ok() && m5.ok());
+  const float* x = reinterpret_cast<const float*>(m0->kv.data.data());
+  const float* y = reinterpret_cast<const float*>(m5->kv.data.data());
+  for (size_t i = 0; i < m0->kv.data.size() / 4; ++i) ASSERT_NEAR(x[i], y[i], 1e-5) << "kv " << i;
   std::vector<int32_t> more = RandomTokens(w, 2);
-  auto c1 = r->ScoreBlocks({ScoreBlocksRow{more, b.memory}}, 0);
-  auto c2 = r->ScoreBlocks({ScoreBlocksRow{more, mem}}, 0);
+  auto c1 = r->ScoreBlocks({ScoreBlocksRow{5, 3 * w, more}}, 0);
+  auto c2 = r->ScoreBlocks({ScoreBlocksRow{0, 3 * w, more}}, 0);
   ASSERT_TRUE(c1.ok() && c2.ok());
   for (size_t i = 0; i < (*c1)[0].target_logprobs.size(); ++i) {
     EXPECT_NEAR((*c1)[0].target_logprobs[i], (*c2)[0].target_logprobs[i], 1e-5);
   }
 }
 
-TEST(ModelRunnerTest, BatchedEqualsAlone) {
+TEST(ModelRunnerTest, BatchedEqualsAloneAndOtherSlotsAreUntouched) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);
   const int w = r->metadata().window;
-  MemoryPtr initial = *r->InitialState();
+  ASSERT_TRUE(r->InitSlots({1, 2, 3, 4, 7}).ok());
   std::vector<int32_t> a = RandomTokens(2 * w, 3), b = RandomTokens(2 * w, 4);
-  auto batched = r->ScoreBlocks({ScoreBlocksRow{a, initial}, ScoreBlocksRow{b, initial}}, 0);
-  auto alone_b = r->ScoreBlocks({ScoreBlocksRow{b, initial}}, 0);
+  // Slot 7 reads some text and is then left alone: nothing below may change it.
+  ASSERT_TRUE(r->ScoreBlocks({ScoreBlocksRow{7, 0, a}}, 0).ok());
+  auto before = r->ExportSlot(7);
+  auto batched = r->ScoreBlocks({ScoreBlocksRow{3, 0, a}, ScoreBlocksRow{1, 0, b}}, 0);
+  auto alone_b = r->ScoreBlocks({ScoreBlocksRow{2, 0, b}}, 0);
   ASSERT_TRUE(batched.ok() && alone_b.ok());
   for (size_t i = 0; i < (*alone_b)[0].target_logprobs.size(); ++i) {
     EXPECT_NEAR((*batched)[1].target_logprobs[i], (*alone_b)[0].target_logprobs[i], 1e-5);
   }
-  // Decode rows at different offsets in their blocks, batched.
-  auto ma = (*batched)[0].memory;
-  auto step1 = r->DecodeStep({DecodeRow{a[0], 2 * w, ma}});
-  ASSERT_TRUE(step1.ok());
-  auto mixed = r->DecodeStep({DecodeRow{a[1], 2 * w + 1, (*step1)[0].memory},
-                              DecodeRow{b[0], 2 * w, (*batched)[1].memory}});
-  auto alone = r->DecodeStep({DecodeRow{a[1], 2 * w + 1, (*step1)[0].memory}});
-  ASSERT_TRUE(mixed.ok() && alone.ok());
+  // Decode rows at different offsets in their blocks, batched, slots out of order; a row that
+  // completes a block (offset W-1) runs the state update alone.
+  ASSERT_TRUE(r->CopySlot(3, 4).ok());  // 4 continues like 3
+  auto chain3 = DecodeChain(*r, 3, 2 * w, {a[0], a[1], a[2], a[3], a[4], a[5], a[6]});
+  auto mixed = r->DecodeStep({DecodeRow{1, b[0], 2 * w}, DecodeRow{3, a[7], 2 * w + 7}});
+  ASSERT_TRUE(mixed.ok());
+  auto chain4 = DecodeChain(*r, 4, 2 * w, {a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]});
+  ASSERT_EQ(chain4.size(), 8u);
   for (size_t v = 0; v < 4096; v += 101) {
-    EXPECT_NEAR((*mixed)[0].logprobs[v], (*alone)[0].logprobs[v], 1e-5);
+    EXPECT_EQ((*mixed)[1].logprobs[v], chain4[7][v]) << "batched decode differs from alone";
   }
+  auto after3 = r->ExportSlot(3), after4 = r->ExportSlot(4);
+  EXPECT_EQ(after3->kv.data, after4->kv.data);
+  EXPECT_EQ(after3->state.data, after4->state.data);
+  auto after7 = r->ExportSlot(7);
+  EXPECT_EQ(before->kv.data, after7->kv.data);
+  EXPECT_EQ(before->state.data, after7->state.data);
 }
 
-TEST(ModelRunnerTest, BadShapesAreErrorsNotCrashes) {
+TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);
-  MemoryPtr initial = *r->InitialState();
-  EXPECT_THAT(r->ScoreBlocks({ScoreBlocksRow{{1, 2, 3}, initial}}, 0),
+  ASSERT_TRUE(r->InitSlots({0}).ok());
+  DecodeChain(*r, 0, 0, {r->metadata().bos_id, 100, 101});
+  auto host = r->ExportSlot(0);
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_EQ(host->kv.shape, (std::vector<int64_t>{1, 2, 2, 2, 16, 16}));
+  EXPECT_EQ(host->state.shape, (std::vector<int64_t>{1, 1, 3, 4, 32}));
+  ASSERT_TRUE(r->ImportSlot(9, *host).ok());
+  EXPECT_EQ(r->ExportSlot(9)->kv.data, host->kv.data);
+  auto a = DecodeChain(*r, 0, 3, {200});
+  auto b = DecodeChain(*r, 9, 3, {200});
+  EXPECT_EQ(a[0], b[0]);
+  HostMemory bad = *host;
+  bad.kv.shape[4] = 8;
+  EXPECT_THAT(r->ImportSlot(1, bad), StatusIs(absl::StatusCode::kInvalidArgument));
+  bad = *host;
+  bad.state.dtype = "bfloat16";
+  EXPECT_THAT(r->ImportSlot(1, bad), StatusIs(absl::StatusCode::kInvalidArgument));
+  bad = *host;
+  bad.kv.data.resize(10);
+  EXPECT_THAT(r->ImportSlot(1, bad), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
+  auto r = LoadTiny();
+  ASSERT_NE(r, nullptr);
+  ASSERT_TRUE(r->InitSlots({0}).ok());
+  EXPECT_THAT(r->ScoreBlocks({ScoreBlocksRow{0, 0, {1, 2, 3}}}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r->ScoreBlocks({ScoreBlocksRow{0, 3, std::vector<int32_t>(8, 5)}}, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("boundary")));
+  EXPECT_THAT(r->DecodeStep({DecodeRow{0, 99999, 0}}), StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(r->DecodeStep({DecodeRow{16, 5, 0}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("slot 16")));
+  EXPECT_THAT(r->InitSlots({-1}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+            StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(r->DecodeStep({DecodeRow{99999, 0, initial}}), StatusIs(absl::StatusCode::kInternal));
 }
 

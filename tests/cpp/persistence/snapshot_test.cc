@@ -278,10 +278,20 @@ TEST(SnapshotTest, SignedSnapshotAcceptedWithoutKey) {
 
 TEST(SnapshotTest, NewerFormatVersionIsFailedPrecondition) {
   std::string bytes = EncodeSnapshot(MakeSnapshot(TinyModel()));
-  PutLE<uint32_t>(&bytes, 8, 2);
+  PutLE<uint32_t>(&bytes, 8, 3);
   Reseal(&bytes);
   EXPECT_THAT(DecodeSnapshot(bytes, DecodeOptions()),
-              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition, "version 2 is not supported"));
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition, "version 3 is not supported"));
+}
+
+// Version 1 held the memory of the v1 export contract (caches shifted per block); its bytes mean
+// something else in the slot-ring layout, so it is refused with a message, never misread.
+TEST(SnapshotTest, OldFormatVersionOneIsFailedPrecondition) {
+  std::string bytes = EncodeSnapshot(MakeSnapshot(TinyModel()));
+  PutLE<uint32_t>(&bytes, 8, 1);
+  Reseal(&bytes);
+  EXPECT_THAT(DecodeSnapshot(bytes, DecodeOptions()),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition, "version 1 is not supported"));
 }
 
 TEST(SnapshotTest, UnknownFlagsAreFailedPrecondition) {

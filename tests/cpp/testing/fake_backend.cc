@@ -4,15 +4,6 @@
 #include <cstdlib>
 
 namespace brt::testing {
-namespace {
-
-class FakeMemory : public DeviceMemory {
- public:
-  std::vector<int32_t> fed;
-};
-
-}  // namespace
-
 FakeBackend::FakeBackend(int32_t window, int32_t vocab) {
   meta_.name = "fake";
   meta_.window = window;
@@ -22,10 +13,30 @@ FakeBackend::FakeBackend(int32_t window, int32_t vocab) {
   meta_.state_bytes = 1234;
 }
 
-absl::StatusOr<MemoryPtr> FakeBackend::InitialState() { return std::make_shared<FakeMemory>(); }
+std::vector<int32_t>& FakeBackend::SlotLocked(int32_t slot) {
+  if (slot >= static_cast<int32_t>(slots_.size())) slots_.resize(slot + 1);
+  return slots_[slot];
+}
 
-const std::vector<int32_t>& FakeBackend::Fed(const MemoryPtr& m) {
-  return static_cast<const FakeMemory&>(*m).fed;
+absl::Status FakeBackend::InitSlots(const std::vector<int32_t>& slots) {
+  absl::MutexLock lock(&mu_);
+  for (int32_t s : slots) {
+    if (s < 0) return absl::InvalidArgumentError("fake: negative slot");
+    SlotLocked(s).clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::CopySlot(int32_t from, int32_t to) {
+  absl::MutexLock lock(&mu_);
+  std::vector<int32_t> copy = SlotLocked(from);
+  SlotLocked(to) = std::move(copy);
+  return absl::OkStatus();
+}
+
+std::vector<int32_t> FakeBackend::Fed(int32_t slot) {
+  absl::MutexLock lock(&mu_);
+  return SlotLocked(slot);
 }
 
 std::vector<float> FakeBackend::LogprobsAfter(int32_t token) const {
@@ -57,7 +68,7 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> FakeBackend::ScoreBlocks(
     if (row.tokens.empty() || row.tokens.size() % meta_.window != 0) {
       return absl::InvalidArgumentError("fake: bad block size");
     }
-    if (Fed(row.memory).size() % meta_.window != 0) {
+    if (row.start % meta_.window != 0 || static_cast<int64_t>(Fed(row.slot).size()) != row.start) {
       return absl::InvalidArgumentError("fake: not at a block boundary");
     }
     ScoreBlocksResult r;
@@ -71,10 +82,11 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> FakeBackend::ScoreBlocks(
       }
     }
     r.next_logprobs = LogprobsAfter(row.tokens.back());
-    auto m = std::make_shared<FakeMemory>();
-    m->fed = Fed(row.memory);
-    m->fed.insert(m->fed.end(), row.tokens.begin(), row.tokens.end());
-    r.memory = m;
+    {
+      absl::MutexLock lock(&mu_);
+      std::vector<int32_t>& fed = SlotLocked(row.slot);
+      fed.insert(fed.end(), row.tokens.begin(), row.tokens.end());
+    }
     out.push_back(std::move(r));
   }
   return out;
@@ -86,15 +98,15 @@ absl::StatusOr<std::vector<DecodeResult>> FakeBackend::DecodeStep(
   decode_calls++;
   std::vector<DecodeResult> out;
   for (const auto& row : rows) {
-    if (static_cast<int64_t>(Fed(row.memory).size()) != row.position) {
+    if (static_cast<int64_t>(Fed(row.slot).size()) != row.position) {
       return absl::InvalidArgumentError("fake: position does not match memory");
     }
     DecodeResult r;
     r.logprobs = LogprobsAfter(row.token);
-    auto m = std::make_shared<FakeMemory>();
-    m->fed = Fed(row.memory);
-    m->fed.push_back(row.token);
-    r.memory = m;
+    {
+      absl::MutexLock lock(&mu_);
+      SlotLocked(row.slot).push_back(row.token);
+    }
     out.push_back(std::move(r));
   }
   return out;

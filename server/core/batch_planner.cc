@@ -1,0 +1,46 @@
+#include "server/core/batch_planner.h"
+
+#include <algorithm>
+
+namespace brt {
+
+BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
+  BatchPlan plan;
+  const size_t w = static_cast<size_t>(options_.window);
+  std::vector<size_t> decodable, scorable;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const RowCandidate& c = candidates[i];
+    if (c.pending == 0) continue;
+    const bool at_boundary = c.fed % options_.window == 0;
+    if (!at_boundary || (c.pending < w && !c.more_may_come)) {
+      decodable.push_back(i);
+    } else if (c.pending >= w) {
+      scorable.push_back(i);
+    }
+  }
+  // Decode: up to max_decode_batch rows, starting where the last plan stopped.
+  if (!decodable.empty()) {
+    const size_t n = decodable.size();
+    const size_t first = decode_cursor_ % n;
+    const size_t take = std::min<size_t>(n, options_.max_decode_batch);
+    for (size_t k = 0; k < take; ++k) plan.decode.push_back(decodable[(first + k) % n]);
+    decode_cursor_ = first + take;
+  }
+  if (scorable.empty()) return plan;
+  const size_t n = scorable.size();
+  const size_t first = score_cursor_ % n;
+  const size_t take = std::min<size_t>(n, options_.max_batch_size);
+  score_cursor_ = first + take;
+  // A call runs at most max_batch_size * max_blocks_per_call blocks in all, shared by its rows.
+  size_t blocks = std::max<size_t>(
+      1, static_cast<size_t>(options_.max_batch_size) * options_.max_blocks_per_call / take);
+  for (size_t k = 0; k < take; ++k) {
+    const size_t i = scorable[(first + k) % n];
+    blocks = std::min(blocks, candidates[i].pending / w);
+    plan.score.push_back(i);
+  }
+  plan.blocks = blocks;
+  return plan;
+}
+
+}  // namespace brt

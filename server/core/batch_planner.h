@@ -1,0 +1,63 @@
+// BatchPlanner: decides what one executor iteration feeds to the model. Pure: candidates in, rows out;
+// it owns no session and calls no model, so it is unit-tested without threads (in the spirit of
+// TensorFlow Serving's SharedBatchScheduler, whose policy is separate from its threads).
+//
+// Every active call is one candidate: its session's position (`fed`), how many tokens wait to be fed
+// (`pending`), and whether more may still arrive (a Score call whose input is open). The planner puts
+// each candidate in at most one of two batches:
+//   decode  one token each, through the token-by-token path: a session mid-block, or at a block
+//           boundary with fewer than W tokens and nothing more to come (a prompt tail, the end of a
+//           Score call, a generated token);
+//   score   `blocks` whole blocks each, through the block-parallel path: sessions at a block boundary
+//           with at least W pending tokens.
+// Invariants (tested in tests/cpp/batch_planner_test.cc):
+//   - |decode| <= max_decode_batch, |score| <= max_batch_size, blocks >= 1 when score is non-empty;
+//   - blocks * |score| <= max_batch_size * max_blocks_per_call (one call's latency stays bounded, so a
+//     book being scored delays generation by at most one such call), and fewer rows get more blocks;
+//   - every score row is at a boundary with pending >= blocks * W;
+//   - when more candidates are eligible than fit, successive plans rotate through them (no starvation).
+//
+// Thread safety: NOT thread-safe (the round-robin cursors); the executor owns one.
+#ifndef BRT_SERVER_CORE_BATCH_PLANNER_H_
+#define BRT_SERVER_CORE_BATCH_PLANNER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace brt {
+
+struct PlannerOptions {
+  int32_t window = 1;                // W, tokens per block
+  uint32_t max_batch_size = 8;       // rows per score call
+  uint32_t max_decode_batch = 64;    // rows per decode call
+  uint32_t max_blocks_per_call = 2;  // blocks per row when the score batch is full
+};
+
+struct RowCandidate {
+  int64_t fed = 0;             // the session's position (tokens fed, BOS included)
+  size_t pending = 0;          // tokens accepted but not yet fed
+  bool more_may_come = false;  // a Score call whose input is still open
+};
+
+struct BatchPlan {
+  std::vector<size_t> decode;  // indices into the candidates
+  std::vector<size_t> score;   // indices into the candidates
+  size_t blocks = 0;           // whole blocks per score row
+};
+
+class BatchPlanner {
+ public:
+  explicit BatchPlanner(PlannerOptions options) : options_(options) {}
+  BatchPlan Plan(const std::vector<RowCandidate>& candidates);
+  const PlannerOptions& options() const { return options_; }
+
+ private:
+  PlannerOptions options_;
+  size_t decode_cursor_ = 0;
+  size_t score_cursor_ = 0;
+};
+
+}  // namespace brt
+
+#endif  // BRT_SERVER_CORE_BATCH_PLANNER_H_

@@ -1,0 +1,442 @@
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "server/core/engine.h"
+#include "server/core/engine_internal.h"
+#include "server/core/sampling_codec.h"
+#include "server/core/session_id.h"
+#include "server/metrics/metrics.h"
+
+namespace brt {
+
+// ---- session persistence
+// ----------------------------------------------------------------------------
+
+namespace bp = persistence;
+
+void RecordSnapshot(metrics::Metrics* m, metrics::SnapshotOp op,
+                    std::chrono::steady_clock::time_point t0, const absl::Status& status,
+                    uint64_t bytes) {
+  if (m == nullptr) return;
+  if (status.ok()) {
+    m->ObserveSnapshot(op, SecondsSince(t0), bytes);
+  } else {
+    m->AddSnapshotFailure(op, status.code());
+  }
+}
+
+namespace {
+
+bp::DType DTypeCode(const std::string& dtype) {
+  if (dtype == "bfloat16") return bp::DType::kBFloat16;
+  if (dtype == "float16") return bp::DType::kFloat16;
+  return bp::DType::kFloat32;
+}
+
+bp::TensorBlob ToBlob(std::string_view name, HostTensor t) {
+  bp::TensorBlob b;
+  b.name = std::string(name);
+  b.dtype = DTypeCode(t.dtype);
+  b.shape.assign(t.shape.begin(), t.shape.end());
+  b.data = std::move(t.data);
+  return b;
+}
+
+HostTensor FromBlob(const bp::TensorBlob& b) {
+  HostTensor t;
+  t.dtype = bp::DTypeName(b.dtype);
+  t.shape.assign(b.shape.begin(), b.shape.end());
+  t.data = b.data;
+  return t;
+}
+
+}  // namespace
+
+bp::ModelIdentity Engine::Identity() const {
+  const ModelMetadata& m = backend_->metadata();
+  bp::ModelIdentity id;
+  id.fingerprint = m.fingerprint;
+  id.tokenizer_sha256 = tokenizer_->sha256();
+  id.dims.n_layers = m.n_layers;
+  id.dims.n_heads = m.n_heads;
+  id.dims.window = m.window;
+  id.dims.head_dim = m.head_dim;
+  id.dims.n_recurrent = m.n_recurrent;
+  id.dims.n_state = m.n_state;
+  id.dims.d_model = m.d_model;
+  id.dims.vocab_size = m.vocab_size;
+  id.dims.dtype = DTypeCode(m.dtype);
+  return id;
+}
+
+absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool allow_busy) {
+  absl::Status loaded = LoadIfStored(id);
+  if (!loaded.ok()) return loaded;
+  bp::SessionSnapshot snap;
+  std::vector<float> next_logprobs;
+  absl::StatusOr<HostMemory> host = absl::InternalError("not run");
+  // On the executor, between model steps: the slot's memory and the bookkeeping read here belong to
+  // the same token boundary (memory changes in place, and only the executor changes it).
+  absl::Status ran = RunOnExecutor([&] {
+    int32_t slot = -1;
+    bool fresh = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto found = FindLocked(id);
+      if (!found.ok()) {
+        host = found.status();
+        return;
+      }
+      SessionState& s = **found;
+      if (s.job != nullptr && !allow_busy) {
+        host = absl::FailedPreconditionError(absl::StrCat(
+            "session ", id, " is busy with a Score or Generate call; save it when the call has ended"));
+        return;
+      }
+      if (s.damaged) {
+        host = absl::FailedPreconditionError(
+            absl::StrCat("session ", id, " lost its memory when a model call failed; nothing to save"));
+        return;
+      }
+      auto given = sessions_.EnsureSlot(s);  // a fresh session gets its (initial) memory now
+      if (!given.ok()) {
+        host = given.status();
+        return;
+      }
+      fresh = *given;
+      slot = s.slot;
+      next_logprobs = s.next_logprobs;
+      snap.position = static_cast<uint64_t>(s.fed);
+      snap.recent_tokens.assign(s.recent.begin(), s.recent.end());
+      snap.metadata.session_id = s.id;
+      snap.metadata.label = s.label;
+      snap.metadata.created_unix_ms = s.created_ms;
+      snap.metadata.last_used_unix_ms = s.last_used_ms;
+      snap.metadata.default_sampling = EncodeSamplingOverrides(s.defaults);
+    }
+    if (fresh) {
+      absl::Status init = backend_->InitSlots({slot});
+      if (!init.ok()) {
+        host = init;
+        return;
+      }
+    }
+    host = backend_->ExportSlot(slot);
+  });
+  if (!ran.ok()) return ran;
+  if (!host.ok()) return host.status();
+  snap.model = Identity();
+  // The sampler's generator lives per Generate call (seeded by SamplingParams.seed), so a session has no
+  // RNG state between calls; pending tokens and an untokenized tail exist only during a call.
+  snap.tensors.push_back(ToBlob(bp::kKvTensor, std::move(host->kv)));
+  snap.tensors.push_back(ToBlob(bp::kStateTensor, std::move(host->state)));
+  if (!next_logprobs.empty()) {
+    bp::TensorBlob lp;
+    lp.name = std::string(bp::kNextLogprobsTensor);
+    lp.dtype = bp::DType::kFloat32;
+    lp.shape = {next_logprobs.size()};
+    lp.data.assign(reinterpret_cast<const char*>(next_logprobs.data()),
+                   next_logprobs.size() * sizeof(float));
+    snap.tensors.push_back(std::move(lp));
+  }
+  absl::Status valid = bp::ValidateSnapshot(snap);
+  if (!valid.ok()) {
+    return absl::InternalError(absl::StrCat("snapshot of ", id, " is inconsistent: ", valid.message()));
+  }
+  return snap;
+}
+
+absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_store,
+                                                 bool return_bytes) {
+  if (to_store && options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto snap = Capture(id);
+  if (!snap.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, snap.status(), 0);
+    return snap.status();
+  }
+  SavedSession out;
+  std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  out.size_bytes = bytes.size();
+  if (to_store) {
+    absl::Status put = options_.snapshot_store->Put(id, bytes);
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
+    if (!put.ok()) return put;
+    out.key = id;
+  } else {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, absl::OkStatus(), bytes.size());
+  }
+  if (return_bytes) out.bytes = std::move(bytes);
+  return out;
+}
+
+absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_id) {
+  const int32_t vocab = backend_->metadata().vocab_size;
+  auto bad = [](const std::string& what) {
+    return absl::DataLossError(absl::StrCat("snapshot refused: ", what));
+  };
+  if (!new_id && !LooksLikeSessionId(snap.metadata.session_id)) {
+    return bad(absl::StrCat("its session id '", snap.metadata.session_id.substr(0, 64),
+                            "' is not a session id"));
+  }
+  if (!snap.pending_tokens.empty() || !snap.text_tail.empty() || !snap.rng_state.empty()) {
+    return absl::FailedPreconditionError(
+        "snapshot refused: it holds an unfinished block, text tail or RNG state, which this server "
+        "does not write or read");
+  }
+  for (uint32_t t : snap.recent_tokens) {
+    if (t >= static_cast<uint32_t>(vocab)) return bad(absl::StrCat("recent token ", t, " >= vocab"));
+  }
+  const bp::TensorBlob* kv = snap.FindTensor(bp::kKvTensor);
+  const bp::TensorBlob* state = snap.FindTensor(bp::kStateTensor);
+  const bp::TensorBlob* lp = snap.FindTensor(bp::kNextLogprobsTensor);
+  if (kv == nullptr || state == nullptr) return bad("it has no kv or state tensor");
+  if ((snap.position > 0) != (lp != nullptr)) {
+    return bad("next_logprobs must be present exactly when the position is past 0");
+  }
+  if (snap.position > (uint64_t{1} << 62)) return bad("position out of range");
+  auto defaults = DecodeSamplingOverrides(snap.metadata.default_sampling);
+  if (!defaults.ok()) return bad(std::string(defaults.status().message()));
+  absl::Status valid = ValidateSampling(*defaults, vocab, "default_sampling.");
+  if (!valid.ok()) return bad(std::string(valid.message()));
+  if (snap.metadata.label.size() > 256) return bad("label longer than 256 bytes");
+
+  HostMemory host;
+  host.kv = FromBlob(*kv);
+  host.state = FromBlob(*state);
+
+  auto s = std::make_shared<SessionState>();
+  s->label = snap.metadata.label;
+  s->defaults = *std::move(defaults);
+  s->created_ms = snap.metadata.created_unix_ms;
+  s->last_used_ms = NowMs();
+  if (lp != nullptr) {
+    s->next_logprobs.resize(lp->data.size() / sizeof(float));
+    std::memcpy(s->next_logprobs.data(), lp->data.data(), lp->data.size());
+  }
+  s->fed = static_cast<int64_t>(snap.position);
+  s->autosaved_fed = s->fed;
+  s->recent.assign(snap.recent_tokens.begin(), snap.recent_tokens.end());
+  s->id = new_id ? std::string() : snap.metadata.session_id;
+  // Reserve a slot, fill it on the executor, then publish the session (or give the slot back).
+  int32_t slot = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    absl::Status cap = sessions_.CheckCapacity();
+    if (!cap.ok()) return cap;
+    if (!new_id && sessions_.Contains(s->id)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "session ", s->id, " is already loaded; delete it first or restore with new_id"));
+    }
+    auto reserved = sessions_.ReserveSlot();
+    if (!reserved.ok()) return reserved.status();
+    slot = *reserved;
+  }
+  absl::Status imported = absl::InternalError("not run");
+  absl::Status ran = RunOnExecutor([&] { imported = backend_->ImportSlot(slot, host); });
+  if (ran.ok() && imported.ok()) {
+    s->slot = slot;
+    absl::MutexLock lock(&mu_);
+    absl::Status inserted = draining_ ? absl::UnavailableError("the server is shutting down")
+                                      : sessions_.Insert(s, new_id);
+    if (inserted.ok()) {
+      RecordSessionsLocked();
+      return InfoLocked(*s);
+    }
+    sessions_.ReleaseSlot(slot);
+    return inserted;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_.ReleaseSlot(slot);
+  }
+  if (!ran.ok()) return ran;
+  if (absl::IsInvalidArgument(imported)) {
+    return absl::FailedPreconditionError(absl::StrCat("snapshot refused: ", imported.message()));
+  }
+  return imported;
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id) {
+  return RestoreBytes(bytes, new_id, std::chrono::steady_clock::now());
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreBytes(std::string_view bytes, bool new_id,
+                                                 std::chrono::steady_clock::time_point t0) {
+  bp::DecodeOptions decode;
+  decode.expected = Identity();
+  decode.hmac_key = options_.snapshot_hmac_key;
+  auto snap = bp::DecodeSnapshot(bytes, decode);
+  absl::StatusOr<SessionInfo> info =
+      snap.ok() ? Install(*std::move(snap), new_id) : absl::StatusOr<SessionInfo>(snap.status());
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, info.status(), bytes.size());
+  return info;
+}
+
+absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& key, bool new_id) {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  absl::Status valid = bp::ValidateSnapshotKey(key);
+  if (!valid.ok()) return valid;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto bytes = options_.snapshot_store->Get(key);
+  if (!bytes.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
+    return bytes.status();
+  }
+  return RestoreBytes(*bytes, new_id, t0);
+}
+
+absl::Status Engine::LoadIfStored(const std::string& id) {
+  if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (sessions_.Contains(id) || draining_) return absl::OkStatus();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto bytes = options_.snapshot_store->Get(id);
+  if (absl::IsNotFound(bytes.status())) return absl::OkStatus();  // the caller reports NOT_FOUND
+  if (!bytes.ok()) {
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
+    return bytes.status();
+  }
+  auto restored = RestoreBytes(*bytes, /*new_id=*/false, t0);
+  if (absl::IsAlreadyExists(restored.status())) return absl::OkStatus();  // another caller won
+  if (!restored.ok()) {
+    return absl::Status(restored.status().code(),
+                        absl::StrCat("restoring session ", id, " from the snapshot store: ",
+                                     restored.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
+  absl::Status loaded = LoadIfStored(id);
+  if (!loaded.ok()) return loaded;
+  absl::StatusOr<SessionInfo> out = absl::InternalError("not run");
+  // On the executor: the child's slot is a copy of the parent's at this token boundary.
+  absl::Status ran = RunOnExecutor([&] {
+    int32_t from = -1, to = -1;
+    std::shared_ptr<SessionState> child;
+    {
+      absl::MutexLock lock(&mu_);
+      if (draining_) {
+        out = absl::UnavailableError("the server is shutting down");
+        return;
+      }
+      auto found = FindLocked(id);
+      if (!found.ok()) {
+        out = found.status();
+        return;
+      }
+      const SessionState& parent = **found;
+      if (parent.job != nullptr) {
+        out = absl::FailedPreconditionError(absl::StrCat(
+            "session ", id, " is busy with a Score or Generate call; fork it when the call has ended"));
+        return;
+      }
+      if (parent.damaged) {
+        out = absl::FailedPreconditionError(
+            absl::StrCat("session ", id, " lost its memory when a model call failed"));
+        return;
+      }
+      absl::Status cap = sessions_.CheckCapacity();
+      if (!cap.ok()) {
+        out = cap;
+        return;
+      }
+      child = std::make_shared<SessionState>();
+      child->label = parent.label;
+      child->defaults = parent.defaults;
+      child->created_ms = child->last_used_ms = NowMs();
+      child->next_logprobs = parent.next_logprobs;
+      child->fed = parent.fed;
+      child->recent = parent.recent;
+      from = parent.slot;
+      if (from >= 0) {  // a fresh parent has no slot: neither does the child
+        auto slot = sessions_.ReserveSlot();
+        if (!slot.ok()) {
+          out = slot.status();
+          return;
+        }
+        to = *slot;
+      }
+    }
+    absl::Status copied = from >= 0 ? backend_->CopySlot(from, to) : absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    if (!copied.ok()) {
+      sessions_.ReleaseSlot(to);
+      out = copied;
+      return;
+    }
+    child->slot = to;
+    absl::Status inserted = sessions_.Insert(child, /*new_id=*/true);
+    if (!inserted.ok()) {
+      sessions_.ReleaseSlot(to);
+      out = inserted;
+      return;
+    }
+    RecordSessionsLocked();
+    out = InfoLocked(*child);
+  });
+  if (!ran.ok()) return ran;
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Engine::ListSnapshots() {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  return options_.snapshot_store->List();
+}
+
+absl::Status Engine::DeleteSnapshot(const std::string& key) {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  return options_.snapshot_store->Delete(key);
+}
+
+void Engine::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  for (const auto& job : jobs_) {
+    job->engine_cancelled = true;
+    if (job->fail_status.ok()) job->fail_status = absl::UnavailableError("the server is shutting down");
+  }
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return jobs_.empty() || stop_; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+absl::StatusOr<size_t> Engine::SaveAllSessions() {
+  if (options_.snapshot_store == nullptr) {
+    return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  std::vector<std::string> ids;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    sessions_.ForEach([&](const SessionState& s) { ids.push_back(s.id); });
+  }
+  absl::Status first;
+  size_t saved = 0;
+  for (const std::string& id : ids) {
+    auto r = SaveSession(id, /*to_store=*/true, /*return_bytes=*/false);
+    if (r.ok()) {
+      saved++;
+    } else if (first.ok()) {
+      first = r.status();
+    }
+  }
+  if (!first.ok()) return first;
+  return saved;
+}
+
+}  // namespace brt

@@ -1,0 +1,436 @@
+// The executor: the one thread that owns the model. Each iteration plans under the engine lock (pure
+// bookkeeping plus BatchPlanner), runs the batched model calls without the lock, applies their results
+// under the lock (positions, NLL totals: cheap), and builds the replies (pieces, top-k) after releasing
+// it, so RPC threads never wait on string building or vocabulary sorts.
+#include <algorithm>
+#include <chrono>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "server/core/call_results.h"
+#include "server/core/engine.h"
+#include "server/core/engine_internal.h"
+#include "server/metrics/metrics.h"
+
+namespace brt {
+
+// One executor iteration's model work, built under the lock and run without it.
+struct Engine::Plan {
+  std::vector<int32_t> init_slots;  // slots newly given to fresh sessions: initialise first
+  std::vector<std::shared_ptr<Job>> decode_jobs;
+  std::vector<DecodeRow> decode_rows;
+  std::vector<std::shared_ptr<Job>> score_jobs;
+  std::vector<ScoreBlocksRow> score_rows;
+  int score_top_k = 0;
+};
+
+namespace {
+
+constexpr size_t kRecentCap = kMaxRepetitionWindow;
+
+void PushRecent(SessionState& s, int32_t id) {
+  s.recent.push_back(id);
+  if (s.recent.size() > 2 * kRecentCap) s.recent.erase(s.recent.begin(), s.recent.end() - kRecentCap);
+}
+
+// Scores recorded under the lock for one Score call, turned into replies after it is released.
+struct ScoreDelivery {
+  ScoreSink* sink = nullptr;
+  int top_k = 0;
+  std::vector<RawTokenScore> raw;
+};
+
+}  // namespace
+
+void Engine::Deliver(Events* events) {
+  for (auto& e : *events) e();
+  events->clear();
+}
+
+bool Engine::HasWorkLocked() const {
+  if (stop_ || !tasks_.empty()) return true;
+  const absl::Time now = absl::Now();
+  for (const auto& job : jobs_) {
+    const SessionState& s = *job->session;
+    if (job->cancel_requested || s.deleted || !job->fail_status.ok() || now > job->deadline)
+      return true;
+    if (job->kind == JobKind::kGenerate) return true;
+    if (s.pending.empty()) {
+      if (job->input_closed || job->input_paused) return true;
+      continue;
+    }
+    if (s.fed % window_ != 0 || s.pending.size() >= static_cast<size_t>(window_) ||
+        job->input_closed) {
+      return true;
+    }
+    if (job->input_paused && s.pending.size() <= options_.max_pending_tokens / 2) return true;
+  }
+  return false;
+}
+
+void Engine::ExecutorLoop() {
+  backend_->InitExecutorThread();
+  Events events;
+  std::deque<std::function<void()>> tasks;
+  while (true) {
+    Plan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(this, &Engine::HasWorkLocked), absl::Milliseconds(50));
+      tasks.swap(tasks_);
+      if (stop_) {
+        auto jobs = jobs_;
+        for (const auto& job : jobs) {
+          job->engine_cancelled = true;
+          FinishLocked(job, absl::UnavailableError("the server is shutting down"), &events);
+        }
+        break;
+      }
+      PlanLocked(&plan, &events);
+    }
+    Deliver(&events);
+    for (auto& task : tasks) task();  // persistence work (slot export/import/copy), between steps
+    tasks.clear();
+    RunPlan(&plan);
+  }
+  Deliver(&events);
+  for (auto& task : tasks) task();
+}
+
+absl::Status Engine::RunOnExecutor(std::function<void()> task) {
+  absl::Notification done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return absl::UnavailableError("the server is shutting down");
+    tasks_.push_back([&] {
+      task();
+      done.Notify();
+    });
+  }
+  done.WaitForNotification();
+  return absl::OkStatus();
+}
+
+void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events) {
+  if (job->finished) return;
+  job->finished = true;
+  job->final_status = status;
+  jobs_.erase(std::remove(jobs_.begin(), jobs_.end(), job), jobs_.end());
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetQueueDepth(static_cast<int64_t>(jobs_.size()));
+  }
+  SessionState& s = *job->session;
+  if (s.job == job) s.job = nullptr;
+  s.pending.clear();  // unprocessed tokens are dropped: the session ends at a token/block boundary
+  s.last_used_ms = NowMs();
+  const uint64_t position = static_cast<uint64_t>(std::max<int64_t>(s.fed, 1));
+  if (job->kind == JobKind::kScore) {
+    ScoreSink* sink = job->score_sink;
+    if (!status.ok()) {
+      events->push_back([sink, status] { sink->OnFinish(status); });
+      return;
+    }
+    ScoreSummaryResult sum = SummarizeScore(job->tokens, job->bytes, job->total_nll, position);
+    events->push_back([sink, sum] { sink->OnFinish(sum); });
+    return;
+  }
+  GenerateSink* sink = job->gen_sink;
+  if (!status.ok() && !job->engine_cancelled) {
+    events->push_back([sink, status] { sink->OnFinish(status); });
+    return;
+  }
+  GenerateSummary sum;
+  sum.reason = job->engine_cancelled                          ? FinishReason::kCancelled
+               : job->finishing != FinishReason::kUnspecified ? job->finishing
+                                                              : FinishReason::kLength;
+  sum.text = job->text->Flush();
+  sum.prompt_tokens = job->prompt_tokens;
+  sum.generated_tokens = job->generated;
+  sum.session_position = position;
+  events->push_back([sink, sum] { sink->OnFinish(sum); });
+}
+
+void Engine::SampleLocked(Job& job, Events* events) {
+  SessionState& s = *job.session;
+  const int32_t token = job.sampler->Sample(s.next_logprobs, s.recent);
+  const float logprob = s.next_logprobs[token];
+  if (token == backend_->metadata().eos_id) {
+    job.finishing = FinishReason::kEos;  // EOS ends the call and is not appended
+    return;
+  }
+  GeneratedToken out;
+  out.bytes = tokenizer_->PieceBytes(token);
+  out.text = job.text->Push(out.bytes);
+  out.token_id = token;
+  out.logprob = logprob;
+  out.position = static_cast<uint64_t>(s.fed);
+  if (metrics::Metrics* m = options_.metrics) {
+    const absl::Time now = absl::Now();
+    if (job.generated == 0) {
+      m->ObserveTimeToFirstToken(absl::ToDoubleSeconds(now - job.admitted));
+    } else {
+      m->ObserveInterTokenLatency(absl::ToDoubleSeconds(now - job.last_token));
+    }
+    job.last_token = now;
+    m->AddGeneratedTokens(1);
+  }
+  job.generated++;
+  s.pending.push_back(PendingToken{token, false, 0, 0});
+  if (job.text->stopped()) {
+    job.finishing = FinishReason::kStopSequence;
+  } else if (job.generated >= job.max_tokens) {
+    job.finishing = FinishReason::kLength;
+  }
+  GenerateSink* sink = job.gen_sink;
+  events->push_back([sink, out = std::move(out)]() mutable { sink->OnToken(std::move(out)); });
+}
+
+void Engine::PlanLocked(Plan* plan, Events* events) {
+  const absl::Time now = absl::Now();
+  std::vector<std::shared_ptr<Job>> ready;
+  std::vector<RowCandidate> candidates;
+  auto jobs = jobs_;  // FinishLocked edits jobs_
+  for (const std::shared_ptr<Job>& job : jobs) {
+    SessionState& s = *job->session;
+    if (s.deleted) {
+      job->engine_cancelled = true;
+      FinishLocked(job, absl::CancelledError("the session was deleted"), events);
+      continue;
+    }
+    if (job->cancel_requested) {
+      FinishLocked(job, absl::CancelledError("the call was cancelled"), events);
+      continue;
+    }
+    if (!job->fail_status.ok()) {
+      FinishLocked(job, job->fail_status, events);
+      continue;
+    }
+    if (now > job->deadline) {
+      FinishLocked(job, absl::DeadlineExceededError("the call's deadline passed"), events);
+      continue;
+    }
+    if (job->kind == JobKind::kGenerate && s.pending.empty()) {
+      if (job->finishing != FinishReason::kUnspecified || job->generated >= job->max_tokens) {
+        FinishLocked(job, absl::OkStatus(), events);
+        continue;
+      }
+      SampleLocked(*job, events);
+      if (s.pending.empty()) {  // EOS
+        FinishLocked(job, absl::OkStatus(), events);
+        continue;
+      }
+    }
+    if (job->kind == JobKind::kScore) {
+      if (job->input_paused && s.pending.size() <= options_.max_pending_tokens / 2) {
+        job->input_paused = false;
+        ScoreSink* sink = job->score_sink;
+        events->push_back([sink] { sink->OnInputReady(); });
+      }
+      if (s.pending.empty()) {
+        if (job->input_closed) FinishLocked(job, absl::OkStatus(), events);
+        continue;
+      }
+    }
+    ready.push_back(job);
+    candidates.push_back(RowCandidate{s.fed, s.pending.size(),
+                                      job->kind == JobKind::kScore && !job->input_closed});
+  }
+  const BatchPlan batch = planner_.Plan(candidates);
+  // Fresh sessions get a slot (initialised by the executor before the model runs).
+  auto give_slot = [&](const std::shared_ptr<Job>& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto fresh = sessions_.EnsureSlot(*job->session);
+    if (!fresh.ok()) {
+      FinishLocked(job, fresh.status(), events);
+      return false;
+    }
+    if (*fresh) plan->init_slots.push_back(job->session->slot);
+    return true;
+  };
+  for (size_t i : batch.decode) {
+    const auto& job = ready[i];
+    if (!give_slot(job)) continue;
+    SessionState& s = *job->session;
+    RecordStartedLocked(*job, now);
+    plan->decode_jobs.push_back(job);
+    plan->decode_rows.push_back(DecodeRow{s.slot, s.pending.front().id, s.fed});
+  }
+  const size_t w = static_cast<size_t>(window_);
+  for (size_t i : batch.score) {
+    const auto& job = ready[i];
+    if (!give_slot(job)) continue;
+    SessionState& s = *job->session;
+    RecordStartedLocked(*job, now);
+    ScoreBlocksRow row;
+    row.slot = s.slot;
+    row.start = s.fed;
+    row.tokens.reserve(batch.blocks * w);
+    for (size_t k = 0; k < batch.blocks * w; ++k) row.tokens.push_back(s.pending[k].id);
+    plan->score_jobs.push_back(job);
+    plan->score_rows.push_back(std::move(row));
+    if (job->kind == JobKind::kScore && !job->omit_tokens) {
+      plan->score_top_k = std::max(plan->score_top_k, job->top_k);
+    }
+  }
+}
+
+void Engine::RunPlan(Plan* plan) {
+  if (!plan->init_slots.empty()) {
+    absl::Status init = backend_->InitSlots(plan->init_slots);
+    if (!init.ok()) {
+      // Nothing ran on these sessions yet: fail their calls; their slots stay theirs and are
+      // initialised again on the next attempt.
+      Events events;
+      {
+        absl::MutexLock lock(&mu_);
+        for (auto* jobs : {&plan->decode_jobs, &plan->score_jobs}) {
+          for (const auto& job : *jobs) {
+            SessionState& s = *job->session;
+            if (std::find(plan->init_slots.begin(), plan->init_slots.end(), s.slot) !=
+                plan->init_slots.end()) {
+              sessions_.Erase(s.id);
+              s.deleted = true;
+              FinishLocked(job, init, &events);
+            }
+          }
+        }
+      }
+      Deliver(&events);
+      return;
+    }
+  }
+  RunDecode(plan);
+  RunScore(plan);
+}
+
+void Engine::RunDecode(Plan* plan) {
+  if (plan->decode_rows.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto results = backend_->DecodeStep(plan->decode_rows);
+  stats_.RecordDecode(static_cast<uint32_t>(plan->decode_rows.size()));
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveBatch(metrics::BatchKind::kDecode,
+                                   static_cast<uint32_t>(plan->decode_rows.size()), SecondsSince(t0));
+  }
+  uint64_t scored = 0;
+  Events events;
+  std::vector<ScoreDelivery> deliveries;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < plan->decode_jobs.size(); ++i) {
+      const auto& job = plan->decode_jobs[i];
+      if (job->finished || job->session->deleted) continue;
+      SessionState& s = *job->session;
+      if (!results.ok()) {
+        s.damaged = true;
+        FinishLocked(job, results.status(), &events);
+        continue;
+      }
+      const PendingToken p = s.pending.front();
+      if (p.report && !s.next_logprobs.empty()) {
+        RawTokenScore t;
+        t.position = static_cast<uint64_t>(s.fed);
+        t.token_id = p.id;
+        t.byte_begin = p.begin;
+        t.byte_end = p.end;
+        t.nll = -s.next_logprobs[p.id];
+        job->tokens++;
+        scored++;
+        job->total_nll += t.nll;
+        if (!job->omit_tokens) {
+          // The distribution is replaced below: hand the old one to the reply builder.
+          if (job->top_k > 0) {
+            t.dist = std::make_shared<const std::vector<float>>(std::move(s.next_logprobs));
+          }
+          deliveries.push_back(ScoreDelivery{job->score_sink, job->top_k, {}});
+          deliveries.back().raw.push_back(std::move(t));
+        }
+      }
+      if (p.id != backend_->metadata().bos_id || s.fed != 0) PushRecent(s, p.id);
+      s.next_logprobs = std::move((*results)[i].logprobs);
+      s.fed++;
+      s.pending.pop_front();
+    }
+  }
+  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
+  Deliver(&events);
+  for (ScoreDelivery& d : deliveries) {
+    d.sink->OnTokens(BuildTokenResults(std::move(d.raw), d.top_k, *tokenizer_));
+  }
+}
+
+void Engine::RunScore(Plan* plan) {
+  if (plan->score_rows.empty()) return;
+  const int top_k = plan->score_top_k;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto results = backend_->ScoreBlocks(plan->score_rows, top_k);
+  const size_t n = plan->score_rows[0].tokens.size();
+  stats_.RecordScore(static_cast<uint32_t>(plan->score_rows.size()), n * plan->score_rows.size());
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveBatch(metrics::BatchKind::kScoreBlock,
+                                   static_cast<uint32_t>(plan->score_rows.size()), SecondsSince(t0));
+  }
+  uint64_t scored = 0;
+  Events events;
+  std::vector<ScoreDelivery> deliveries;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t row = 0; row < plan->score_jobs.size(); ++row) {
+      const auto& job = plan->score_jobs[row];
+      if (job->finished || job->session->deleted) continue;
+      SessionState& s = *job->session;
+      if (!results.ok()) {
+        s.damaged = true;
+        FinishLocked(job, results.status(), &events);
+        continue;
+      }
+      ScoreBlocksResult& r = (*results)[row];
+      const bool want = job->kind == JobKind::kScore;
+      ScoreDelivery d{job->score_sink, job->top_k, {}};
+      for (size_t i = 0; i < n; ++i) {
+        const PendingToken& p = s.pending[i];
+        if (!(i == 0 && s.fed == 0)) PushRecent(s, p.id);
+        if (!want || !p.report) continue;
+        float logprob;
+        if (i == 0) {
+          if (s.next_logprobs.empty()) continue;
+          logprob = s.next_logprobs[p.id];
+        } else {
+          logprob = r.target_logprobs[i - 1];
+        }
+        job->tokens++;
+        scored++;
+        job->total_nll += -logprob;
+        if (job->omit_tokens) continue;
+        RawTokenScore t;
+        t.position = static_cast<uint64_t>(s.fed) + i;
+        t.token_id = p.id;
+        t.byte_begin = p.begin;
+        t.byte_end = p.end;
+        t.nll = -logprob;
+        if (job->top_k > 0) {
+          if (i == 0) {
+            t.dist = std::make_shared<const std::vector<float>>(s.next_logprobs);
+          } else {
+            const size_t at = (i - 1) * top_k;
+            const size_t k = std::min<size_t>(job->top_k, top_k);
+            t.top_ids.assign(r.topk_ids.begin() + at, r.topk_ids.begin() + at + k);
+            t.top_logprobs.assign(r.topk_logprobs.begin() + at, r.topk_logprobs.begin() + at + k);
+          }
+        }
+        d.raw.push_back(std::move(t));
+      }
+      s.next_logprobs = std::move(r.next_logprobs);
+      s.fed += static_cast<int64_t>(n);
+      s.pending.erase(s.pending.begin(), s.pending.begin() + n);
+      if (!d.raw.empty()) deliveries.push_back(std::move(d));
+    }
+  }
+  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
+  Deliver(&events);
+  for (ScoreDelivery& d : deliveries) {
+    d.sink->OnTokens(BuildTokenResults(std::move(d.raw), d.top_k, *tokenizer_));
+  }
+}
+
+}  // namespace brt

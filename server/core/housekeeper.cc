@@ -1,0 +1,113 @@
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "server/core/engine.h"
+#include "server/core/engine_internal.h"
+#include "server/metrics/metrics.h"
+#include "server/persistence/snapshot.h"
+
+namespace brt {
+namespace bp = persistence;
+
+// The housekeeping thread: every housekeeping_interval_ms it autosaves sessions that advanced
+// autosave_every_blocks blocks, and evicts idle sessions past the TTL or over the memory budget
+// (snapshot first, then free the slot). It never calls the model itself: snapshots go through the
+// executor (Capture).
+
+// ---- eviction and autosave (the housekeeping thread)
+// ---------------------------------------------------------
+
+uint64_t Engine::evictions() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return evictions_;
+}
+
+uint64_t Engine::autosaves() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return autosaves_;
+}
+
+void Engine::HousekeepingLoop() {
+  const int64_t autosave_tokens = int64_t{options_.autosave_every_blocks} * window_;
+  const uint64_t per_session = std::max<uint64_t>(1, backend_->metadata().state_bytes);
+  while (true) {
+    std::vector<std::string> autosave;
+    std::vector<std::pair<std::string, metrics::EvictionReason>> evict;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_housekeeping_),
+                           absl::Milliseconds(options_.housekeeping_interval_ms));
+      if (stop_housekeeping_) return;
+      if (draining_) continue;
+      const int64_t now = NowMs();
+      sessions_.ForEach([&](const SessionState& s) {
+        if (autosave_tokens > 0 && s.fed - s.autosaved_fed >= autosave_tokens) autosave.push_back(s.id);
+      });
+      // (last use, id), least recently used first.
+      const std::vector<std::pair<int64_t, std::string>> idle = sessions_.IdleByLastUse();
+      uint64_t resident = sessions_.size() * per_session;
+      for (const auto& [last_used, id] : idle) {
+        const bool expired =
+            options_.session_idle_ttl_ms > 0 && now - last_used >= options_.session_idle_ttl_ms;
+        const bool over = options_.session_memory_budget_bytes > 0 &&
+                          resident > options_.session_memory_budget_bytes;
+        if (!expired && !over) break;  // the rest are more recent
+        evict.emplace_back(id, expired ? metrics::EvictionReason::kIdleTimeout
+                                       : metrics::EvictionReason::kCapacity);
+        resident -= per_session;
+      }
+    }
+    for (const std::string& id : autosave) Autosave(id);
+    for (const auto& [id, reason] : evict) Evict(id, reason);
+  }
+}
+
+bool Engine::Autosave(const std::string& id) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto snap = Capture(id, /*allow_busy=*/true);
+  if (!snap.ok()) return false;  // deleted meanwhile: nothing to save
+  const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
+  if (!put.ok()) {
+    std::fprintf(stderr, "brt-server: autosave of %s failed: %s\n", id.c_str(), put.ToString().c_str());
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  auto found = sessions_.Find(id);
+  if (found.ok()) (*found)->autosaved_fed = static_cast<int64_t>(snap->position);
+  autosaves_++;
+  return true;
+}
+
+bool Engine::Evict(const std::string& id, metrics::EvictionReason reason) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto snap = Capture(id, /*allow_busy=*/false);
+  if (!snap.ok()) return false;  // busy again, or deleted: skipped, not a failure
+  const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
+  if (!put.ok()) {
+    std::fprintf(stderr, "brt-server: evicting %s failed (kept loaded): %s\n", id.c_str(),
+                 put.ToString().c_str());
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  auto found = sessions_.Find(id);
+  if (!found.ok()) return false;
+  const SessionState& s = **found;
+  // Free it only if nothing happened to it since the capture (else the stored copy is stale; the next
+  // round tries again).
+  if (s.job != nullptr || s.fed != static_cast<int64_t>(snap->position) ||
+      s.last_used_ms != snap->metadata.last_used_unix_ms) {
+    return false;
+  }
+  sessions_.Erase(id);
+  RecordSessionsLocked();
+  evictions_++;
+  if (options_.metrics != nullptr) options_.metrics->AddSessionsEvicted(reason);
+  return true;
+}
+
+}  // namespace brt
