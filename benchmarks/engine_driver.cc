@@ -1,0 +1,230 @@
+// brt-engine-bench: drives the server core in-process (Tokenizer + ModelRunner + Engine, no gRPC), so
+// the same scheduling and model code that brt-server runs can be measured where gRPC is absent (a GPU
+// machine) and compared with the gRPC server on the same machine (the RPC layer's cost).
+//
+//   build/bin/brt-engine-bench --model_dir=model/artifacts --text=FILE --device=cpu --threads=2
+//       --score_sessions=1,8 --generate_sessions=1,32 --generate_tokens=64   (one line)
+//
+// Prints one JSON object: per setting, tokens/s (score: text tokens scored; generate: tokens generated,
+// all sessions together) and, for generation, inter-token gaps (p50, p99) as the sinks saw them.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "server/core/engine.h"
+#include "server/model/model_runner.h"
+#include "server/tokenizer/tokenizer.h"
+
+ABSL_FLAG(std::string, model_dir, "model/artifacts", "Directory with brt.pt and tokenizer.model");
+ABSL_FLAG(std::string, shim, "build/lib/libbrt_spm_shim.so", "The SentencePiece shim library");
+ABSL_FLAG(std::string, text, "", "Text file to score (each session scores its own slice)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
+ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
+ABSL_FLAG(int, threads, 2, "Intra-op threads");
+ABSL_FLAG(std::string, score_sessions, "1,8", "Concurrent Score sessions to measure");
+ABSL_FLAG(std::string, generate_sessions, "1,32", "Concurrent Generate sessions to measure");
+ABSL_FLAG(int, score_bytes, 60000, "Bytes of text each Score session reads");
+ABSL_FLAG(int, generate_tokens, 64, "Tokens each Generate session produces");
+ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
+ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class CountingScoreSink : public brt::ScoreSink {
+ public:
+  void OnTokens(std::vector<brt::TokenScoreResult>) override {}
+  void OnInputReady() override {
+    absl::MutexLock lock(&mu_);
+    ready_ = true;
+  }
+  void OnFinish(absl::StatusOr<brt::ScoreSummaryResult> s) override {
+    if (s.ok()) tokens = s->tokens;
+    else std::fprintf(stderr, "score failed: %s\n", s.status().ToString().c_str());
+    done.Notify();
+  }
+  void WaitReady() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&ready_));
+    ready_ = false;
+  }
+  uint64_t tokens = 0;
+  absl::Notification done;
+
+ private:
+  absl::Mutex mu_;
+  bool ready_ = false;
+};
+
+class TimingGenerateSink : public brt::GenerateSink {
+ public:
+  void OnToken(brt::GeneratedToken) override { times.push_back(Clock::now()); }
+  void OnFinish(absl::StatusOr<brt::GenerateSummary> s) override {
+    if (!s.ok()) std::fprintf(stderr, "generate failed: %s\n", s.status().ToString().c_str());
+    done.Notify();
+  }
+  std::vector<Clock::time_point> times;  // executor thread only until done
+  absl::Notification done;
+};
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int v;
+    if (absl::SimpleAtoi(part, &v) && v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+std::string MeasureScore(brt::Engine& engine, const std::string& text, int sessions, int bytes) {
+  std::vector<std::string> ids;
+  std::vector<std::unique_ptr<CountingScoreSink>> sinks;
+  std::vector<std::unique_ptr<brt::ScoreCall>> calls;
+  for (int i = 0; i < sessions; ++i) ids.push_back(engine.CreateSession("bench", {})->id);
+  const auto t0 = Clock::now();
+  std::vector<std::thread> feeders;
+  for (int i = 0; i < sessions; ++i) {
+    sinks.push_back(std::make_unique<CountingScoreSink>());
+    calls.push_back(*engine.StartScore(ids[i], brt::ScoreOptions{0, true, absl::InfiniteFuture()},
+                                       sinks.back().get()));
+  }
+  for (int i = 0; i < sessions; ++i) {
+    feeders.emplace_back([&, i] {
+      const size_t begin = (static_cast<size_t>(i) * bytes) % std::max<size_t>(1, text.size() - bytes);
+      const std::string slice = text.substr(begin, bytes);
+      for (size_t at = 0; at < slice.size(); at += 16384) {
+        auto more = calls[i]->Append(std::string_view(slice).substr(at, 16384));
+        if (more.ok() && !*more) sinks[i]->WaitReady();
+      }
+      (void)calls[i]->CloseInput();
+    });
+  }
+  uint64_t tokens = 0;
+  for (int i = 0; i < sessions; ++i) {
+    feeders[i].join();
+    sinks[i]->done.WaitForNotification();
+    tokens += sinks[i]->tokens;
+  }
+  const double secs = Seconds(t0, Clock::now());
+  for (const auto& id : ids) (void)engine.DeleteSession(id);
+  std::ostringstream out;
+  out << "{\"sessions\": " << sessions << ", \"tokens\": " << tokens << ", \"seconds\": " << secs
+      << ", \"tokens_per_s\": " << tokens / secs << "}";
+  return out.str();
+}
+
+std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
+  std::vector<std::string> ids;
+  std::vector<std::unique_ptr<TimingGenerateSink>> sinks;
+  std::vector<std::unique_ptr<brt::GenerateCall>> calls;
+  for (int i = 0; i < sessions; ++i) ids.push_back(engine.CreateSession("bench", {})->id);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < sessions; ++i) {
+    brt::GenerateParams p;
+    p.prompt = "And it came to pass in the " + std::to_string(i + 1) + " year";
+    p.max_tokens = max_tokens;
+    p.sampling.temperature = 0;
+    sinks.push_back(std::make_unique<TimingGenerateSink>());
+    calls.push_back(*engine.StartGenerate(ids[i], p, sinks.back().get()));
+  }
+  uint64_t tokens = 0;
+  std::vector<double> gaps;
+  for (auto& s : sinks) {
+    s->done.WaitForNotification();
+    tokens += s->times.size();
+    for (size_t k = 1; k < s->times.size(); ++k) gaps.push_back(Seconds(s->times[k - 1], s->times[k]));
+  }
+  const double secs = Seconds(t0, Clock::now());
+  for (const auto& id : ids) (void)engine.DeleteSession(id);
+  std::ostringstream out;
+  out << "{\"sessions\": " << sessions << ", \"tokens\": " << tokens << ", \"seconds\": " << secs
+      << ", \"tokens_per_s\": " << tokens / secs << ", \"gap_p50_ms\": " << 1e3 * Percentile(gaps, 0.5)
+      << ", \"gap_p99_ms\": " << 1e3 * Percentile(gaps, 0.99) << "}";
+  return out.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string dir = absl::GetFlag(FLAGS_model_dir);
+  auto tok = brt::Tokenizer::Create(dir + "/tokenizer.model", absl::GetFlag(FLAGS_shim));
+  if (!tok.ok()) {
+    std::fprintf(stderr, "%s\n", tok.status().ToString().c_str());
+    return 1;
+  }
+  brt::ModelRunnerOptions ro;
+  ro.model_path = dir + "/brt.pt";
+  ro.tokenizer_sha256 = (*tok)->sha256();
+  ro.device = absl::GetFlag(FLAGS_device);
+  ro.dtype = absl::GetFlag(FLAGS_dtype);
+  ro.threads = absl::GetFlag(FLAGS_threads);
+  ro.max_slots = 1024;
+  auto runner = brt::ModelRunner::Create(ro);
+  if (!runner.ok()) {
+    std::fprintf(stderr, "%s\n", runner.status().ToString().c_str());
+    return 1;
+  }
+  brt::EngineOptions eo;
+  eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
+  eo.max_queue = 1024;
+  auto engine = brt::Engine::Create(eo, *std::move(runner),
+                                    std::shared_ptr<const brt::Tokenizer>(*std::move(tok)));
+  if (!engine.ok()) {
+    std::fprintf(stderr, "%s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  std::string text;
+  if (!absl::GetFlag(FLAGS_text).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_text), std::ios::binary);
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::printf("{\"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d", ro.device.c_str(),
+              ro.dtype.c_str(), ro.threads);
+  if (!text.empty()) {
+    const int bytes = std::min<int>(absl::GetFlag(FLAGS_score_bytes), static_cast<int>(text.size()));
+    std::printf(", \"score\": [");
+    bool first = true;
+    for (int n : ParseList(absl::GetFlag(FLAGS_score_sessions))) {
+      std::printf("%s%s", first ? "" : ", ", MeasureScore(**engine, text, n, bytes).c_str());
+      std::fflush(stdout);
+      first = false;
+    }
+    std::printf("]");
+  }
+  std::printf(", \"generate\": [");
+  bool first = true;
+  for (int n : ParseList(absl::GetFlag(FLAGS_generate_sessions))) {
+    std::printf("%s%s", first ? "" : ", ",
+                MeasureGenerate(**engine, n, absl::GetFlag(FLAGS_generate_tokens)).c_str());
+    std::fflush(stdout);
+    first = false;
+  }
+  std::printf("]}\n");
+  return 0;
+}

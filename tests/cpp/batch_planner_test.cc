@@ -1,0 +1,90 @@
+// BatchPlanner: pure planning, no threads, no model.
+#include "server/core/batch_planner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+namespace brt {
+namespace {
+
+PlannerOptions Opts(uint32_t batch = 4, uint32_t decode = 3, uint32_t blocks = 2) {
+  return PlannerOptions{/*window=*/8, batch, decode, blocks};
+}
+
+TEST(BatchPlannerTest, MidBlockAndShortTailsDecodeFullBlocksScore) {
+  BatchPlanner p(Opts());
+  std::vector<RowCandidate> c = {
+      {/*fed=*/3, /*pending=*/20, false},  // mid-block: decode
+      {8, 5, false},                        // boundary, short, input closed: decode
+      {8, 5, true},                         // boundary, short, more may come: wait
+      {16, 8, true},                        // boundary, a whole block: score
+      {0, 0, false},                        // nothing pending: nothing
+  };
+  BatchPlan plan = p.Plan(c);
+  EXPECT_EQ(plan.decode, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(plan.score, (std::vector<size_t>{3}));
+  EXPECT_EQ(plan.blocks, 1u);  // only one block pending
+}
+
+TEST(BatchPlannerTest, FewerRowsGetMoreBlocksWithinTheCallBudget) {
+  BatchPlanner p(Opts(/*batch=*/4, 3, /*blocks=*/2));
+  // One row with 100 blocks pending: the whole budget (4 * 2 = 8 blocks) goes to it.
+  BatchPlan plan = p.Plan({{0, 800, true}});
+  EXPECT_EQ(plan.score.size(), 1u);
+  EXPECT_EQ(plan.blocks, 8u);
+  // Four rows: two blocks each; the shortest row bounds them all.
+  plan = p.Plan({{0, 800, true}, {8, 800, true}, {16, 800, true}, {24, 8, false}});
+  EXPECT_EQ(plan.score.size(), 4u);
+  EXPECT_EQ(plan.blocks, 1u);
+}
+
+TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
+  std::srand(7);
+  for (uint32_t batch : {1u, 3u, 8u}) {
+    BatchPlanner p(Opts(batch, 5, 2));
+    for (int round = 0; round < 500; ++round) {
+      std::vector<RowCandidate> c(std::rand() % 20);
+      for (auto& r : c) {
+        r.fed = std::rand() % 40;
+        r.pending = std::rand() % 30;
+        r.more_may_come = std::rand() % 2;
+      }
+      BatchPlan plan = p.Plan(c);
+      EXPECT_LE(plan.decode.size(), 5u);
+      EXPECT_LE(plan.score.size(), batch);
+      std::set<size_t> seen;
+      for (size_t i : plan.decode) EXPECT_TRUE(seen.insert(i).second) << "row planned twice";
+      for (size_t i : plan.score) {
+        EXPECT_TRUE(seen.insert(i).second) << "row planned twice";
+        EXPECT_EQ(c[i].fed % 8, 0) << "score row not at a block boundary";
+        EXPECT_GE(c[i].pending, plan.blocks * 8);
+      }
+      if (!plan.score.empty()) {
+        EXPECT_GE(plan.blocks, 1u);
+        EXPECT_LE(plan.blocks * plan.score.size(), batch * 2u);
+      }
+      for (size_t i : plan.decode) EXPECT_GT(c[i].pending, 0u);
+    }
+  }
+}
+
+TEST(BatchPlannerTest, RotatesSoNoRowStarves) {
+  BatchPlanner p(Opts(/*batch=*/2, /*decode=*/2, 1));
+  std::vector<RowCandidate> decode_rows(5, RowCandidate{1, 3, false});
+  std::set<size_t> served;
+  for (int i = 0; i < 3; ++i) {
+    for (size_t r : p.Plan(decode_rows).decode) served.insert(r);
+  }
+  EXPECT_EQ(served.size(), 5u);
+  std::vector<RowCandidate> score_rows(5, RowCandidate{8, 16, true});
+  served.clear();
+  for (int i = 0; i < 3; ++i) {
+    for (size_t r : p.Plan(score_rows).score) served.insert(r);
+  }
+  EXPECT_EQ(served.size(), 5u);
+}
+
+}  // namespace
+}  // namespace brt
