@@ -42,8 +42,8 @@ ABSL_FLAG(std::string, tokenizer_shim, "",
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
 ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
 ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
-ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched score_blocks call");
-ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode_step call");
+ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched block-scoring call (score_slots)");
+ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode step (decode_slots)");
 ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
           "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
           "max_batch_size * max_blocks_per_call blocks");
