@@ -85,14 +85,24 @@ class RMSNorm(nn.Module):
 
 def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor, alpha: Tensor,
            use_bias: bool, use_mask: bool) -> Tensor:
-    """q (B,H,Tq,dh), k/v (B,H,Tk,dh), bias broadcastable to (B,H,Tq,Tk), mask bool likewise, alpha (H,)."""
-    logits = torch.matmul(q, k.transpose(-1, -2))
+    """q (B,H,Tq,dh), k/v (B,H,Tk,dh), bias broadcastable to (B,H,Tq,Tk), mask bool likewise, alpha (H,).
+
+    One query per row (Tq == 1, token decoding) multiplies and sums instead of a batched matrix product:
+    on CPU, bmm of (1, dh) matrices loops over B*H small products and is several times slower. Same math,
+    summed in another order (fp32 rounding)."""
+    one = q.shape[2] == 1
+    if one:
+        logits = (q * k).sum(-1).unsqueeze(2)
+    else:
+        logits = torch.matmul(q, k.transpose(-1, -2))
     if use_bias:
         logits = logits + bias
     logits = logits * alpha.view(1, -1, 1, 1)
     if use_mask:
         logits = logits.masked_fill(torch.logical_not(mask), -1e9)
     p = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+    if one:
+        return (p.transpose(-1, -2) * v).sum(-2, keepdim=True)
     return torch.matmul(p, v)
 
 
@@ -317,7 +327,6 @@ class BRTLayer(nn.Module):
             return st
         return self.update_state(st, kv[:, 0], kv[:, 1])
 
-
     # ---- slot pools (contract v2) ----------------------------------------------------------------
     def ring_index(self, slots: Tensor, ring: Tensor) -> Tensor:
         """Rows of the pool viewed as (P*2*H*C, dh) for slots (B,) and ring indices (B,n): (B, 2H, n)."""
@@ -357,18 +366,22 @@ class BRTLayer(nn.Module):
         q = l2norm(self.heads(self.wq(xn)))
         k = l2norm(self.heads(self.wk(xn)))
         v = self.heads(self.wv(xn))
-        rows = take_rows(pool, slots)  # (B,2,H,C,dh), a copy: the write below does not alias it
+        # Keys and values of the rows, each contiguous (B,H,C,dh): rows 2*slot and 2*slot+1 of the pool
+        # viewed as (P*2, H*C*dh). A copy, so the write below does not alias it.
+        kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
+        keys = kv_rows[:B].view(B, self.h, C, self.dh)
+        values = kv_rows[B:].view(B, self.h, C, self.dh)
         pp = pos % C
         bucket = self.dec_bucket.index_select(0, pp)  # (B,C)
         bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,C)
         if self.rec_index >= 0:
             mask = self.dec_mask.index_select(0, pp).view(B, 1, 1, C)
-            a1 = attend(q, rows[:, 0], rows[:, 1], bias, mask, self.alpha, True, True)
+            a1 = attend(q, keys, values, bias, mask, self.alpha, True, True)
             q2 = l2norm(self.heads(self.wq2(xn)))
         else:
             # C == W: every ring slot is in the window.
             empty = torch.zeros(0, dtype=x.dtype, device=x.device)
-            a1 = attend(q, rows[:, 0], rows[:, 1], bias, empty.to(torch.bool), self.alpha, True, False)
+            a1 = attend(q, keys, values, bias, empty.to(torch.bool), self.alpha, True, False)
             q2 = empty
         y = self.mix(x, a1, q2, st, state_scale)
         self.write_span(pool, slots, pos, k, v)
