@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -104,6 +105,11 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc serves large blocks with mmap and returns them on free, so the model's per-step temporaries
+  // (megabytes at batch 8-64) were page-faulted afresh on every step: measured 5-7x slower steps. Keep
+  // such blocks in the heap instead (the heap then stays at its peak, which the pools bound anyway).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   absl::SetProgramUsageMessage(
       "Serves a Block-Recurrent Transformer over gRPC (brt.v1.Brt).\n"
       "Usage: brt-server [--model_dir=DIR] [--listen=HOST:PORT] [--device=cpu|cuda:N] ...");

@@ -41,6 +41,21 @@ struct ScoreDelivery {
   std::vector<RawTokenScore> raw;
 };
 
+// Batch statistics of one model call that started at t0.
+void ObserveCall(metrics::Metrics* m, metrics::BatchKind kind, size_t rows,
+                 std::chrono::steady_clock::time_point t0) {
+  if (m != nullptr) m->ObserveBatch(kind, static_cast<uint32_t>(rows), SecondsSince(t0));
+}
+
+// After the lock is released: counts scored tokens and hands each call its replies.
+void PublishScores(metrics::Metrics* m, uint64_t scored, std::vector<ScoreDelivery>* deliveries,
+                   const Tokenizer& tokenizer) {
+  if (scored > 0 && m != nullptr) m->AddScoredTokens(scored);
+  for (ScoreDelivery& d : *deliveries) {
+    d.sink->OnTokens(BuildTokenResults(std::move(d.raw), d.top_k, tokenizer));
+  }
+}
+
 }  // namespace
 
 void Engine::Deliver(Events* events) {
@@ -308,10 +323,7 @@ void Engine::RunDecode(Plan* plan) {
   const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->DecodeStep(plan->decode_rows);
   stats_.RecordDecode(static_cast<uint32_t>(plan->decode_rows.size()));
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveBatch(metrics::BatchKind::kDecode,
-                                   static_cast<uint32_t>(plan->decode_rows.size()), SecondsSince(t0));
-  }
+  ObserveCall(options_.metrics, metrics::BatchKind::kDecode, plan->decode_rows.size(), t0);
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
@@ -352,11 +364,8 @@ void Engine::RunDecode(Plan* plan) {
       s.pending.pop_front();
     }
   }
-  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
   Deliver(&events);
-  for (ScoreDelivery& d : deliveries) {
-    d.sink->OnTokens(BuildTokenResults(std::move(d.raw), d.top_k, *tokenizer_));
-  }
+  PublishScores(options_.metrics, scored, &deliveries, *tokenizer_);
 }
 
 void Engine::RunScore(Plan* plan) {
@@ -366,10 +375,7 @@ void Engine::RunScore(Plan* plan) {
   auto results = backend_->ScoreBlocks(plan->score_rows, top_k);
   const size_t n = plan->score_rows[0].tokens.size();
   stats_.RecordScore(static_cast<uint32_t>(plan->score_rows.size()), n * plan->score_rows.size());
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveBatch(metrics::BatchKind::kScoreBlock,
-                                   static_cast<uint32_t>(plan->score_rows.size()), SecondsSince(t0));
-  }
+  ObserveCall(options_.metrics, metrics::BatchKind::kScoreBlock, plan->score_rows.size(), t0);
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
@@ -426,11 +432,8 @@ void Engine::RunScore(Plan* plan) {
       if (!d.raw.empty()) deliveries.push_back(std::move(d));
     }
   }
-  if (scored > 0 && options_.metrics != nullptr) options_.metrics->AddScoredTokens(scored);
   Deliver(&events);
-  for (ScoreDelivery& d : deliveries) {
-    d.sink->OnTokens(BuildTokenResults(std::move(d.raw), d.top_k, *tokenizer_));
-  }
+  PublishScores(options_.metrics, scored, &deliveries, *tokenizer_);
 }
 
 }  // namespace brt
