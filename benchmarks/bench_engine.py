@@ -47,41 +47,17 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import CHUNK, LOAD_LIMIT, check_load, chunks_of, percentile  # noqa: E402
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
-CHUNK = 16384
-LOAD_LIMIT = 0.7
 
 
 # ---- small helpers -------------------------------------------------------------------------------------
-def percentile(values, q):
-    """q-th percentile (0..100) with linear interpolation between the order statistics."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def cut_at_newline(data):
     """data up to and including its last newline (whole lines only)."""
     i = data.rfind(b"\n")
     return data[:i + 1] if i >= 0 else data
-
-
-def chunks_of(data, n=CHUNK):
-    return [data[i:i + n] for i in range(0, len(data), n)]
-
-
-def check_load(force):
-    load = os.getloadavg()
-    if load[0] > LOAD_LIMIT and not force:
-        print(f"refusing to start: 1-minute load average {load[0]:.2f} > {LOAD_LIMIT} (the machine is busy; "
-              f"wait, or pass --force and treat the numbers as noisy)", file=sys.stderr)
-        sys.exit(2)
-    return load
 
 
 # ---- the measurements ------------------------------------------------------------------------------------

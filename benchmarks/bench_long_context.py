@@ -50,28 +50,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import LOAD_LIMIT, check_load, chunks_of, rss_bytes  # noqa: E402
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
-CHUNK = 16384
-LOAD_LIMIT = 0.7
 WINDOW_TOKENS = 4096
-
-
-def check_load(force):
-    load = os.getloadavg()
-    if load[0] > LOAD_LIMIT and not force:
-        print(f"refusing to start: 1-minute load average {load[0]:.2f} > {LOAD_LIMIT} (the machine is busy; "
-              f"wait, or pass --force and treat the numbers as noisy)", file=sys.stderr)
-        sys.exit(2)
-    return load
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def mem_available_bytes():
@@ -80,10 +63,6 @@ def mem_available_bytes():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def chunks_of(data, n=CHUNK):
-    return [data[i:i + n] for i in range(0, len(data), n)]
 
 
 def label(n):

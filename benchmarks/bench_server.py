@@ -24,20 +24,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, "model"))
 
 from conftest import STUBS, BrtServer, corpus_docs, score  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import chunks_of, rss_bytes  # noqa: E402
 
 pb = STUBS.pb
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def chunks_of(data, n=16384):
-    return [data[i:i + n] for i in range(0, len(data), n)]
 
 
 def bench_score_vs_reference(server, text, threads):
