@@ -49,6 +49,15 @@ ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
           "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
           "max_batch_size * max_blocks_per_call blocks");
 ABSL_FLAG(uint64_t, max_chunk_bytes, 1 << 20, "Maximum bytes per Score chunk and Generate prompt");
+ABSL_FLAG(uint64_t, max_line_bytes, uint64_t{1} << 20,
+          "Maximum bytes of a Score call's text that may wait for a newline before it can be tokenized "
+          "(RESOURCE_EXHAUSTED beyond: clients must send newlines at least this often)");
+ABSL_FLAG(uint64_t, max_reply_bytes, uint64_t{1} << 20,
+          "Maximum serialized size of one ScoreResponse: scores merged while a write is pending start a "
+          "new message beyond it. Keep it well under clients' receive limit (gRPC default 4 MiB)");
+ABSL_FLAG(uint64_t, max_pending_reply_bytes, uint64_t{16} << 20,
+          "Score replies queued for a slow reader above which the server stops reading that call's "
+          "input until the client catches up (bounds memory per call; slows only that call)");
 ABSL_FLAG(uint32_t, max_tokens_cap, 4096, "Maximum GenerateRequest.max_tokens");
 ABSL_FLAG(uint32_t, default_max_tokens, 128, "max_tokens when a GenerateRequest leaves it unset");
 ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
@@ -155,6 +164,10 @@ int main(int argc, char** argv) {
   options.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
   options.max_blocks_per_call = absl::GetFlag(FLAGS_max_blocks_per_call);
   options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);
+  options.max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
+  if (options.max_line_bytes == 0) {
+    return Fail(absl::InvalidArgumentError("--max_line_bytes must be > 0 (default 1048576)"));
+  }
   options.max_tokens_cap = absl::GetFlag(FLAGS_max_tokens_cap);
   options.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   options.max_top_k = absl::GetFlag(FLAGS_max_top_k);
@@ -237,20 +250,36 @@ int main(int argc, char** argv) {
   auto engine = brt::Engine::Create(options, *std::move(runner), tok);
   if (!engine.ok()) return Fail(engine.status());
 
-  brt::BrtService service(engine->get(), kVersion, metrics.get());
+  brt::BrtServiceOptions service_options;
+  service_options.max_reply_bytes = absl::GetFlag(FLAGS_max_reply_bytes);
+  service_options.max_pending_reply_bytes = absl::GetFlag(FLAGS_max_pending_reply_bytes);
+  const uint64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (service_options.max_reply_bytes < 1024 || service_options.max_reply_bytes > max_message_bytes) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--max_reply_bytes must be in [1024, --max_message_bytes=", max_message_bytes, "], got ",
+        service_options.max_reply_bytes)));
+  }
+  if (service_options.max_pending_reply_bytes == 0) {
+    return Fail(absl::InvalidArgumentError("--max_pending_reply_bytes must be > 0 (default 16777216)"));
+  }
+  brt::BrtService service(engine->get(), kVersion, metrics.get(), service_options);
   grpc::EnableDefaultHealthCheckService(true);
   if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  // No SO_REUSEPORT: a second server on a busy port must fail to start, not split its clients.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   const int max_message = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", listen)));
+    return Fail(absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", listen, ": the address is in use (another brt-server?) or not a local "
+        "HOST:PORT; stop the other process or choose another --listen")));
   }
   std::fprintf(stderr,
                "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s, %llu state bytes/session) "

@@ -243,7 +243,7 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   job->score_sink = sink;
   job->top_k = options.top_k;
   job->omit_tokens = options.omit_tokens;
-  job->inc.emplace(tokenizer_.get());
+  job->inc.emplace(tokenizer_.get(), options_.max_line_bytes);
   absl::Status loaded = LoadIfStored(session_id);
   if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);

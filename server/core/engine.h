@@ -75,6 +75,9 @@ struct EngineOptions {
   uint32_t max_blocks_per_call = 2;
   // Bytes per Score chunk and per Generate prompt; RESOURCE_EXHAUSTED beyond.
   uint64_t max_chunk_bytes = 1 << 20;
+  // Bytes of a Score call's text that may wait for a newline (IncrementalTokenizer); RESOURCE_EXHAUSTED
+  // beyond. Must be > 0.
+  uint64_t max_line_bytes = uint64_t{1} << 20;
   // Upper bound of GenerateRequest.max_tokens, and the value used when it is unset.
   uint32_t max_tokens_cap = 4096;
   uint32_t default_max_tokens = 128;

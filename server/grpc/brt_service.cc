@@ -54,15 +54,26 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   return reactor;
 }
 
-// One Score stream. Reads are paced by the core (Append's return value and OnInputReady); writes
-// are queued, and token batches that arrive while a write is in flight are merged into one message.
-// Finish is called only once the core has called OnFinish (or before any core call exists), so the
-// core never calls a deleted sink.
+// Bytes that a TokenScore adds to a ScoreResponse: its tag (field 1), its length varint, itself.
+size_t TokenEntryBytes(const v1::TokenScore& t) {
+  size_t n = t.ByteSizeLong();
+  size_t varint = 1;
+  for (size_t v = n; v >= 0x80; v >>= 7) ++varint;
+  return 1 + varint + n;
+}
+
+// One Score stream. Reads are paced by the core (Append's return value and OnInputReady) and by the
+// replies not yet written (BrtServiceOptions::max_pending_reply_bytes): while more than that is
+// queued, no further input is read. Writes are queued; token batches that arrive while a write is in
+// flight are merged into the last queued message while it stays within max_reply_bytes, else a new
+// message is queued. Finish is called only once the core has called OnFinish (or before any core
+// call exists), so the core never calls a deleted sink.
 class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
                            public ScoreSink {
  public:
-  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics)
-      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score") {
+  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
+               const BrtServiceOptions& options)
+      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options) {
     StartRead(&request_);
   }
 
@@ -100,7 +111,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
     } else if (!request_.session_id().empty() && request_.session_id() != session_id_) {
       FailLocked(absl::InvalidArgumentError(
           absl::StrCat("session_id of a later ScoreRequest must be empty or ", session_id_,
-                       ", got ", request_.session_id())));
+                       ", got ", QuoteClientInput(request_.session_id()))));
       return;
     }
     auto more = call_->Append(request_.text());
@@ -108,20 +119,33 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       FailLocked(more.status());
       return;
     }
-    if (*more) StartRead(&request_);
+    if (*more) ReadNextLocked();
     // Otherwise the core calls OnInputReady when its backlog drains.
   }
 
   void OnInputReady() override {
     absl::MutexLock lock(&mu_);
-    if (!finishing_) StartRead(&request_);
+    ReadNextLocked();
   }
 
   void OnTokens(std::vector<TokenScoreResult> tokens) override {
     absl::MutexLock lock(&mu_);
-    // Merge into the last queued message when it is not the one being written.
-    if (queue_.size() < 2) queue_.emplace_back();
-    for (const TokenScoreResult& t : tokens) ToProto(t, queue_.back().add_tokens());
+    for (const TokenScoreResult& t : tokens) {
+      v1::TokenScore proto;
+      ToProto(t, &proto);
+      const size_t bytes = TokenEntryBytes(proto);
+      // Merge into the last queued message when it is not the one being written and stays within
+      // max_reply_bytes; a message always takes at least one token.
+      const bool mergeable = queue_.size() >= 2 || (!queue_.empty() && !writing_);
+      if (!mergeable ||
+          (queue_.back().bytes > 0 && queue_.back().bytes + bytes > options_.max_reply_bytes)) {
+        queue_.emplace_back();
+      }
+      Reply& r = queue_.back();
+      *r.message.add_tokens() = std::move(proto);
+      r.bytes += bytes;
+      queued_bytes_ += bytes;
+    }
     WriteNextLocked();
   }
 
@@ -136,8 +160,10 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       FinishLocked(summary.status());
       return;
     }
-    queue_.emplace_back();
-    ToProto(*summary, queue_.back().mutable_summary());
+    Reply& r = queue_.emplace_back();
+    ToProto(*summary, r.message.mutable_summary());
+    r.bytes = r.message.ByteSizeLong();
+    queued_bytes_ += r.bytes;
     pending_finish_ = absl::OkStatus();
     WriteNextLocked();
   }
@@ -145,12 +171,20 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    if (!queue_.empty()) queue_.pop_front();
+    if (!queue_.empty()) {
+      queued_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+    }
     if (!ok) {  // the client is gone: drop output, stop the work
       queue_.clear();
+      queued_bytes_ = 0;
       if (call_ != nullptr && !core_done_) call_->Cancel();
       if (pending_finish_) FinishLocked(*pending_finish_);
       return;
+    }
+    if (read_waits_for_writes_ && queued_bytes_ <= options_.max_pending_reply_bytes) {
+      read_waits_for_writes_ = false;
+      ReadNextLocked();
     }
     WriteNextLocked();
   }
@@ -163,11 +197,27 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   void OnDone() override { delete this; }
 
  private:
+  struct Reply {
+    v1::ScoreResponse message;
+    size_t bytes = 0;  // its serialized size
+  };
+
+  // Reads the next request, unless the replies queued for this client are over the bound: then
+  // OnWriteDone reads once they have drained (the core has asked for input, or Append allowed it).
+  void ReadNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    if (queued_bytes_ > options_.max_pending_reply_bytes) {
+      read_waits_for_writes_ = true;
+      return;
+    }
+    StartRead(&request_);
+  }
+
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finishing_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      StartWrite(&queue_.front());
+      StartWrite(&queue_.front().message);
     } else if (pending_finish_) {
       FinishLocked(*pending_finish_);
     }
@@ -195,11 +245,15 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   Engine* const engine_;
   grpc::CallbackServerContext* const ctx_;
   const RpcRecord rpc_;
+  const BrtServiceOptions options_;
   v1::ScoreRequest request_;  // only touched by the read path
   absl::Mutex mu_;
   std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
   std::string session_id_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::ScoreResponse> queue_ ABSL_GUARDED_BY(mu_);  // front is being written if writing_
+  std::deque<Reply> queue_ ABSL_GUARDED_BY(mu_);  // front is being written if writing_
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of queue_[i].bytes
+  // The read side waits for queued_bytes_ to drop to max_pending_reply_bytes.
+  bool read_waits_for_writes_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool core_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -408,7 +462,7 @@ grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
-  return new ScoreReactor(engine_, ctx, metrics_);
+  return new ScoreReactor(engine_, ctx, metrics_, options_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(

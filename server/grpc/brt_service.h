@@ -19,13 +19,30 @@ namespace metrics {
 class Metrics;
 }  // namespace metrics
 
+// Limits of the gRPC layer itself (the core's are in EngineOptions); each is a brt-server flag. A plain
+// value: the service copies it at construction, so it needs no synchronisation.
+struct BrtServiceOptions {
+  // Largest serialized ScoreResponse the server sends (--max_reply_bytes): token scores that arrive
+  // while a write is in flight are merged into the queued message only while it stays under this;
+  // then a new message is queued. Keep it well under the clients' receive limit (gRPC's default is
+  // 4 MiB). A message always holds at least one token, so one token larger than this (impossible
+  // with --max_top_k <= 1000) would still be sent.
+  uint64_t max_reply_bytes = uint64_t{1} << 20;
+  // Serialized ScoreResponse bytes queued for one Score call (--max_pending_reply_bytes) above which
+  // the server stops reading that call's input until the client has read enough of its replies:
+  // a slow reader slows only its own call. Replies of input already read still queue, so the queue
+  // can exceed this by the scores of one chunk (--max_chunk_bytes) plus the core's pending tokens.
+  uint64_t max_pending_reply_bytes = uint64_t{16} << 20;
+};
+
 class BrtService final : public v1::Brt::CallbackService {
  public:
   // engine must outlive the service (shut the grpc::Server down first). Each finished RPC is
   // recorded in `metrics` (brt_requests_total{method,code}, brt_request_duration_seconds) unless it
   // is null; it must outlive the service too.
-  BrtService(Engine* engine, std::string version, metrics::Metrics* metrics = nullptr)
-      : engine_(engine), version_(std::move(version)), metrics_(metrics) {}
+  BrtService(Engine* engine, std::string version, metrics::Metrics* metrics = nullptr,
+             BrtServiceOptions options = {})
+      : engine_(engine), version_(std::move(version)), metrics_(metrics), options_(options) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -68,6 +85,7 @@ class BrtService final : public v1::Brt::CallbackService {
   Engine* engine_;
   std::string version_;
   metrics::Metrics* metrics_;
+  const BrtServiceOptions options_;
 };
 
 }  // namespace brt

@@ -6,6 +6,12 @@
 // Bytes after the last newline wait for more input or Finish(). Token spans are offsets in the
 // whole stream.
 //
+// Bound: at most max_line_bytes bytes may wait for a newline. A chunk that would make the text since
+// the last newline longer than that is refused with RESOURCE_EXHAUSTED (nothing of it is kept), so
+// a stream without newlines cannot make the buffer, or the one tokenization of it at the next
+// newline, grow without limit. Lines that arrive whole inside one chunk are never buffered and are
+// bounded by the caller's chunk limit instead.
+//
 // Thread safety: not thread-safe; one owner (a Score call) drives it. The Tokenizer must outlive
 // it.
 #ifndef BRT_SERVER_TOKENIZER_INCREMENTAL_TOKENIZER_H_
@@ -23,9 +29,16 @@ namespace brt {
 
 class IncrementalTokenizer {
  public:
-  explicit IncrementalTokenizer(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  // The server's default for max_line_bytes (its --max_line_bytes flag).
+  static constexpr uint64_t kDefaultMaxLineBytes = uint64_t{1} << 20;
 
-  // Adds a chunk; returns the tokens committed by it (possibly none).
+  // REQUIRES: max_line_bytes > 0.
+  explicit IncrementalTokenizer(const Tokenizer* tokenizer,
+                                uint64_t max_line_bytes = kDefaultMaxLineBytes)
+      : tokenizer_(tokenizer), max_line_bytes_(max_line_bytes) {}
+
+  // Adds a chunk; returns the tokens committed by it (possibly none). RESOURCE_EXHAUSTED (and
+  // nothing changes) when more than max_line_bytes bytes would wait for a newline.
   // REQUIRES: Finish() not called yet.
   absl::StatusOr<std::vector<TokenSpan>> Append(std::string_view chunk);
   // Tokenizes the rest of the buffer (the end of the stream).
@@ -34,10 +47,14 @@ class IncrementalTokenizer {
   // Bytes received so far, and bytes waiting for a newline or Finish().
   uint64_t bytes_received() const { return buffer_offset_ + buffer_.size(); }
   size_t buffered_bytes() const { return buffer_.size(); }
+  uint64_t max_line_bytes() const { return max_line_bytes_; }
 
  private:
+  absl::Status LineTooLong(uint64_t waiting) const;
+
   const Tokenizer* tokenizer_;
-  std::string buffer_;          // uncommitted bytes
+  const uint64_t max_line_bytes_;
+  std::string buffer_;          // uncommitted bytes (never more than max_line_bytes_)
   uint64_t buffer_offset_ = 0;  // stream offset of buffer_[0]
 };
 

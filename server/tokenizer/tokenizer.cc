@@ -255,26 +255,30 @@ absl::StatusOr<std::vector<TokenSpan>> Tokenizer::EncodeWithSpans(std::string_vi
   // SentencePiece reads a literal U+2581 as its own space marker, which would decode as a space. To stay
   // lossless it is encoded as its three byte pieces instead (model/brt/tokenizer.py does the same).
   static constexpr std::string_view kMarker = "\xE2\x96\x81";
+  // One pass: each byte is looked at once (a UTF-8 sequence is validated as the run grows, and a
+  // marker ends the run it is found in), so the cost is linear in the text whatever its mix of
+  // markers, invalid bytes and valid runs.
+  auto emit_byte = [&](size_t at) {
+    unsigned char byte = static_cast<unsigned char>(text[at]);
+    out.push_back(TokenSpan{byte_ids_[byte], base_offset + at, base_offset + at + 1});
+  };
   size_t i = 0;
   while (i < text.size()) {
-    if (text.compare(i, kMarker.size(), kMarker) == 0) {
-      for (size_t k = 0; k < kMarker.size(); ++k, ++i) {
-        unsigned char byte = static_cast<unsigned char>(text[i]);
-        out.push_back(TokenSpan{byte_ids_[byte], base_offset + i, base_offset + i + 1});
-      }
-      continue;
+    // The longest valid UTF-8 run at i that holds no marker.
+    size_t end = i;
+    while (end < text.size()) {
+      size_t n = Utf8SequenceLength(text.substr(end, 4));
+      if (n == 0 || (n == kMarker.size() && text.compare(end, n, kMarker) == 0)) break;
+      end += n;
     }
-    size_t valid = ValidUtf8PrefixLength(text.substr(i));
-    size_t marker = text.substr(i, valid).find(kMarker);
-    if (marker != std::string_view::npos) valid = marker;
-    if (valid > 0) {
-      absl::Status s = EncodeValidUtf8(text.substr(i, valid), base_offset + i, &out);
+    if (end > i) {
+      absl::Status s = EncodeValidUtf8(text.substr(i, end - i), base_offset + i, &out);
       if (!s.ok()) return s;
-      i += valid;
-    } else {
-      unsigned char byte = static_cast<unsigned char>(text[i]);
-      out.push_back(TokenSpan{byte_ids_[byte], base_offset + i, base_offset + i + 1});
-      ++i;
+      i = end;
+    } else if (text.compare(i, kMarker.size(), kMarker) == 0) {
+      for (size_t k = 0; k < kMarker.size(); ++k) emit_byte(i++);
+    } else {  // a byte that does not start a valid UTF-8 sequence
+      emit_byte(i++);
     }
   }
   return out;
