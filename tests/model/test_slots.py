@@ -516,3 +516,82 @@ def test_shipped_exports_are_format_2(path):
     lps = [step(script, *b, slots, torch.tensor([p]), toks[:, p]) for p in range(2 * W - 1)]
     want_tgt = torch.stack(lps, 1)[0].gather(1, toks[0, 1:].unsqueeze(1)).squeeze(1)
     assert (want_tgt - tgt[0]).abs().max() < 1e-4
+
+
+# ---- block-parallel score_slots == per-block references ---------------------------------------------------
+
+@torch.no_grad()
+def block_parallel_vs_references(model, B, N, top_k=4, seed=29):
+    """Rows in scattered slots, each first fed a different number of blocks (pre[r], one block per score_slots
+    call, so the rows of the big call start at different blocks and read different halves of the recurrent
+    ring), then one score_slots call of N blocks for all rows. References for that call: the same text fed token
+    by token (decode_slots/finish_slots, pre-fed the same way), and v1 score_blocks (forward_blocks, block after
+    block) of each row's whole text. Returns the largest log-prob and memory differences."""
+    W = model.window
+    pre = [(3 * r + 1) % 5 for r in range(B)]
+    P = 2 * B + 1
+    slots = torch.randperm(P, generator=torch.Generator().manual_seed(seed))[:B]
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(0, V, (B, (max(pre) + N) * W), generator=g)
+    blk = garbage_pools(model, P, seed=1)
+    dec = garbage_pools(model, P, seed=2)
+    blk0 = clone_pools(*blk)
+    model.init_slots(slots, *blk)
+    model.init_slots(slots, *dec)
+    for r in range(B):
+        one = slots[r:r + 1]
+        for b in range(pre[r]):
+            model.score_slots(toks[r:r + 1, b * W:(b + 1) * W], torch.tensor([b * W]), one, *blk, 0)
+            for p in range(b * W, (b + 1) * W):
+                step(model, *dec, one, torch.tensor([p]), toks[r:r + 1, p])
+    starts = torch.tensor(pre) * W
+    T = N * W
+    rows = torch.arange(B).view(B, 1)
+    chunk = toks[rows, starts.view(B, 1) + torch.arange(T).view(1, T)]
+    tgt, top_lp, top_ids, nxt = model.score_slots(chunk, starts, slots, *blk, top_k)
+    assert tgt.shape == (B, T - 1) and top_lp.shape == (B, T, top_k) and nxt.shape == (B, V)
+    assert top_ids.dtype == torch.long and tgt.dtype == torch.float32
+    assert_untouched(*blk, *blk0, slots.tolist())
+    # Token by token.
+    lps = []
+    for i in range(T):
+        lps.append(step(model, *dec, slots, starts + i, chunk[:, i]))
+    lp = torch.stack(lps, dim=1)  # (B,T,V)
+    want_tgt = lp[:, :-1].gather(2, chunk[:, 1:].unsqueeze(2)).squeeze(2)
+    lp_diff = max((want_tgt - tgt).abs().max().item(), (lp[:, -1] - nxt).abs().max().item(),
+                  (lp.topk(top_k, dim=-1).values - top_lp).abs().max().item())
+    assert (lp.gather(2, top_ids) - top_lp).abs().max().item() < TOL  # the ids are the tokens of those log-probs
+    mem_diff = max_pool_diff(blk, dec, slots)
+    # v1, each row alone from its document start.
+    for r in range(B):
+        n = (pre[r] + N) * W
+        kv1, st1 = model.initial_state(1)
+        t1, top1, _, nxt1, kv1, st1 = model.score_blocks(toks[r:r + 1, :n], kv1, st1, top_k)
+        s = pre[r] * W
+        lp_diff = max(lp_diff, (t1[0, s:] - tgt[r]).abs().max().item(), (nxt1[0] - nxt[r]).abs().max().item(),
+                      (top1[0, s:] - top_lp[r]).abs().max().item())
+        last_half = (pre[r] + N - 1) % 2
+        for i, C in enumerate(model.kv_slots):
+            ring = blk[0][i][slots[r]]
+            if C > W:
+                ring = ring[:, :, last_half * W:(last_half + 1) * W]
+            mem_diff = max(mem_diff, (ring - kv1[0, i, :, :, :W]).abs().max().item())
+        if model.n_recurrent > 0:
+            mem_diff = max(mem_diff, (blk[1][slots[r]] - st1[0]).abs().max().item())
+    return lp_diff, mem_diff
+
+
+@pytest.mark.parametrize("gate", ["fixed", "lstm"])
+@pytest.mark.parametrize("B,N", [(1, 16), (8, 2), (3, 1), (3, 2), (3, 3), (3, 4), (3, 5), (3, 6)])
+def test_block_parallel_score_slots_equals_per_block(gate, B, N):
+    model = make(gate=gate, window=8)
+    lp_diff, mem_diff = block_parallel_vs_references(model, B, N)
+    assert lp_diff < TOL and mem_diff < TOL, (lp_diff, mem_diff)
+
+
+@pytest.mark.parametrize("B,N", [(1, 16), (8, 2)])
+@pytest.mark.parametrize("recurrent", [(), (1,), (0, 2)], ids=["no-recurrent", "one-recurrent", "two-recurrent"])
+def test_block_parallel_score_slots_scripted_and_layouts(recurrent, B, N):
+    model = make(gate="lstm", recurrent=recurrent, window=6, scripted=True)
+    lp_diff, mem_diff = block_parallel_vs_references(model, B, N)
+    assert lp_diff < TOL and mem_diff < TOL, (lp_diff, mem_diff)
