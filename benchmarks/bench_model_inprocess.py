@@ -4,7 +4,8 @@
   /usr/bin/python3 benchmarks/bench_model_inprocess.py --model model/artifacts/brt.pt [--threads 2]
 
 Prints one JSON line:
-- score_slots tokens/s at each --score-batches (N=--blocks whole blocks per call and row);
+- score_slots tokens/s at each --score-batches (N=--blocks whole blocks per call and row; a comma list such as
+  `--blocks 16,2` measures each N, keyed "BxN"; `--decode-batches ""` skips the decode figures);
 - decode steps/s (and tokens/s = steps/s * batch) at each --decode-batches, rows at staggered offsets in their
   blocks, in non-contiguous slots of a pool twice the batch: v2 = decode_slots plus finish_slots for the rows
   whose token completed a block; v1 = decode_step on per-batch memory tensors (returns new memory every step);
@@ -53,9 +54,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum measuring time per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per figure; the best one counts")
-    ap.add_argument("--blocks", type=int, default=2, help="blocks per score_slots call")
+    ap.add_argument("--blocks", default="2",
+                    help="blocks per score_slots call and row; a comma list measures each (keys 'BxN')")
     ap.add_argument("--score-batches", default="1,8")
-    ap.add_argument("--decode-batches", default="1,8,32,64")
+    ap.add_argument("--decode-batches", default="1,8,32,64", help="empty: no decode figures")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default malloc thresholds")
     args = ap.parse_args()
@@ -69,10 +71,12 @@ def main():
     files = {"brt_meta.json": ""}
     m = torch.jit.load(args.model, map_location=dev, _extra_files=files).eval()
     meta = json.loads(files["brt_meta.json"])
+    blocks = [int(x) for x in args.blocks.split(",")]
     W, V = meta["window"], meta["vocab_size"]
     load0 = load_avg()
     out = {"model": meta.get("name"), "format": meta.get("format"), "device": args.device,
-           "threads": args.threads, "window": W, "blocks_per_call": args.blocks, "rounds": args.rounds,
+           "threads": args.threads, "window": W, "blocks_per_call": blocks if len(blocks) > 1 else blocks[0],
+           "rounds": args.rounds,
            "seconds_per_round": args.seconds, "torch": torch.__version__,
            "machine": platform.machine(), "cpus": os.cpu_count(),
            "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ}}
@@ -86,8 +90,8 @@ def main():
 
     score = {}
     with torch.inference_mode():
-        for B in [int(x) for x in args.score_batches.split(",")]:
-            T = args.blocks * W
+        for B, N in [(int(b), n) for b in args.score_batches.split(",") if b for n in blocks]:
+            T = N * W
             P, slots = slots_for(B)
             kv, state = m.allocate_slots(P)
             m.init_slots(slots, kv, state)
@@ -102,11 +106,12 @@ def main():
 
             for _ in range(3):
                 run()
-            score[str(B)] = round(max(timed(run, args.seconds) for _ in range(args.rounds)) * B * T, 1)
+            key = str(B) if len(blocks) == 1 else f"{B}x{N}"
+            score[key] = round(max(timed(run, args.seconds) for _ in range(args.rounds)) * B * T, 1)
         out["score_slots_tokens_per_s"] = score
 
         dec2, dec1 = {}, {}
-        for B in [int(x) for x in args.decode_batches.split(",")]:
+        for B in [int(x) for x in args.decode_batches.split(",") if x]:
             P, slots = slots_for(B)
             toks = torch.randint(4, V, (B,), generator=g).to(dev)
             # Staggered rows: different offsets in their blocks (and different blocks), so finish_slots
