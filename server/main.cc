@@ -37,7 +37,10 @@ ABSL_FLAG(
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to listen on (host:port)");
 ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (GPU)");
-ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch; 0 = number of cores");
+ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch's block scoring; 0 = number of cores");
+ABSL_FLAG(int, decode_threads, 1,
+          "Intra-op threads for decode steps (generation, partial blocks); 0 = --threads. One is fastest "
+          "on small CPUs: a step is many small operations");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
   runner_options.device = absl::GetFlag(FLAGS_device);
   runner_options.dtype = absl::GetFlag(FLAGS_dtype);
   runner_options.threads = absl::GetFlag(FLAGS_threads);
+  runner_options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
   runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());

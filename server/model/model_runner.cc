@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <cstring>
@@ -52,6 +53,16 @@ struct ModelRunner::Impl {
   int32_t capacity = 0;          // P
   int32_t max_slots = 0;
   int threads = 1;
+  int decode_threads = 1;
+  int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
+
+  // Switches the executor thread's intra-op thread count (OpenMP keeps it per thread; cheap).
+  void UseThreads(int n) {
+    if (n != current_threads) {
+      at::set_num_threads(n);
+      current_threads = n;
+    }
+  }
 
   c10::IValue KvList() const {
     c10::List<at::Tensor> list;
@@ -125,7 +136,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   impl->threads = threads;
+  impl->decode_threads = options.decode_threads > 0 ? options.decode_threads : threads;
 
+  torch::jit::setGraphExecutorOptimize(false);  // see InitExecutorThread
   torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
   try {
     c10::InferenceMode guard;
@@ -208,8 +221,13 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
 }
 
 void ModelRunner::InitExecutorThread() {
+  // No profiling/optimising graph executor: it re-specialises a method on the shapes of its first calls
+  // and again when they change (the batch size changes every step), and those runs were 10-15x slower
+  // (a one-row state update took ~35 ms instead of ~2 ms). The plain interpreter runs every call alike.
+  torch::jit::setGraphExecutorOptimize(false);
   // OpenMP's thread count is per thread: set it again on the thread that runs the model.
-  at::set_num_threads(impl_->threads);
+  impl_->current_threads = 0;
+  impl_->UseThreads(impl_->threads);
 }
 
 int32_t ModelRunner::pool_capacity() const { return impl_->capacity; }
@@ -279,6 +297,7 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   }
   try {
     c10::InferenceMode guard;
+    impl_->UseThreads(impl_->threads);
     impl_->Reserve(max_slot);
     at::Tensor tokens = at::from_blob(flat.data(), {b, n}, at::kLong).to(impl_->device);
     auto out = impl_->module.get_method("score_slots")(
@@ -331,6 +350,7 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
   }
   try {
     c10::InferenceMode guard;
+    impl_->UseThreads(impl_->decode_threads);
     impl_->Reserve(max_slot);
     c10::IValue kv = impl_->KvList();
     at::Tensor out = impl_->module
