@@ -282,45 +282,6 @@ class BRTLayer(nn.Module):
             new_st = self.update_state(st, keys, values)
         return y, k, v, new_st
 
-    def blocks_core(self, x: Tensor, first_k: Tensor, first_v: Tensor, st: Tensor, n_blocks: int,
-                    state_scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`block_core` applied to N consecutive blocks of each row, block-parallel.
-
-        x (B*N,W,D): block b of row r at index r*N+b; first_k/first_v (B,H,W,dh) the keys/values of the block
-        before each row's first block, in position order; st (B,3,S,D) the state before the first block, or
-        empty. Every token-wise product (projections, window attention, the state read, Wo, FFN) runs on all
-        N*W tokens at once; only a recurrent layer's state chain S_{b+1} = update(S_b, keys/values of blocks
-        b-1 and b) runs block after block. Returns the output (B*N,W,D), the last block's window keys and
-        values (B,H,2W,dh: the block before it, then it) and the state after the last block."""
-        W = self.W
-        N = n_blocks
-        BN = x.shape[0]
-        B = BN // N
-        H = self.h
-        dh = self.dh
-        xn = self.norm1(x)
-        q = l2norm(self.heads(self.wq(xn)))
-        k = l2norm(self.heads(self.wk(xn))).view(B, N, H, W, dh)
-        v = self.heads(self.wv(xn)).view(B, N, H, W, dh)
-        # Block b's keys: block b-1's (the ring's for b = 0), then its own.
-        keys = torch.cat([torch.cat([first_k.unsqueeze(1), k[:, :N - 1]], dim=1), k], dim=3)  # (B,N,H,2W,dh)
-        values = torch.cat([torch.cat([first_v.unsqueeze(1), v[:, :N - 1]], dim=1), v], dim=3)
-        bias = self.rel_bias[:, self.block_bucket].unsqueeze(0)  # (1,H,W,2W)
-        a1 = attend(q, keys.view(BN, H, 2 * W, dh), values.view(BN, H, 2 * W, dh), bias,
-                    self.block_mask.view(1, 1, W, 2 * W), self.alpha, True, True)
-        q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
-        st_all = st
-        if self.rec_index >= 0:
-            q2 = l2norm(self.heads(self.wq2(xn)))
-            # The state chain: block b reads S_b; S_{b+1} from S_b and block b's 2W keys/values.
-            read: List[Tensor] = []
-            for b in range(N):
-                read.append(st)
-                st = self.update_state(st, keys[:, b], values[:, b])
-            st_all = torch.stack(read, dim=1).view(BN, 3, self.S, self.d)
-        y = self.mix(x, a1, q2, st_all, state_scale)
-        return y, keys[:, N - 1], values[:, N - 1], st
-
     def block(self, x: Tensor, kv: Tensor, st: Tensor, state_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
         """x (B,W,D) one full block; kv (B,2,H,2W,dh) at a block boundary; st (B,3,S,D) or empty.
 
@@ -602,28 +563,42 @@ class BlockRecurrentTransformer(nn.Module):
         for r in range(self.n_recurrent):
             states.append(st_rows[:, r])
         empty = st_rows[:, 0:0]
-        # Layer after layer over all N blocks at once (blocks_core); the pools get what block-after-block
-        # processing leaves: each ring the last block (a recurrent layer's the last two) at p % C_l, and the
-        # state after the last block.
-        x = self.drop(self.embed(tokens)).view(B * N, W, self.d_model)
+        prev_k: List[Tensor] = []
+        prev_v: List[Tensor] = []
+        older_k: List[Tensor] = []
+        older_v: List[Tensor] = []
+        for i, rlayer in enumerate(self.layers):
+            rows = rlayer.read_span(kv[i], slots, starts - W, W)
+            prev_k.append(rows[:, 0])
+            prev_v.append(rows[:, 1])
+            older_k.append(rows[:, 0])
+            older_v.append(rows[:, 1])
+        outs: List[Tensor] = []
+        for b in range(N):
+            x = self.drop(self.embed(tokens[:, b * W:(b + 1) * W]))
+            for i, layer in enumerate(self.layers):
+                r = layer.rec_index
+                st = states[r] if r >= 0 else empty
+                x, k, v, st = layer.block_core(x, prev_k[i], prev_v[i], st, self.state_scale)
+                older_k[i] = prev_k[i]
+                older_v[i] = prev_v[i]
+                prev_k[i] = k
+                prev_v[i] = v
+                if r >= 0:
+                    states[r] = st
+            outs.append(self.logits_of(x))
         last = starts + (N - 1) * W
-        for i, layer in enumerate(self.layers):
-            r = layer.rec_index
-            st = states[r] if r >= 0 else empty
-            first = layer.read_span(kv[i], slots, starts - W, W)
-            x, keys, values, st = layer.blocks_core(x, first[:, 0], first[:, 1], st, N, self.state_scale)
-            if r >= 0:
-                states[r] = st
-            if layer.C > W and N >= 2:
+        for i, wlayer in enumerate(self.layers):
+            if wlayer.C > W and N >= 2:
                 # The ring holds the last two blocks: one write of all 2W slots.
-                layer.write_span(kv[i], slots, last - W, keys, values)
+                wlayer.write_span(kv[i], slots, last - W, torch.cat([older_k[i], prev_k[i]], dim=2),
+                                  torch.cat([older_v[i], prev_v[i]], dim=2))
             else:
-                layer.write_span(kv[i], slots, last, keys[:, :, W:], values[:, :, W:])
+                wlayer.write_span(kv[i], slots, last, prev_k[i], prev_v[i])
         if self.n_recurrent > 0:
             put_rows(state, slots, torch.stack(states, dim=1))
-        # One fused log_softmax over all positions: on CPU it is faster than logsumexp (which allocates and
-        # exps a full-size temporary too) plus a gather, at the server's call sizes.
-        return self.score_outputs(self.logits_of(x.view(B, T, self.d_model)), tokens, top_k)
+        logits = outs[0] if N == 1 else torch.cat(outs, dim=1)
+        return self.score_outputs(logits, tokens, top_k)
 
     @torch.jit.export
     def decode_slots(self, tokens: Tensor, positions: Tensor, slots: Tensor, kv: List[Tensor], state: Tensor
