@@ -516,3 +516,34 @@ def test_shipped_exports_are_format_2(path):
     lps = [step(script, *b, slots, torch.tensor([p]), toks[:, p]) for p in range(2 * W - 1)]
     want_tgt = torch.stack(lps, 1)[0].gather(1, toks[0, 1:].unsqueeze(1)).squeeze(1)
     assert (want_tgt - tgt[0]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("scripted", [False, True])
+def test_block_grouping_does_not_change_a_single_bit(scripted):
+    """N blocks in one score_slots call give bit-for-bit the memory and log-probs of N calls of one block.
+
+    The server groups a session's blocks into calls as its input arrives, so this is what makes a
+    restored or forked session continue bitwise like the uninterrupted one. (A block-parallel rewrite
+    that ran the linear layers over all N*W tokens at once broke it: the GEMM's rounding depends on M.)
+    """
+    model = make(scripted=scripted, window=8)
+    W = 8
+    torch.manual_seed(11)
+    toks = torch.randint(4, V, (1, 6 * W))
+    slots = torch.tensor([0])
+    with torch.inference_mode():
+        kv_a, st_a = model.allocate_slots(1)
+        kv_b, st_b = model.allocate_slots(1)
+        model.init_slots(slots, kv_a, st_a)
+        model.init_slots(slots, kv_b, st_b)
+        whole, _, _, next_a = model.score_slots(toks, torch.tensor([0]), slots, kv_a, st_a, 0)
+        parts = []
+        for b in range(6):
+            t, _, _, next_b = model.score_slots(toks[:, b * W:(b + 1) * W], torch.tensor([b * W]), slots,
+                                                kv_b, st_b, 0)
+            parts.append(t)
+    assert torch.equal(st_a, st_b)
+    assert all(torch.equal(x, y) for x, y in zip(kv_a, kv_b))
+    assert torch.equal(next_a, next_b)
+    for b in range(6):  # within each block the targets agree bitwise too
+        assert torch.equal(whole[:, b * W:(b + 1) * W - 1], parts[b])
