@@ -36,7 +36,7 @@ ABSL_FLAG(std::string, text, "", "Text file to score (each session scores its ow
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (block scoring)");
-ABSL_FLAG(int, decode_threads, 1, "Intra-op threads for decode steps; 0 = --threads");
+ABSL_FLAG(int, decode_threads, 0, "Intra-op threads for decode steps; 0 = --threads");
 ABSL_FLAG(std::string, score_sessions, "1,8", "Concurrent Score sessions to measure");
 ABSL_FLAG(std::string, generate_sessions, "1,32", "Concurrent Generate sessions to measure");
 ABSL_FLAG(int, score_bytes, 60000, "Bytes of text each Score session reads");

@@ -31,6 +31,9 @@ struct ModelRunnerOptions {
   // Intra-op threads for decode steps; 0 = `threads`. A decode step is many small operations, for which
   // waking a second OpenMP thread costs more than it saves on a small CPU (measured on 2 cores: one
   // thread decodes 15-20% faster at 1 and at 32 sessions), while block scoring gains from every core.
+  // But a thread count that differs from `threads` is switched between calls, and then results were
+  // not reproducible in their last bits (the first session of a process differed from later ones), so
+  // the default keeps one count and bitwise save/restore/fork continuation.
   int decode_threads = 0;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
