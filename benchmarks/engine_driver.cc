@@ -37,6 +37,7 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (block scoring)");
 ABSL_FLAG(int, decode_threads, 0, "Intra-op threads for decode steps; 0 = --threads");
+ABSL_FLAG(bool, jit_optimize, false, "TorchScript's profiling executor");
 ABSL_FLAG(std::string, score_sessions, "1,8", "Concurrent Score sessions to measure");
 ABSL_FLAG(std::string, generate_sessions, "1,32", "Concurrent Generate sessions to measure");
 ABSL_FLAG(int, score_bytes, 60000, "Bytes of text each Score session reads");
@@ -192,6 +193,7 @@ int main(int argc, char** argv) {
   ro.dtype = absl::GetFlag(FLAGS_dtype);
   ro.threads = absl::GetFlag(FLAGS_threads);
   ro.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  ro.jit_optimize = absl::GetFlag(FLAGS_jit_optimize);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

@@ -54,6 +54,7 @@ struct ModelRunner::Impl {
   int32_t max_slots = 0;
   int threads = 1;
   int decode_threads = 1;
+  bool jit_optimize = false;
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
 
   // Switches the executor thread's intra-op thread count (OpenMP keeps it per thread; cheap).
@@ -137,8 +138,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   at::set_num_threads(threads);
   impl->threads = threads;
   impl->decode_threads = options.decode_threads > 0 ? options.decode_threads : threads;
+  impl->jit_optimize = options.jit_optimize;
 
-  torch::jit::setGraphExecutorOptimize(false);  // see InitExecutorThread
+  torch::jit::setGraphExecutorOptimize(options.jit_optimize);  // see InitExecutorThread
   torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
   try {
     c10::InferenceMode guard;

@@ -35,6 +35,9 @@ struct ModelRunnerOptions {
   // not reproducible in their last bits (the first session of a process differed from later ones), so
   // the default keeps one count and bitwise save/restore/fork continuation.
   int decode_threads = 0;
+  // TorchScript's profiling executor (re-specialises methods on new input shapes). Off by default: see
+  // model_runner.cc, InitExecutorThread.
+  bool jit_optimize = false;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
