@@ -31,11 +31,9 @@ SHORT_MESSAGE = 2048           # an error message longer than this is not "short
 
 
 @pytest.fixture(scope="module")
-def plain():
-    """A server with the default flags (every check below that needs no new flag runs on it)."""
-    s = BrtServer()
-    yield s
-    s.stop()
+def plain(server):
+    """The default-flags server from conftest (every check below that needs no new flag runs on it)."""
+    return server
 
 
 @pytest.fixture(scope="module")
