@@ -10,7 +10,6 @@ status, keeps its memory bounded and goes on serving everyone else:
   - forged snapshots handed to RestoreSession (valid checksum, invalid contents).
 """
 import hashlib
-import os
 import struct
 import subprocess
 import tempfile
