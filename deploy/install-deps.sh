@@ -20,6 +20,12 @@ PACKAGES=(
   gnuplot-nox
   # Corpus and services used by tests and later issues.
   bible-kjv bible-kjv-text redis-server prometheus
+  # Training corpus: Jane Austen's novels (the package stores them as R data, read with R).
+  r-base-core r-cran-janeaustenr
+  # HTTP (OpenAI-compatible) front end.
+  libcpp-httplib-dev
+  # Headless browser for the web page test.
+  chromium
 )
 
 missing=()
