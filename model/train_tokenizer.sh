@@ -13,5 +13,5 @@ spm_train --input="$data/tokenizer_sample.txt" --model_prefix="$prefix" --vocab_
   --user_defined_symbols=$'\n' \
   --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 \
   --input_sentence_size=2000000 --shuffle_input_sentence=true --max_sentence_length=8192 \
-  --num_threads=2 --minloglevel=1
+  --num_threads=1 --random_seed=1234 --minloglevel=1
 rm -f "$prefix.vocab"
