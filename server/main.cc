@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,12 +18,16 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "brt/v1/brt.pb.h"
+#include "grpc/health/v1/health.pb.h"
 #include "server/core/engine.h"
 #include "server/grpc/brt_service.h"
+#include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/process_collector.h"
@@ -88,6 +93,19 @@ ABSL_FLAG(std::string, metrics_address, brt::metrics::kDefaultMetricsAddress,
           "Address (host:port) of the Prometheus /metrics endpoint; loopback by default, port 0 "
           "picks a free one. Empty = metrics off (nothing is recorded)");
 
+ABSL_FLAG(std::string, http_listen, "",
+          "Address (host:port) of the OpenAI-compatible HTTP API and web page (README: HTTP API); "
+          "port 0 picks a free one. Empty = off. It has no authentication: keep it on loopback");
+ABSL_FLAG(int, http_threads, 16,
+          "HTTP handler threads: requests served at once (each streaming response holds one)");
+ABSL_FLAG(uint64_t, http_max_body_bytes, uint64_t{8} << 20,
+          "Largest HTTP request body, bytes (413 beyond)");
+ABSL_FLAG(uint32_t, http_max_prompts, 32, "Most prompts in one /v1/completions request");
+ABSL_FLAG(int, http_timeout_s, 60,
+          "HTTP read and write timeout, seconds: a client that stops sending or reading is cut off");
+ABSL_FLAG(int64_t, http_request_timeout_s, 0,
+          "Deadline of one /v1/completions request, seconds; 0 = none");
+
 #ifndef BRT_GIT_COMMIT
 #define BRT_GIT_COMMIT "unknown"
 #endif
@@ -133,7 +151,22 @@ int main(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
+  // --help and --helpfull print to stdout and exit 0, as command-line tools conventionally do (absl
+  // exits 1).
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull" || arg == "-helpfull") {
+      const bool full = absl::EndsWith(arg, "full");
+      absl::flags_internal::SetProgramInvocationName(argv[0]);
+      absl::flags_internal::FlagsHelp(std::cout, full ? "" : "server/main.cc",
+                                      absl::flags_internal::HelpFormat::kHumanReadable,
+                                      absl::ProgramUsageMessage());
+      return 0;
+    }
+  }
   absl::ParseCommandLine(argc, argv);
+  // Links grpc.health.v1's descriptors, so that server reflection can describe the health service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   // Block termination signals in every thread; a dedicated thread waits for them.
   sigset_t signals;
@@ -298,6 +331,26 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "brt-server: snapshot store %s%s\n", store->Describe().c_str(),
                  options.snapshot_hmac_key ? " (signed)" : "");
   }
+  std::unique_ptr<brt::http::HttpServer> http;
+  if (const std::string http_listen = absl::GetFlag(FLAGS_http_listen); !http_listen.empty()) {
+    brt::http::HttpServerOptions http_options;
+    http_options.listen = http_listen;
+    http_options.threads = absl::GetFlag(FLAGS_http_threads);
+    http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
+    http_options.max_prompts = absl::GetFlag(FLAGS_http_max_prompts);
+    http_options.read_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
+    http_options.write_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
+    http_options.request_timeout_s = absl::GetFlag(FLAGS_http_request_timeout_s);
+    auto started = brt::http::HttpServer::Start(engine->get(), http_options);
+    if (!started.ok()) {
+      server->Shutdown();
+      return Fail(started.status());
+    }
+    http = *std::move(started);
+    std::string http_host = http_listen.substr(0, http_listen.rfind(':'));
+    std::fprintf(stderr, "brt-server: HTTP API on http://%s:%d/ (OpenAI-compatible /v1)\n",
+                 http_host.c_str(), http->port());
+  }
   if (exposer != nullptr) {
     std::string metrics_host = metrics_address.substr(0, metrics_address.rfind(':'));
     std::fprintf(stderr, "brt-server: metrics on http://%s:%d/metrics\n", metrics_host.c_str(),
@@ -311,6 +364,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "brt-server: signal %d, shutting down\n", sig);
     // Graceful: stop taking work, end active calls at a token/block boundary, snapshot every session.
     server->GetHealthCheckService()->SetServingStatus(false);
+    if (http != nullptr) http->SetDraining();
     (*engine)->Drain();
     if (store != nullptr) {
       auto saved = (*engine)->SaveAllSessions();
@@ -325,6 +379,7 @@ int main(int argc, char** argv) {
     // The exposer takes ~2 s to stop once it has served a scrape: stop it while gRPC drains.
     std::thread stop_exposer([&] { exposer.reset(); });
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (http != nullptr) http->Stop();
     stop_exposer.join();
   });
   server->Wait();

@@ -89,6 +89,9 @@ struct GeneratedToken {
   float logprob = 0;
   uint64_t position = 0;
   std::string bytes;
+  // The most likely tokens of the distribution this token was drawn from (before sampling
+  // transforms), most likely first; GenerateParams::top_logprobs of them (empty when 0).
+  std::vector<AlternativeResult> top;
 };
 
 struct GenerateSummary {
@@ -101,6 +104,11 @@ struct GenerateSummary {
 
 struct GenerateParams {
   std::string prompt;
+  // The prompt as token ids instead of text (then `prompt` must be empty): each in [0, vocab_size).
+  std::optional<std::vector<int32_t>> prompt_tokens;
+  // Alternatives reported with each generated token (GeneratedToken::top), at most
+  // EngineOptions::max_top_k.
+  uint32_t top_logprobs = 0;
   std::optional<uint32_t> max_tokens;
   SamplingOverrides sampling;
   absl::Time deadline = absl::InfiniteFuture();

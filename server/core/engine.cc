@@ -10,12 +10,31 @@
 #include "server/metrics/metrics.h"
 
 namespace brt {
+namespace {
+
+// INVALID_ARGUMENT naming the first id outside [0, vocab_size) and where it is.
+absl::Status CheckTokenIds(const std::vector<int32_t>& ids, int32_t vocab_size,
+                           const char* field) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] is ", ids[i],
+                                                     "; token ids must be in [0, ", vocab_size,
+                                                     ") for this model's vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 // ---- calls
 // ------------------------------------------------------------------------------------------
 
 absl::StatusOr<bool> ScoreCall::Append(std::string_view chunk) {
   return engine_->Append(job_.get(), chunk);
+}
+absl::StatusOr<bool> ScoreCall::AppendTokens(const std::vector<int32_t>& ids) {
+  return engine_->AppendTokens(job_.get(), ids);
 }
 absl::Status ScoreCall::CloseInput() { return engine_->CloseInput(job_.get()); }
 void ScoreCall::Cancel() { engine_->Cancel(job_.get()); }
@@ -283,7 +302,32 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   absl::Status valid =
       ValidateSampling(params.sampling, backend_->metadata().vocab_size, "sampling.");
   if (!valid.ok()) return valid;
-  auto prompt = tokenizer_->EncodeWithSpans(params.prompt);
+  if (params.top_logprobs > options_.max_top_k) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be in [0, ", options_.max_top_k,
+                                                   "] (--max_top_k), got ", params.top_logprobs));
+  }
+  absl::StatusOr<std::vector<TokenSpan>> prompt;
+  if (params.prompt_tokens.has_value()) {
+    if (!params.prompt.empty()) {
+      return absl::InvalidArgumentError("give the prompt as text or as token ids, not both");
+    }
+    if (params.prompt_tokens->size() > options_.max_chunk_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("prompt is ", params.prompt_tokens->size(), " tokens; the limit is ",
+                       options_.max_chunk_bytes, " (--max_chunk_bytes)"));
+    }
+    absl::Status ids = CheckTokenIds(*params.prompt_tokens, tokenizer_->vocab_size(), "prompt");
+    if (!ids.ok()) return ids;
+    prompt.emplace();
+    for (int32_t id : *params.prompt_tokens) prompt->push_back(TokenSpan{id, 0, 0});
+    if (max_tokens == 0 && prompt->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "empty request: max_tokens is 0 and there is no prompt (give max_tokens in [1, ",
+          options_.max_tokens_cap, "] or a prompt)"));
+    }
+  } else {
+    prompt = tokenizer_->EncodeWithSpans(params.prompt);
+  }
   if (!prompt.ok()) return prompt.status();
 
   auto job = std::make_shared<Job>();
@@ -292,6 +336,7 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   job->gen_sink = sink;
   job->max_tokens = max_tokens;
   job->prompt_tokens = static_cast<uint32_t>(prompt->size());
+  job->top_logprobs = params.top_logprobs;
   absl::Status loaded = LoadIfStored(session_id);
   if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
@@ -319,6 +364,10 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
 // ------------------------------------------------------------------
 
 absl::StatusOr<bool> Engine::Append(Job* job, std::string_view chunk) {
+  if (job->token_input) {
+    return absl::FailedPreconditionError(
+        "this Score call already received token ids; send either text or token ids, not both");
+  }
   if (chunk.size() > options_.max_chunk_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("text chunk is ", chunk.size(), " bytes; the limit is ",
@@ -335,13 +384,53 @@ absl::StatusOr<bool> Engine::Append(Job* job, std::string_view chunk) {
     job->fail_status = tokens.status();
     return tokens.status();
   }
+  return PushInputLocked(job, *tokens);
+}
+
+bool Engine::PushInputLocked(Job* job, const std::vector<TokenSpan>& tokens) {
   SessionState& s = *job->session;
-  for (const TokenSpan& t : *tokens) s.pending.push_back(PendingToken{t.id, true, t.begin, t.end});
+  for (const TokenSpan& t : tokens) s.pending.push_back(PendingToken{t.id, true, t.begin, t.end});
   if (s.pending.size() >= options_.max_pending_tokens) {
     job->input_paused = true;
     return false;
   }
   return true;
+}
+
+absl::StatusOr<bool> Engine::AppendTokens(Job* job, const std::vector<int32_t>& ids) {
+  if (ids.size() > options_.max_chunk_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("token chunk has ", ids.size(), " ids; the limit is ", options_.max_chunk_bytes,
+                     " (--max_chunk_bytes)"));
+  }
+  // Caller thread only (like job->inc): no lock needed for the input-side fields.
+  if (job->inc->bytes_received() > 0) {
+    return absl::FailedPreconditionError(
+        "this Score call already received text; send either text or token ids, not both");
+  }
+  absl::Status valid = CheckTokenIds(ids, tokenizer_->vocab_size(), "tokens");
+  std::vector<TokenSpan> spans;
+  if (valid.ok()) {
+    job->token_input = true;
+    spans.reserve(ids.size());
+    for (int32_t id : ids) {
+      const uint64_t begin = job->token_input_bytes;
+      job->token_input_bytes += tokenizer_->PieceBytes(id).size();
+      spans.push_back(TokenSpan{id, begin, job->token_input_bytes});
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (job->finished) {
+    return job->final_status.ok() ? absl::FailedPreconditionError("the Score call has ended")
+                                  : job->final_status;
+  }
+  if (job->input_closed) return absl::FailedPreconditionError("input already closed");
+  if (!valid.ok()) {
+    job->fail_status = valid;
+    return valid;
+  }
+  job->tokens_given += ids.size();
+  return PushInputLocked(job, spans);
 }
 
 absl::Status Engine::CloseInput(Job* job) {
@@ -350,12 +439,12 @@ absl::Status Engine::CloseInput(Job* job) {
   if (job->finished) return job->final_status;
   if (job->input_closed) return absl::OkStatus();
   job->input_closed = true;
-  job->bytes = job->inc->bytes_received();
+  job->bytes = job->token_input ? job->token_input_bytes : job->inc->bytes_received();
   if (!tokens.ok()) {
     job->fail_status = tokens.status();
     return tokens.status();
   }
-  if (job->bytes == 0) {
+  if (job->bytes == 0 && job->tokens_given == 0) {
     job->fail_status = absl::InvalidArgumentError(
         "empty Score call: send at least 1 byte of text (ScoreRequest.text)");
     return absl::OkStatus();

@@ -129,6 +129,10 @@ class ScoreCall {
   // ScoreSink::OnInputReady. RESOURCE_EXHAUSTED for an oversized chunk; the call's status if it
   // ended.
   absl::StatusOr<bool> Append(std::string_view chunk);
+  // Adds input as token ids (each in [0, vocab_size)) instead of text; a call takes one or the other,
+  // never both (FAILED_PRECONDITION). The reported byte spans are offsets in the concatenated pieces'
+  // bytes. Same return as Append; INVALID_ARGUMENT names the first id out of range.
+  absl::StatusOr<bool> AppendTokens(const std::vector<int32_t>& ids);
   // End of the client's input: the rest is tokenized, the partial block run, then
   // OnFinish(summary).
   absl::Status CloseInput();
@@ -232,6 +236,10 @@ class Engine {
 
   // ---- engine.cc: sessions and the caller side of calls
   absl::StatusOr<bool> Append(Job* job, std::string_view chunk);
+  absl::StatusOr<bool> AppendTokens(Job* job, const std::vector<int32_t>& ids);
+  // Pushes accepted tokens into the job's session; false when the caller should pause.
+  bool PushInputLocked(Job* job, const std::vector<TokenSpan>& tokens)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseInput(Job* job);
   void Cancel(Job* job);
   int64_t NowMs() const;

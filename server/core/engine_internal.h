@@ -48,6 +48,9 @@ struct Job {
   bool input_closed = false;
   bool input_paused = false;
   uint64_t bytes = 0;
+  bool token_input = false;       // AppendTokens was used (caller thread only)
+  uint64_t token_input_bytes = 0;  // bytes of the pieces given as ids so far (caller thread only)
+  uint64_t tokens_given = 0;       // ids accepted by AppendTokens
   uint64_t tokens = 0;
   double total_nll = 0;
 
@@ -58,6 +61,7 @@ struct Job {
   uint32_t max_tokens = 0;
   uint32_t generated = 0;
   uint32_t prompt_tokens = 0;
+  uint32_t top_logprobs = 0;
   FinishReason finishing = FinishReason::kUnspecified;
 };
 

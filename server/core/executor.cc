@@ -198,6 +198,17 @@ void Engine::SampleLocked(Job& job, Events* events) {
     job.finishing = FinishReason::kLength;
   }
   GenerateSink* sink = job.gen_sink;
+  if (job.top_logprobs > 0) {
+    // The alternatives are picked outside the lock, from a copy of the distribution.
+    auto dist = std::make_shared<const std::vector<float>>(s.next_logprobs);
+    const int k = static_cast<int>(job.top_logprobs);
+    const Tokenizer* tokenizer = tokenizer_.get();
+    events->push_back([sink, out = std::move(out), dist, k, tokenizer]() mutable {
+      out.top = TopKOf(*dist, k, *tokenizer);
+      sink->OnToken(std::move(out));
+    });
+    return;
+  }
   events->push_back([sink, out = std::move(out)]() mutable { sink->OnToken(std::move(out)); });
 }
 
