@@ -42,12 +42,12 @@ void AppendLogprobsElements(const std::vector<TokenLogprob>& tokens, size_t begi
         break;
       case LogprobsField::kTopLogprobs: {
         // An object {piece: logprob}; pieces that print alike keep the first (most likely) one.
-        nlohmann::json top = nlohmann::json::object();
+        nlohmann::ordered_json top = nlohmann::ordered_json::object();
         for (const auto& [id, lp] : t.top) {
           const std::string& piece = tokenizer.PieceBytes(id);
           if (!top.contains(piece)) top[piece] = static_cast<double>(lp);
         }
-        out->append(top.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        out->append(top.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
         break;
       }
       case LogprobsField::kTextOffset:
