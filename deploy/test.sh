@@ -5,13 +5,16 @@
 #   1. the C++ unit tests (ctest),
 #   2. the model and tokenizer tests (pytest, tests/model),
 #   3. the deployment configs and a real Prometheus scrape (pytest, tests/metrics),
-#   4. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration).
+#   4. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration),
+#      including the official openai npm SDK and the web page in headless Chromium (tests/node, whose npm
+#      packages `npm ci` installs from the lock file).
 # Extra arguments go to the final pytest run (e.g. -k generation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 [ -f model/data/test.jsonl ] || /usr/bin/python3 model/build_corpus.py --out model/data
 bash deploy/build.sh
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 echo "== C++ unit tests"
 ctest --test-dir build --output-on-failure -j2
 echo "== Python tests (model, tokenizer, end-to-end)"
