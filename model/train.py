@@ -180,6 +180,28 @@ def save_checkpoint(path, model, opt, step, tokens, cfg, elapsed, stream, kv, st
     os.replace(tmp, path)
 
 
+def export_best(args):
+    """Exports RUN/best.pt (with RUN/summary.json, or the checkpoint's figures if the run has not finished)."""
+    tok = Tokenizer(args.tokenizer)
+    b = torch.load(os.path.join(args.run, "best.pt"), map_location="cpu")
+    cfg = BRTConfig.from_dict(b["config"])
+    model = BlockRecurrentTransformer(cfg)
+    model.load_state_dict(b["model"])
+    spath = os.path.join(args.run, "summary.json")
+    if os.path.exists(spath):
+        summary = json.load(open(spath))
+    else:
+        c = torch.load(os.path.join(args.run, "checkpoint.pt"), map_location="cpu")
+        summary = {"steps": c["step"], "tokens": c["tokens"], "seconds": round(c["elapsed"], 1),
+                   "tokens_per_s": round(c["tokens"] / max(c["elapsed"], 1e-9), 1), "threads": args.threads,
+                   "device": args.device, "batch": args.batch, "segment_tokens": cfg.window * args.segment_blocks,
+                   "seed": args.seed, "best_step": b["step"], "best_valid": b["valid"], "unfinished": True}
+    model.eval()
+    meta = export(model, cfg, tok.sha256, args.export, name=os.path.basename(args.run.rstrip("/")),
+                  extra={"training": summary})
+    print(f"exported {args.export} (weights of step {b['step']}) fingerprint {meta['fingerprint']}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="model/runs/default", help="run directory (checkpoints, log)")
@@ -205,7 +227,11 @@ def main():
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--export", default=None, help="write the TorchScript export of the best weights here when done")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ap.add_argument("--export-only", action="store_true",
+                    help="do not train: export the run's best weights (RUN/best.pt) to --export")
     args = ap.parse_args()
+    if args.export_only:
+        return export_best(args)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
