@@ -93,6 +93,12 @@ ABSL_FLAG(std::string, metrics_address, brt::metrics::kDefaultMetricsAddress,
           "Address (host:port) of the Prometheus /metrics endpoint; loopback by default, port 0 "
           "picks a free one. Empty = metrics off (nothing is recorded)");
 
+ABSL_FLAG(uint32_t, checkpoints_per_session, 4,
+          "Checkpoints kept per session in host memory (about --max_sessions x this x 0.85 MB at most) "
+          "for RewindSession and ForkSession at a position; 0 = off");
+ABSL_FLAG(uint32_t, checkpoint_interval_blocks, 2,
+          "Blocks between a session's checkpoints: the rewind horizon is about checkpoints_per_session x "
+          "this blocks, and a rewind re-reads at most about this many blocks");
 ABSL_FLAG(std::string, http_listen, "",
           "Address (host:port) of the OpenAI-compatible HTTP API and web page (README: HTTP API); "
           "port 0 picks a free one. Empty = off. It has no authentication: keep it on loopback");
@@ -243,6 +249,11 @@ int main(int argc, char** argv) {
   options.session_idle_ttl_ms = absl::GetFlag(FLAGS_session_idle_ttl_s) * 1000;
   options.session_memory_budget_bytes = absl::GetFlag(FLAGS_session_memory_budget_bytes);
   options.autosave_every_blocks = absl::GetFlag(FLAGS_autosave_every_blocks);
+  options.checkpoints_per_session = absl::GetFlag(FLAGS_checkpoints_per_session);
+  options.checkpoint_interval_blocks = absl::GetFlag(FLAGS_checkpoint_interval_blocks);
+  if (options.checkpoint_interval_blocks == 0) {
+    return Fail(absl::InvalidArgumentError("--checkpoint_interval_blocks must be >= 1 (default 2)"));
+  }
   if (store == nullptr && (options.session_idle_ttl_ms > 0 || options.session_memory_budget_bytes > 0 ||
                            options.autosave_every_blocks > 0)) {
     return Fail(absl::InvalidArgumentError(

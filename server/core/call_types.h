@@ -29,6 +29,8 @@ struct SessionInfo {
   int64_t last_used_unix_ms = 0;
   SamplingOverrides default_sampling;
   bool busy = false;
+  // Earliest position RewindSession (or ForkSession at a position) can reach; 0 = none.
+  uint64_t earliest_rewind_position = 0;
 };
 
 struct AlternativeResult {

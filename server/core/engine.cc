@@ -129,6 +129,8 @@ SessionInfo Engine::InfoLocked(const SessionState& s) const {
   info.last_used_unix_ms = s.last_used_ms;
   info.default_sampling = s.defaults;
   info.busy = s.job != nullptr;
+  const int64_t earliest = s.checkpoints.earliest();
+  info.earliest_rewind_position = earliest < 0 ? 0 : static_cast<uint64_t>(std::max<int64_t>(earliest, 1));
   return info;
 }
 
@@ -146,6 +148,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
       ValidateSampling(default_sampling, backend_->metadata().vocab_size, "default_sampling.");
   if (!valid.ok()) return valid;
   auto s = std::make_shared<SessionState>();
+  s->checkpoints = NewCheckpointLog();
   s->label = label;
   s->defaults = default_sampling;
   s->created_ms = s->last_used_ms = NowMs();

@@ -111,6 +111,12 @@ struct EngineOptions {
   // then loses at most this many blocks of a session, plus one housekeeping interval.
   uint32_t autosave_every_blocks = 0;
   int64_t housekeeping_interval_ms = 100;
+  // Rewind horizon (server/core/checkpoint_log.h): checkpoints kept per session in host memory, one
+  // taken whenever a session reaches a block boundary at least checkpoint_interval_blocks blocks after
+  // the previous one. A rewind re-feeds at most about that many blocks. 0 = no checkpoints (rewinding
+  // and forking at a position are refused).
+  uint32_t checkpoints_per_session = 4;
+  uint32_t checkpoint_interval_blocks = 2;
   // Where the engine records queue, session, executor and token metrics (server/metrics/metrics.h);
   // not owned, must outlive the Engine. nullptr = metrics off: nothing is recorded and no clock is
   // read for them.
@@ -193,6 +199,18 @@ class Engine {
   // A copy of an idle session under a new unguessable id: same memory (shared: it is immutable), position,
   // next-token distribution, recent tokens, label and defaults. The two then evolve independently.
   absl::StatusOr<SessionInfo> ForkSession(const std::string& id);
+
+  // ---- rewinding (engine_checkpoints.cc). Positions are Session.position values: 1 = the start of the
+  // document (nothing read), p = after the first p-1 tokens.
+  // Rewinds an idle session to `position`, exactly: it then equals (bitwise, on CPU) a session that read
+  // only those tokens the same way. Restores the newest checkpoint at or before the position and feeds
+  // the tokens after it again on the executor (waiting for that). OUT_OF_RANGE past the session's
+  // position; FAILED_PRECONDITION before the earliest checkpoint (the message names the earliest
+  // reachable position), while a call runs, or for a damaged session; NOT_FOUND.
+  absl::StatusOr<SessionInfo> RewindSession(const std::string& id, uint64_t position);
+  // A new session that is `id` rewound to `position`; `id` itself is untouched. Errors as
+  // RewindSession and ForkSession.
+  absl::StatusOr<SessionInfo> ForkSessionAt(const std::string& id, uint64_t position);
   // The store's snapshot keys; removing one. FAILED_PRECONDITION without a store.
   absl::StatusOr<std::vector<std::string>> ListSnapshots();
   absl::Status DeleteSnapshot(const std::string& key);
@@ -275,6 +293,16 @@ class Engine {
   absl::StatusOr<SessionInfo> RestoreBytes(std::string_view bytes, bool new_id,
                                            std::chrono::steady_clock::time_point t0);
   persistence::ModelIdentity Identity() const;
+
+  // ---- engine_checkpoints.cc
+  // A session's empty log (the fresh-document checkpoint at position 0).
+  CheckpointLog NewCheckpointLog() const;
+  // After a model call advanced `s` (executor thread, lock held): logs the tokens it fed and whether a
+  // checkpoint is due now.
+  bool LogFedLocked(SessionState& s, int64_t from, const int32_t* ids, size_t n)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the checkpoints LogFedLocked asked for (executor thread, without the lock).
+  void TakeCheckpoints(const std::vector<std::shared_ptr<SessionState>>& sessions);
 
   // ---- housekeeper.cc: idle TTL, memory budget, autosave
   void HousekeepingLoop();

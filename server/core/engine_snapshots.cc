@@ -318,6 +318,16 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
   absl::Status ran = RunOnExecutor([&] { imported = backend_->ImportSlot(slot, host); });
   if (ran.ok() && imported.ok()) {
     s->slot = slot;
+    // The restored memory is the session's first checkpoint: it can be rewound back to here.
+    s->checkpoints = NewCheckpointLog();
+    if (s->checkpoints.enabled()) {
+      auto c = std::make_shared<Checkpoint>();
+      c->position = s->fed;
+      c->memory = std::move(host);
+      c->next_logprobs = s->next_logprobs;
+      c->recent = s->recent;
+      s->checkpoints.Reset(std::move(c));
+    }
     absl::MutexLock lock(&mu_);
     absl::Status inserted = draining_ ? absl::UnavailableError("the server is shutting down")
                                       : sessions_.Insert(s, new_id);
@@ -435,6 +445,7 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
       child->next_logprobs = parent.next_logprobs;
       child->fed = parent.fed;
       child->recent = parent.recent;
+      child->checkpoints = parent.checkpoints;  // checkpoints are immutable and shared
       from = parent.slot;
       if (from >= 0) {  // a fresh parent has no slot: neither does the child
         auto slot = sessions_.ReserveSlot();

@@ -338,6 +338,7 @@ void Engine::RunDecode(Plan* plan) {
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
+  std::vector<std::shared_ptr<SessionState>> checkpoint;  // sessions due for a checkpoint
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < plan->decode_jobs.size(); ++i) {
@@ -371,10 +372,12 @@ void Engine::RunDecode(Plan* plan) {
       }
       if (p.id != backend_->metadata().bos_id || s.fed != 0) PushRecent(s, p.id);
       s.next_logprobs = std::move((*results)[i].logprobs);
+      if (LogFedLocked(s, s.fed, &p.id, 1)) checkpoint.push_back(job->session);
       s.fed++;
       s.pending.pop_front();
     }
   }
+  TakeCheckpoints(checkpoint);
   Deliver(&events);
   PublishScores(options_.metrics, scored, &deliveries, *tokenizer_);
 }
@@ -390,6 +393,7 @@ void Engine::RunScore(Plan* plan) {
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
+  std::vector<std::shared_ptr<SessionState>> checkpoint;  // sessions due for a checkpoint
   {
     absl::MutexLock lock(&mu_);
     for (size_t row = 0; row < plan->score_jobs.size(); ++row) {
@@ -438,11 +442,15 @@ void Engine::RunScore(Plan* plan) {
         d.raw.push_back(std::move(t));
       }
       s.next_logprobs = std::move(r.next_logprobs);
+      if (LogFedLocked(s, s.fed, plan->score_rows[row].tokens.data(), n)) {
+        checkpoint.push_back(job->session);
+      }
       s.fed += static_cast<int64_t>(n);
       s.pending.erase(s.pending.begin(), s.pending.begin() + n);
       if (!d.raw.empty()) deliveries.push_back(std::move(d));
     }
   }
+  TakeCheckpoints(checkpoint);
   Deliver(&events);
   PublishScores(options_.metrics, scored, &deliveries, *tokenizer_);
 }

@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/core/checkpoint_log.h"
 #include "server/core/sampling_params.h"
 
 namespace brt {
@@ -56,6 +57,8 @@ struct SessionState {
   // A model call failed while this session's memory was being advanced in place: its memory can no
   // longer be trusted. New calls are refused; restore it from a snapshot.
   bool damaged = false;
+  // Recent checkpoints and the tokens since, for rewinding and forking at a position.
+  CheckpointLog checkpoints;
 };
 
 // Free pool slots [0, capacity), lowest first (keeps the pools' used prefix dense).

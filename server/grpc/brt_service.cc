@@ -437,7 +437,18 @@ grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* c
                                                   const v1::ForkSessionRequest* request,
                                                   v1::Session* response) {
   const RpcRecord rpc(metrics_, "ForkSession");
-  auto info = engine_->ForkSession(request->session_id());
+  auto info = request->has_position()
+                  ? engine_->ForkSessionAt(request->session_id(), request->position())
+                  : engine_->ForkSession(request->session_id());
+  if (info.ok()) ToProto(*info, response);
+  return Reply(ctx, info.status(), rpc);
+}
+
+grpc::ServerUnaryReactor* BrtService::RewindSession(grpc::CallbackServerContext* ctx,
+                                                    const v1::RewindSessionRequest* request,
+                                                    v1::Session* response) {
+  const RpcRecord rpc(metrics_, "RewindSession");
+  auto info = engine_->RewindSession(request->session_id(), request->position());
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }

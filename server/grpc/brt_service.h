@@ -74,6 +74,10 @@ class BrtService final : public v1::Brt::CallbackService {
   grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx,
                                         const v1::ForkSessionRequest* request,
                                         v1::Session* response) override;
+  // Restores a checkpoint and re-reads up to a few blocks on the executor: waits on the gRPC thread.
+  grpc::ServerUnaryReactor* RewindSession(grpc::CallbackServerContext* ctx,
+                                          const v1::RewindSessionRequest* request,
+                                          v1::Session* response) override;
   grpc::ServerUnaryReactor* DeleteSnapshot(grpc::CallbackServerContext* ctx,
                                            const v1::DeleteSnapshotRequest* request,
                                            v1::DeleteSnapshotResponse* response) override;

@@ -38,6 +38,7 @@ void ToProto(const SessionInfo& s, v1::Session* out) {
   out->set_last_used_unix_ms(s.last_used_unix_ms);
   ToProto(s.default_sampling, out->mutable_default_sampling());
   out->set_busy(s.busy);
+  out->set_earliest_rewind_position(s.earliest_rewind_position);
 }
 
 void ToProto(const TokenScoreResult& t, v1::TokenScore* out) {
