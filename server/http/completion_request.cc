@@ -248,6 +248,12 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body
     if (!v.ok()) return v.status();
     req.fork = *v;
   }
+  if (auto it = j.find("position"); it != j.end() && !it->is_null()) {
+    auto v = Integer(*it, "position", 1, std::numeric_limits<int64_t>::max());
+    if (!v.ok()) return v.status();
+    req.position = static_cast<uint64_t>(*v);
+    if (req.session_id.empty()) return Invalid("position", "needs session_id (the session to rewind)");
+  }
   if (req.fork && req.session_id.empty()) {
     return Invalid("fork", "needs session_id (the session to copy)");
   }

@@ -5,7 +5,8 @@
 // Accepted fields: model, prompt (a string, a list of strings, a list of token ids, or a list of such
 // lists), max_tokens (0 allowed), temperature, top_p, top_k, min_p, seed, stop (string or list),
 // stream, stream_options.include_usage, logprobs (0..max_top_k), echo, n (only 1), repetition_penalty,
-// and the extensions session_id (continue a brt session) and fork (continue a copy of it). Fields
+// and the extensions session_id (continue a brt session), fork (continue a copy of it) and position
+// (first go back to that earlier position of the session, exactly). Fields
 // OpenAI defines that change nothing here (user, best_of = 1, frequency/presence penalty = 0,
 // logit_bias = {}, suffix = null) are accepted; other values of them are refused.
 //
@@ -41,6 +42,9 @@ struct CompletionRequest {
   bool echo = false;
   std::string session_id;  // extension: continue this session (one prompt only)
   bool fork = false;       // extension: continue a copy of session_id instead
+  // Extension: first rewind session_id (or, with fork, the copy) to this earlier position
+  // (Session.position units), exactly, as RewindSession does.
+  std::optional<uint64_t> position;
 };
 
 struct CompletionLimits {

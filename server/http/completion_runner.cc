@@ -185,9 +185,13 @@ absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const Completion
     session_id = created->id;
     temporary = true;
   } else if (request.fork) {
-    auto forked = engine.ForkSession(session_id);
+    auto forked = request.position ? engine.ForkSessionAt(session_id, *request.position)
+                                   : engine.ForkSession(session_id);
     if (!forked.ok()) return forked.status();
     session_id = forked->id;
+  } else if (request.position) {
+    auto rewound = engine.RewindSession(session_id, *request.position);
+    if (!rewound.ok()) return rewound.status();
   }
   struct DeleteTemporary {
     Engine& engine;

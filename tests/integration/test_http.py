@@ -216,3 +216,26 @@ def test_help_exits_zero_and_health_is_described_by_reflection(hs):
     resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=10)))
     assert resp.HasField("file_descriptor_response"), resp
     assert resp.file_descriptor_response.file_descriptor_proto
+
+
+def test_position_rewinds_or_forks_a_session_exactly(hs):
+    sid = hs.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+    first = "1:1 In the beginning God created the heaven and the earth.\n"
+    r = hs.http.post("/v1/completions", {"prompt": first, "max_tokens": 0, "session_id": sid})[1]
+    mark = r["choices"][0]["session_position"]
+    hs.http.post("/v1/completions", {"prompt": "1:2 And the earth was without form.\n", "max_tokens": 0,
+                                     "session_id": sid})
+    body = {"prompt": "1:3 And God said", "max_tokens": 8, "temperature": 0, "echo": True, "logprobs": 0}
+    # Fork at the mark: the original keeps its position.
+    end = hs.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=10).position
+    f = hs.http.post("/v1/completions", {**body, "session_id": sid, "fork": True, "position": mark})[1]
+    assert hs.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=10).position == end
+    # Rewind the original to the mark: the same continuation as the fork, and as a session that only read `first`.
+    g = hs.http.post("/v1/completions", {**body, "session_id": sid, "position": mark})[1]
+    ref = hs.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+    hs.http.post("/v1/completions", {"prompt": first, "max_tokens": 0, "session_id": ref})
+    h = hs.http.post("/v1/completions", {**body, "session_id": ref})[1]
+    assert f["choices"][0]["logprobs"] == g["choices"][0]["logprobs"] == h["choices"][0]["logprobs"]
+    assert f["choices"][0]["text"] == g["choices"][0]["text"] == h["choices"][0]["text"]
+    status, e = hs.http.post("/v1/completions", {**body, "session_id": sid, "position": 10 ** 9})
+    assert status == 400 and "is ahead of session" in e["error"]["message"]
