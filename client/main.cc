@@ -27,7 +27,8 @@ constexpr char kHelp[] =
     "                             the server's sessions\n"
     "  save SESSION_ID            snapshot a session (server store and/or --out=FILE)\n"
     "  restore KEY | --from=FILE  load a saved session\n"
-    "  fork SESSION_ID            copy a session into a new one\n"
+    "  fork SESSION_ID            copy a session into a new one (--position: as it was then)\n"
+    "  rewind SESSION_ID POSITION go back to an earlier position, exactly\n"
     "  snapshots list|delete      the server's snapshot store\n"
     "  health                     is the server serving; its model and limits\n"
     "\n"
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
   if (command == "save") return RunSave(args);
   if (command == "restore") return RunRestore(args);
   if (command == "fork") return RunFork(args);
+  if (command == "rewind") return RunRewind(args);
   if (command == "snapshots") return RunSnapshots(args);
   std::fprintf(stderr, "brt: unknown command '%s' (see brt --help)\n", command.c_str());
   return 2;

@@ -21,6 +21,7 @@ int RunHealth(const Args& args);
 int RunSave(const Args& args);
 int RunRestore(const Args& args);
 int RunFork(const Args& args);
+int RunRewind(const Args& args);
 int RunSnapshots(const Args& args);
 
 }  // namespace brt::client

@@ -38,6 +38,10 @@ void PrintSessionDetails(const brt::v1::Session& s) {
   std::printf("  created          %s\n", Age(s.created_unix_ms()).c_str());
   std::printf("  last used        %s\n", Age(s.last_used_unix_ms()).c_str());
   std::printf("  busy             %s\n", s.busy() ? "yes" : "no");
+  if (s.earliest_rewind_position() > 0) {
+    std::printf("  rewind back to   %llu (brt rewind)\n",
+                static_cast<unsigned long long>(s.earliest_rewind_position()));
+  }
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
-// brt save | restore | fork | snapshots: session persistence (SaveSession, RestoreSession,
+// brt save | restore | fork | rewind | snapshots: session persistence (SaveSession, RestoreSession,
 // ForkSession, ListSnapshots, DeleteSnapshot; see "Session persistence" in proto/brt/v1/brt.proto).
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/commands/commands.h"
 #include "client/commands/common.h"
@@ -134,12 +135,18 @@ int RunRestore(const Args& args) {
 int RunFork(const Args& args) {
   ConnectionOptions conn_options;
   bool json = false;
+  std::optional<uint64_t> position;
   std::vector<std::string> ids;
   ArgParser parser("brt fork", "[options] SESSION_ID",
                    "Copies an idle session into a new session (same document so far, same\n"
-                   "defaults); the two then continue independently. Prints the new id.");
+                   "defaults); the two then continue independently. Prints the new id.\n"
+                   "With --position, the copy is the session as it was at that earlier position\n"
+                   "(exactly; see brt rewind), and the original is untouched.");
   parser.SetPositionals(&ids, 1, 1, "SESSION_ID  the session to copy");
   parser.AddFlag("json", &json, "print the new session as JSON");
+  parser.AddOptionalUint("position", &position,
+                         "fork at this earlier position (1 = start; see the session's "
+                         "earliest_rewind_position)");
   AddConnectionFlags(parser, &conn_options);
   if (std::optional<int> exit = ParseOrExit(parser, args)) return *exit;
 
@@ -147,10 +154,46 @@ int RunFork(const Args& args) {
   if (!conn.ok()) return Fail(conn.status());
   brt::v1::ForkSessionRequest req;
   req.set_session_id(ids[0]);
+  if (position) req.set_position(*position);
   brt::v1::Session session;
   auto ctx = (*conn)->NewContext(false);
   if (absl::Status s =
           (*conn)->Check((*conn)->brt().ForkSession(ctx.get(), req, &session), "ForkSession");
+      !s.ok()) {
+    return Fail(s);
+  }
+  PrintSession(session, json);
+  return 0;
+}
+
+int RunRewind(const Args& args) {
+  ConnectionOptions conn_options;
+  bool json = false;
+  std::vector<std::string> positionals;
+  ArgParser parser("brt rewind", "[options] SESSION_ID POSITION",
+                   "Rewinds an idle session to an earlier position, exactly: it then equals a\n"
+                   "session that read only the tokens before POSITION (1 = the start). The server\n"
+                   "restores its newest checkpoint at or before POSITION and re-reads the few\n"
+                   "tokens after it. `brt sessions info` shows how far back it can go\n"
+                   "(earliest_rewind_position).");
+  parser.SetPositionals(&positionals, 2, 2, "SESSION_ID POSITION");
+  parser.AddFlag("json", &json, "print the session as JSON");
+  AddConnectionFlags(parser, &conn_options);
+  if (std::optional<int> exit = ParseOrExit(parser, args)) return *exit;
+  uint64_t position = 0;
+  if (!absl::SimpleAtoi(positionals[1], &position) || position == 0) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("POSITION must be a positive integer, got \"", positionals[1], "\"")));
+  }
+  absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Create(conn_options);
+  if (!conn.ok()) return Fail(conn.status());
+  brt::v1::RewindSessionRequest req;
+  req.set_session_id(positionals[0]);
+  req.set_position(position);
+  brt::v1::Session session;
+  auto ctx = (*conn)->NewContext(false);
+  if (absl::Status s =
+          (*conn)->Check((*conn)->brt().RewindSession(ctx.get(), req, &session), "RewindSession");
       !s.ok()) {
     return Fail(s);
   }

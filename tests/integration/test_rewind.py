@@ -161,3 +161,30 @@ def test_rewind_after_save_and_restore(rs, texts):
     with pytest.raises(grpc.RpcError) as e:
         rs.stub.RewindSession(pb.RewindSessionRequest(session_id=restored.id, position=2), timeout=30)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_cli_and_python_client_rewind_and_fork_at(rs):
+    import os
+    import subprocess
+    import sys
+    from conftest import BUILD, ROOT
+    sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+    from brt_client import Client
+    c = Client(rs.address)
+    sid = c.create_session().id
+    score(rs.stub, sid, [b"In the beginning God created the heaven and the earth.\n"])
+    end = info(rs, sid).position
+    child = c.fork_session(sid, position=3)
+    assert child.position == 3 and info(rs, sid).position == end
+    assert c.rewind_session(sid, 2).position == 2
+    brt = os.path.join(BUILD, "bin", "brt")
+    out = subprocess.run([brt, "rewind", child.id, "2", f"--server={rs.address}", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '"position": "2"' in out.stdout
+    bad = subprocess.run([brt, "rewind", child.id, "99", f"--server={rs.address}"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "ahead of session" in bad.stderr
+    out = subprocess.run([brt, "fork", sid, "--position=1", f"--server={rs.address}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

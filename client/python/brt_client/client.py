@@ -273,9 +273,18 @@ class Client:
             req.snapshot_key = snapshot_key
         return self._unary("RestoreSession", req)
 
-    def fork_session(self, session_id: str) -> pb.Session:
-        """Copies an idle session into a new one; both then continue independently."""
-        return self._unary("ForkSession", pb.ForkSessionRequest(session_id=session_id))
+    def fork_session(self, session_id: str, position: Optional[int] = None) -> pb.Session:
+        """Copies an idle session into a new one; both then continue independently. With `position`, the
+        copy is the session as it was at that earlier position (exactly, see rewind_session)."""
+        req = pb.ForkSessionRequest(session_id=session_id)
+        if position is not None:
+            req.position = position
+        return self._unary("ForkSession", req)
+
+    def rewind_session(self, session_id: str, position: int) -> pb.Session:
+        """Rewinds an idle session to an earlier position (1 = the start; not before the session's
+        earliest_rewind_position), exactly: it then equals a session that read only the tokens before it."""
+        return self._unary("RewindSession", pb.RewindSessionRequest(session_id=session_id, position=position))
 
     def list_snapshots(self) -> List[str]:
         return list(self._unary("ListSnapshots", pb.ListSnapshotsRequest()).snapshot_keys)

@@ -65,6 +65,11 @@ class BrtStub(object):
                 request_serializer=brt__pb2.ForkSessionRequest.SerializeToString,
                 response_deserializer=brt__pb2.Session.FromString,
                 )
+        self.RewindSession = channel.unary_unary(
+                '/brt.v1.Brt/RewindSession',
+                request_serializer=brt__pb2.RewindSessionRequest.SerializeToString,
+                response_deserializer=brt__pb2.Session.FromString,
+                )
         self.DeleteSnapshot = channel.unary_unary(
                 '/brt.v1.Brt/DeleteSnapshot',
                 request_serializer=brt__pb2.DeleteSnapshotRequest.SerializeToString,
@@ -176,7 +181,28 @@ class BrtServicer(object):
 
     def ForkSession(self, request, context):
         """Copies an idle session into a new session with a new id (same document so far, same defaults); the
-        two then continue independently. FAILED_PRECONDITION while a call runs on it.
+        two then continue independently. FAILED_PRECONDITION while a call runs on it. With `position`, the
+        copy is the session as it was at that earlier position (see RewindSession); the original is untouched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewindSession(self, request, context):
+        """Rewinds an idle session to an earlier position, exactly: afterwards it equals (bitwise, on CPU) a
+        session that read only the tokens before that position. Use it to edit the end of a long document
+        and continue without re-reading the rest.
+
+        How: the server keeps the last --checkpoints_per_session checkpoints of every session (its memory
+        copied to host memory at a block boundary, one every --checkpoint_interval_blocks blocks) and the
+        tokens since the oldest. A rewind restores the newest checkpoint at or before the position and reads
+        the tokens after it again (at most about --checkpoint_interval_blocks blocks), so its cost does not
+        depend on the document's length. Session.earliest_rewind_position tells how far back a session can
+        go; a restored session's horizon starts at its restored position.
+
+        Errors: OUT_OF_RANGE past the session's position; FAILED_PRECONDITION before the earliest reachable
+        position (the message names it), while a call runs on the session, or when checkpoints are off
+        (--checkpoints_per_session=0); NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -247,6 +273,11 @@ def add_BrtServicer_to_server(servicer, server):
             'ForkSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ForkSession,
                     request_deserializer=brt__pb2.ForkSessionRequest.FromString,
+                    response_serializer=brt__pb2.Session.SerializeToString,
+            ),
+            'RewindSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewindSession,
+                    request_deserializer=brt__pb2.RewindSessionRequest.FromString,
                     response_serializer=brt__pb2.Session.SerializeToString,
             ),
             'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
@@ -436,6 +467,23 @@ class Brt(object):
             metadata=None):
         return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/ForkSession',
             brt__pb2.ForkSessionRequest.SerializeToString,
+            brt__pb2.Session.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RewindSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/brt.v1.Brt/RewindSession',
+            brt__pb2.RewindSessionRequest.SerializeToString,
             brt__pb2.Session.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
