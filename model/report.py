@@ -169,8 +169,37 @@ def word_at(text_bytes, begin, end):
     while j >= 0 and text_bytes[j] in b' "_(':
         j -= 1
     sentence_start = j < 0 or text_bytes[j] in b'.!?\n:;'
+    if j >= 0 and text_bytes[j] == ord("."):  # "Mr. Darcy": a title's full stop is not a sentence end
+        k = j
+        while k > 0 and chr(text_bytes[k - 1]).isalpha():
+            k -= 1
+        if text_bytes[k:j].decode("utf-8", "replace") in TITLES:
+            sentence_start = False
     name = w[0].isupper() and not w.isupper() and not sentence_start and w not in TITLES
     return w, name
+
+
+def from_compare(path, tok, warm_tokens, W):
+    """(a) from `brt compare --json` output (the server's numbers): all tokens, after the first piece, and the
+    tokens at least `warm_tokens` into their piece, with the pieces recomputed exactly as brt compare cuts them."""
+    j = json.load(open(path))
+    per = j["per_token"]
+    ids = per["token_id"]
+    carried = np.array(per["nll_carried"], dtype=np.float64)
+    reset = np.array(per["nll_reset"], dtype=np.float64)
+    segs = cut_at_newlines([tok.piece_bytes(t) for t in ids], j["segment_min_tokens"])
+    if len(segs) != j["segments"]:
+        sys.exit(f"{len(segs)} pieces here, {j['segments']} in {path}")
+    into = np.concatenate([np.arange(b - a) for a, b in segs])
+    out = {"file": j["file"], "tokens": len(ids), "bytes": j["bytes"], "pieces": len(segs),
+           "carried_bits_per_token": float(carried.sum()) / len(ids) / LN2,
+           "carried_bits_per_byte": float(carried.sum()) / j["bytes"] / LN2}
+    for name, mask in (("all_tokens", np.ones(len(ids), bool)), ("after_first_piece", np.arange(len(ids)) >= segs[0][1]),
+                       ("warm", into >= warm_tokens)):
+        b, n = float(reset[mask].sum()), float(carried[mask].sum())
+        out[name] = {"tokens": int(mask.sum()), "bits_per_token_without": b / mask.sum() / LN2,
+                     "bits_per_token_with": n / mask.sum() / LN2, "gain_percent": 100.0 * (b - n) / b}
+    print(json.dumps(out, indent=1))
 
 
 def main():
@@ -190,8 +219,13 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="model/report.json")
+    ap.add_argument("--from-compare", default=None, metavar="JSON",
+                    help="only recompute (a) from `brt compare --json` output (the server's numbers) and print it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.from_compare:
+        tok = Tokenizer(args.tokenizer or os.path.join(os.path.dirname(args.model), "tokenizer.model"))
+        return from_compare(args.from_compare, tok, args.warm, 64)
     t_start = time.time()
     model, meta = load_eager(args.model)
     tok = Tokenizer(args.tokenizer or os.path.join(os.path.dirname(args.model), "tokenizer.model"))
@@ -314,14 +348,15 @@ def main():
         d["median_distance_back"] = statistics.median(d["dist"]) if d["dist"] else None
         d["gain_bits"] = round(d["gain_bits"], 1)
         del d["dist"]
-    total_gain_bits = float(g[warm].sum()) / LN2
-    name_gain_bits = sum(float(g[i]) / LN2 for i in cand if word_at(book_text, int(begins[i]), int(ends[i]))[1])
+    is_name = np.array([word_at(book_text, int(begins[i]), int(ends[i]))[1] for i in cand], dtype=bool)
+    gc = g[cand] / LN2
     verdict = {
         "top_tokens": len(rows),
         "names": sum(r["name"] for r in rows),
         "distance_back_over_window": sum(1 for r in rows if r["distance_back"] is None or r["distance_back"] > W),
         "previous_outside_piece": sum(r["previous_outside_piece"] for r in rows),
-        "share_of_warm_gain_on_names": name_gain_bits / total_gain_bits if total_gain_bits > 0 else None,
+        "name_tokens": int(is_name.sum()), "name_mean_gain_bits": float(gc[is_name].mean()) if is_name.any() else None,
+        "other_tokens": int((~is_name).sum()), "other_mean_gain_bits": float(gc[~is_name].mean()),
         "top_words_names": sum(d["name"] for d in top_words),
     }
 
@@ -418,12 +453,12 @@ def print_markdown(r, W):
     for d in r["top_words"]:
         p(f"| {d['word']} | {'yes' if d['name'] else ''} | {d['tokens']} | {d['gain_bits']} | "
           f"{d['median_distance_back']} |")
-    share = v["share_of_warm_gain_on_names"]
     p(f"\nOf the top {v['top_tokens']} tokens, {v['names']} are in names (capitalised words not at a sentence "
-      f"start), {v['distance_back_over_window']} have their previous occurrence beyond the W={W} window and "
-      f"{v['previous_outside_piece']} before the start of their fresh session. "
-      f"{v['top_words_names']} of the top {len(r['top_words'])} words by total gain are names; names carry "
-      f"{100 * share:.0f}% of the total warm gain." if share is not None else "")
+      f"start, titles such as Mr excluded), {v['distance_back_over_window']} have their previous occurrence beyond "
+      f"the W={W} window and {v['previous_outside_piece']} before the start of their fresh session. "
+      f"{v['top_words_names']} of the top {len(r['top_words'])} words by total gain are names. Mean gain over the "
+      f"warm tokens: {v['name_mean_gain_bits'] or 0:.4f} bits on the {v['name_tokens']:,} name tokens, "
+      f"{v['other_mean_gain_bits']:.4f} bits on the {v['other_tokens']:,} others.")
     if r["training_curve"]:
         p("\nTraining curve (validation: the first tokens of each validation document, state carried):\n")
         p("| step | tokens | train bits/token | valid bits/token | valid austen | valid kjv | valid py | gate mean |")
