@@ -58,6 +58,14 @@ void CheckpointLog::TruncateTo(int64_t position) {
   if (position < end()) tokens_.resize(static_cast<size_t>(position - start_));
 }
 
+std::vector<std::shared_ptr<const Checkpoint>> CheckpointLog::AtOrBefore(int64_t position) const {
+  std::vector<std::shared_ptr<const Checkpoint>> out;
+  for (const auto& c : checkpoints_) {
+    if (c->position <= position && !c->fresh) out.push_back(c);
+  }
+  return out;
+}
+
 absl::StatusOr<RewindPlan> CheckpointLog::Plan(int64_t position) const {
   if (checkpoints_.empty() || position < checkpoints_.front()->position) {
     const std::string reach =

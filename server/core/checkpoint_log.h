@@ -60,6 +60,9 @@ class CheckpointLog {
   // checkpoint is kept); `position` must be <= where the log ends.
   absl::StatusOr<RewindPlan> Plan(int64_t position) const;
 
+  // The checkpoints at or before `position`, other than the fresh document, oldest first.
+  std::vector<std::shared_ptr<const Checkpoint>> AtOrBefore(int64_t position) const;
+
   // Earliest position a rewind can reach; -1 when none.
   int64_t earliest() const { return checkpoints_.empty() ? -1 : checkpoints_.front()->position; }
   size_t size() const { return checkpoints_.size(); }

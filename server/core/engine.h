@@ -211,6 +211,15 @@ class Engine {
   // A new session that is `id` rewound to `position`; `id` itself is untouched. Errors as
   // RewindSession and ForkSession.
   absl::StatusOr<SessionInfo> ForkSessionAt(const std::string& id, uint64_t position);
+  // Prefix reuse (the HTTP edge's prefix cache): the checkpoints of session `id` at or before
+  // internal position `max_fed` (tokens fed, BOS included), other than the fresh document, oldest
+  // first (NOT_FOUND for an unknown session). CreateSessionFromCheckpoint: a new session that starts
+  // from such a checkpoint (its memory imported into a slot); it then continues exactly as the session
+  // it came from would have.
+  absl::StatusOr<std::vector<std::shared_ptr<const Checkpoint>>> CheckpointsOf(const std::string& id,
+                                                                              int64_t max_fed);
+  absl::StatusOr<SessionInfo> CreateSessionFromCheckpoint(std::shared_ptr<const Checkpoint> checkpoint,
+                                                          const std::string& label);
   // The store's snapshot keys; removing one. FAILED_PRECONDITION without a store.
   absl::StatusOr<std::vector<std::string>> ListSnapshots();
   absl::Status DeleteSnapshot(const std::string& key);

@@ -202,4 +202,55 @@ absl::StatusOr<SessionInfo> Engine::ForkSessionAt(const std::string& id, uint64_
   return rewound;
 }
 
+absl::StatusOr<std::vector<std::shared_ptr<const Checkpoint>>> Engine::CheckpointsOf(
+    const std::string& id, int64_t max_fed) {
+  absl::MutexLock lock(&mu_);
+  auto found = FindLocked(id);
+  if (!found.ok()) return found.status();
+  return (*found)->checkpoints.AtOrBefore(max_fed);
+}
+
+absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
+    std::shared_ptr<const Checkpoint> checkpoint, const std::string& label) {
+  if (checkpoint == nullptr || checkpoint->fresh) {
+    return absl::InvalidArgumentError("a session can only start from a captured checkpoint");
+  }
+  auto s = std::make_shared<SessionState>();
+  s->label = label;
+  s->created_ms = s->last_used_ms = NowMs();
+  s->fed = checkpoint->position;
+  s->autosaved_fed = s->fed;
+  s->next_logprobs = checkpoint->next_logprobs;
+  s->recent = checkpoint->recent;
+  s->checkpoints = NewCheckpointLog();
+  s->checkpoints.Reset(checkpoint);
+  int32_t slot = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    absl::Status cap = sessions_.CheckCapacity();
+    if (!cap.ok()) return cap;
+    auto reserved = sessions_.ReserveSlot();
+    if (!reserved.ok()) return reserved.status();
+    slot = *reserved;
+  }
+  absl::Status imported = absl::InternalError("not run");
+  absl::Status ran =
+      RunOnExecutor([&] { imported = backend_->ImportSlot(slot, checkpoint->memory); });
+  absl::MutexLock lock(&mu_);
+  if (!ran.ok() || !imported.ok()) {
+    sessions_.ReleaseSlot(slot);
+    return ran.ok() ? imported : ran;
+  }
+  s->slot = slot;
+  absl::Status inserted = draining_ ? absl::UnavailableError("the server is shutting down")
+                                    : sessions_.Insert(s, /*new_id=*/true);
+  if (!inserted.ok()) {
+    sessions_.ReleaseSlot(slot);
+    return inserted;
+  }
+  RecordSessionsLocked();
+  return InfoLocked(*s);
+}
+
 }  // namespace brt

@@ -75,9 +75,10 @@ std::string CompletionHead(const std::string& id, int64_t created, const std::st
                       created, ",\"model\":", JsonString(model));
 }
 
-std::string UsageJson(uint64_t prompt_tokens, uint64_t completion_tokens) {
+std::string UsageJson(uint64_t prompt_tokens, uint64_t completion_tokens, uint64_t cached_tokens) {
   return absl::StrCat("{\"prompt_tokens\":", prompt_tokens, ",\"completion_tokens\":",
-                      completion_tokens, ",\"total_tokens\":", prompt_tokens + completion_tokens, "}");
+                      completion_tokens, ",\"total_tokens\":", prompt_tokens + completion_tokens,
+                      ",\"prompt_tokens_details\":{\"cached_tokens\":", cached_tokens, "}}");
 }
 
 }  // namespace http

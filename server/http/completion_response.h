@@ -35,8 +35,9 @@ std::string LogprobsObject(const std::vector<TokenLogprob>& tokens, const Tokeni
 // The fields every completion object starts with: "id", "object", "created", "model".
 std::string CompletionHead(const std::string& id, int64_t created, const std::string& model);
 
-// A usage object.
-std::string UsageJson(uint64_t prompt_tokens, uint64_t completion_tokens);
+// A usage object; cached_tokens (prompt tokens reused from the prefix cache) goes in
+// prompt_tokens_details, as OpenAI reports cache hits.
+std::string UsageJson(uint64_t prompt_tokens, uint64_t completion_tokens, uint64_t cached_tokens);
 
 }  // namespace http
 }  // namespace brt

@@ -5,13 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/http/prefix_cache.h"
 
 namespace brt {
 namespace http {
 namespace {
 
-// Bytes of prompt text per ScoreCall::Append, and ids per AppendTokens.
-constexpr size_t kFeedBytes = 64 << 10;
+// Prompt ids per ScoreCall::AppendTokens.
 constexpr size_t kFeedIds = 8192;
 
 // Blocks the handler thread on a Score call's sink.
@@ -31,14 +31,13 @@ class ScoreBridge final : public ScoreSink {
   }
   // Waits until there are scores, the input may resume (when waiting_for_input) or the call ended;
   // moves out the scores.
-  std::vector<TokenScoreResult> Wait(bool waiting_for_input) {
+  std::vector<TokenScoreResult> Wait() {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](ScoreBridge* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
           return !b->queue_.empty() || b->result_.has_value() || (b->waiting_ && b->input_ready_);
         },
         this));
-    (void)waiting_for_input;
     std::vector<TokenScoreResult> out(std::make_move_iterator(queue_.begin()),
                                       std::make_move_iterator(queue_.end()));
     queue_.clear();
@@ -99,25 +98,39 @@ class GenerateBridge final : public GenerateSink {
   std::optional<absl::StatusOr<GenerateSummary>> result_ ABSL_GUARDED_BY(mu_);
 };
 
-std::vector<TokenLogprob> ToLogprobs(std::vector<TokenScoreResult>& scores, uint64_t base) {
-  std::vector<TokenLogprob> out;
-  out.reserve(scores.size());
-  for (TokenScoreResult& s : scores) {
-    TokenLogprob t;
-    t.id = s.token_id;
-    t.logprob = -s.nll;
-    t.offset = base + s.byte_begin;
-    t.top.reserve(s.top.size());
-    for (const AlternativeResult& a : s.top) t.top.emplace_back(a.token_id, a.logprob);
-    out.push_back(std::move(t));
+// A prompt as the tokens a session reads: ids, and each token's byte offset in the echoed text.
+struct PromptTokens {
+  std::vector<int32_t> ids;
+  std::vector<uint64_t> offsets;
+};
+
+absl::StatusOr<PromptTokens> Tokenize(const Tokenizer& tokenizer, const PromptInput& prompt) {
+  PromptTokens out;
+  if (prompt.ids) {
+    out.ids = *prompt.ids;
+    uint64_t at = 0;
+    for (int32_t id : out.ids) {
+      out.offsets.push_back(at);
+      at += tokenizer.PieceBytes(id).size();
+    }
+    return out;
+  }
+  // The same tokens a Score call would read from this text (see IncrementalTokenizer).
+  auto spans = tokenizer.EncodeWithSpans(prompt.text);
+  if (!spans.ok()) return spans.status();
+  for (const TokenSpan& t : *spans) {
+    out.ids.push_back(t.id);
+    out.offsets.push_back(t.begin);
   }
   return out;
 }
 
-// Feeds the prompt through a Score call. Reports its scores to the observer when echo is on.
+// Feeds prompt tokens [from, end) through a Score call; reports their scores (offsets filled in) to
+// the observer when echo is on, and keeps a copy in *kept when it is not null.
 absl::StatusOr<uint32_t> FeedPrompt(Engine& engine, const std::string& session_id,
-                                    const CompletionRequest& request, const PromptInput& prompt,
-                                    absl::Time deadline, CompletionObserver& observer) {
+                                    const CompletionRequest& request, const PromptTokens& prompt,
+                                    size_t from, absl::Time deadline, CompletionObserver& observer,
+                                    std::vector<TokenLogprob>* kept) {
   ScoreOptions options;
   options.top_k = request.echo ? static_cast<int32_t>(request.logprobs.value_or(0)) : 0;
   options.omit_tokens = !request.echo;
@@ -127,31 +140,41 @@ absl::StatusOr<uint32_t> FeedPrompt(Engine& engine, const std::string& session_i
   if (!call.ok()) return call.status();
 
   bool stopped = false;  // the observer asked to stop
+  size_t next = from;    // index of the next scored token in the prompt
   auto deliver = [&](std::vector<TokenScoreResult> scores) {
     if (scores.empty() || stopped || !request.echo) return;
-    if (!observer.OnPrompt("", ToLogprobs(scores, 0))) {
+    std::vector<TokenLogprob> out;
+    out.reserve(scores.size());
+    for (TokenScoreResult& s : scores) {
+      TokenLogprob t;
+      t.id = s.token_id;
+      t.logprob = -s.nll;
+      t.offset = next < prompt.offsets.size() ? prompt.offsets[next] : 0;
+      ++next;
+      t.top.reserve(s.top.size());
+      for (const AlternativeResult& a : s.top) t.top.emplace_back(a.token_id, a.logprob);
+      out.push_back(std::move(t));
+    }
+    if (kept != nullptr) kept->insert(kept->end(), out.begin(), out.end());
+    if (!observer.OnPrompt("", std::move(out))) {
       stopped = true;
       (*call)->Cancel();
     }
   };
-  // Input: text in slices, or ids in slices; wait whenever the engine says to pause.
+  // Input in slices; wait whenever the engine says to pause.
   absl::Status feed_error;
-  const size_t total = prompt.ids ? prompt.ids->size() : prompt.text.size();
-  const size_t step = prompt.ids ? kFeedIds : kFeedBytes;
-  for (size_t pos = 0; pos < total && !stopped && !bridge.result().has_value(); pos += step) {
-    const size_t n = std::min(step, total - pos);
+  for (size_t pos = from; pos < prompt.ids.size() && !stopped && !bridge.result().has_value();
+       pos += kFeedIds) {
+    const size_t n = std::min(kFeedIds, prompt.ids.size() - pos);
     bridge.SetWaitingForInput(true);
-    absl::StatusOr<bool> more =
-        prompt.ids ? (*call)->AppendTokens(std::vector<int32_t>(prompt.ids->begin() + pos,
-                                                                prompt.ids->begin() + pos + n))
-                   : (*call)->Append(std::string_view(prompt.text).substr(pos, n));
+    absl::StatusOr<bool> more = (*call)->AppendTokens(
+        std::vector<int32_t>(prompt.ids.begin() + pos, prompt.ids.begin() + pos + n));
     if (!more.ok()) {
       feed_error = more.status();
       break;
     }
-    if (*more) bridge.SetWaitingForInput(false);
     while (!*more && !bridge.input_ready() && !bridge.result().has_value() && !stopped) {
-      deliver(bridge.Wait(true));
+      deliver(bridge.Wait());
     }
     bridge.SetWaitingForInput(false);
   }
@@ -160,30 +183,78 @@ absl::StatusOr<uint32_t> FeedPrompt(Engine& engine, const std::string& session_i
     if (!closed.ok()) feed_error = closed;
   }
   if (!feed_error.ok()) (*call)->Cancel();
-  while (!bridge.result().has_value()) deliver(bridge.Wait(false));
-  deliver(bridge.Wait(false));  // scores that arrived with the end
+  while (!bridge.result().has_value()) deliver(bridge.Wait());
+  deliver(bridge.Wait());  // scores that arrived with the end
   if (stopped) return absl::CancelledError("the client went away");
   absl::StatusOr<ScoreSummaryResult> summary = *bridge.result();
   if (!feed_error.ok() && !summary.ok()) return summary.status();  // the call's own reason
   if (!feed_error.ok()) return feed_error;
   if (!summary.ok()) return summary.status();
-  return static_cast<uint32_t>(summary->tokens);
+  return static_cast<uint32_t>(prompt.ids.size() - from);
+}
+
+// After a temporary session read the prompt: the prompt, the session's checkpoints inside it (and
+// those of the entry it started from, up to where it started) and, when they were computed, the
+// prompt's scores become a cache entry.
+void RememberPrefix(Engine& engine, PrefixCache& cache, const std::string& session_id,
+                    const PromptTokens& prompt, const CompletionRequest& request,
+                    const PrefixCache::Hit& reused, std::vector<TokenLogprob> scores) {
+  const int64_t prompt_fed = static_cast<int64_t>(prompt.ids.size()) + 1;  // BOS included
+  auto own = engine.CheckpointsOf(session_id, prompt_fed);
+  if (!own.ok()) return;
+  auto e = std::make_shared<PrefixEntry>();
+  const int64_t start = reused.checkpoint != nullptr ? reused.checkpoint->position : 0;
+  if (reused.entry != nullptr) {
+    for (const auto& c : reused.entry->checkpoints) {
+      if (c->position < start) e->checkpoints.push_back(c);
+    }
+  }
+  e->checkpoints.insert(e->checkpoints.end(), own->begin(), own->end());
+  if (e->checkpoints.empty()) return;
+  if (reused.entry != nullptr && e->checkpoints.back()->position <= start) return;  // nothing new
+  e->tokens.reserve(prompt.ids.size() + 1);
+  e->tokens.push_back(engine.metadata().bos_id);
+  e->tokens.insert(e->tokens.end(), prompt.ids.begin(), prompt.ids.end());
+  if (request.echo) {
+    e->has_scores = true;
+    e->top_k = static_cast<int32_t>(request.logprobs.value_or(0));
+    if (reused.entry != nullptr) {
+      e->scores.assign(reused.entry->scores.begin(), reused.entry->scores.begin() + (start - 1));
+    }
+    for (TokenLogprob& t : scores) e->scores.push_back(std::move(t));
+    if (e->scores.size() != prompt.ids.size()) return;  // incomplete: do not cache
+    for (TokenLogprob& t : e->scores) t.top.resize(std::min<size_t>(t.top.size(), e->top_k));
+  }
+  cache.Insert(std::move(e));
 }
 
 }  // namespace
 
 absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const CompletionRequest& request,
                                                 const PromptInput& prompt, absl::Time deadline,
-                                                CompletionObserver& observer) {
+                                                CompletionObserver& observer, PrefixCache* cache) {
   CompletionOutcome outcome;
+  auto tokens = Tokenize(engine.tokenizer(), prompt);
+  if (!tokens.ok()) return tokens.status();
+  const bool temporary = request.session_id.empty();
+  const bool caching = temporary && cache != nullptr && cache->enabled();
+  // The prefix cache: the longest cached prefix of BOS + prompt whose scores cover what echo needs.
+  PrefixCache::Hit reused;
+  if (caching) {
+    std::vector<int32_t> full;
+    full.reserve(tokens->ids.size() + 1);
+    full.push_back(engine.metadata().bos_id);
+    full.insert(full.end(), tokens->ids.begin(), tokens->ids.end());
+    reused = cache->Lookup(full, request.echo, static_cast<int32_t>(request.logprobs.value_or(0)));
+  }
   // The session: a temporary one (deleted at the end), the caller's, or a fork of the caller's.
   std::string session_id = request.session_id;
-  bool temporary = false;
-  if (session_id.empty()) {
-    auto created = engine.CreateSession("http", SamplingOverrides{});
+  if (temporary) {
+    auto created = reused.checkpoint != nullptr
+                       ? engine.CreateSessionFromCheckpoint(reused.checkpoint, "http")
+                       : engine.CreateSession("http", SamplingOverrides{});
     if (!created.ok()) return created.status();
     session_id = created->id;
-    temporary = true;
   } else if (request.fork) {
     auto forked = request.position ? engine.ForkSessionAt(session_id, *request.position)
                                    : engine.ForkSession(session_id);
@@ -209,11 +280,34 @@ absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const Completion
   if (request.echo && !echo_text.empty() && !observer.OnPrompt(echo_text, {})) {
     return absl::CancelledError("the client went away");
   }
-  const bool has_prompt = prompt.ids ? !prompt.ids->empty() : !prompt.text.empty();
-  if (has_prompt) {
-    auto fed = FeedPrompt(engine, session_id, request, prompt, deadline, observer);
+  size_t from = 0;  // prompt tokens already read (from the cache)
+  if (reused.checkpoint != nullptr) {
+    from = static_cast<size_t>(reused.checkpoint->position) - 1;
+    outcome.cached_tokens = static_cast<uint32_t>(from);
+    if (request.echo) {
+      std::vector<TokenLogprob> scores;
+      const size_t k = request.logprobs.value_or(0);
+      for (size_t i = 0; i < from; ++i) {
+        TokenLogprob t = reused.entry->scores[i];
+        t.offset = tokens->offsets[i];
+        t.top.resize(std::min(t.top.size(), k));
+        scores.push_back(std::move(t));
+        if (scores.size() == kFeedIds || i + 1 == from) {
+          if (!observer.OnPrompt("", std::move(scores))) {
+            return absl::CancelledError("the client went away");
+          }
+          scores.clear();
+        }
+      }
+    }
+  }
+  outcome.prompt_tokens = static_cast<uint32_t>(tokens->ids.size());
+  if (from < tokens->ids.size()) {
+    std::vector<TokenLogprob> kept;
+    auto fed = FeedPrompt(engine, session_id, request, *tokens, from, deadline, observer,
+                          caching && request.echo ? &kept : nullptr);
     if (!fed.ok()) return fed.status();
-    outcome.prompt_tokens = *fed;
+    if (caching) RememberPrefix(engine, *cache, session_id, *tokens, request, reused, std::move(kept));
   }
   outcome.finish = FinishReason::kLength;
   if (request.max_tokens > 0) {

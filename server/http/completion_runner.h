@@ -49,13 +49,19 @@ struct CompletionOutcome {
   std::string tail_text;  // text released at the end (held back while it could start a stop sequence)
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
+  uint32_t cached_tokens = 0;  // prompt tokens taken from the prefix cache instead of read again
 };
+
+class PrefixCache;
 
 // Runs `prompt` as `request` says. Errors are the Engine's (NOT_FOUND session, RESOURCE_EXHAUSTED,
 // UNAVAILABLE ...), or CANCELLED when the observer stopped it. A temporary session is always deleted.
+// With a cache (may be null), a temporary session starts from the longest cached prefix of the prompt
+// and leaves its own prompt's checkpoint in the cache.
 absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const CompletionRequest& request,
                                                 const PromptInput& prompt, absl::Time deadline,
-                                                CompletionObserver& observer);
+                                                CompletionObserver& observer,
+                                                PrefixCache* cache = nullptr);
 
 }  // namespace http
 }  // namespace brt

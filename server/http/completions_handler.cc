@@ -116,14 +116,15 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
 
   if (request->stream) {
     Engine* e = ctx.engine;
+    PrefixCache* cache = ctx.prefix_cache;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
-        "text/event-stream", [e, request, head, deadline](size_t, httplib::DataSink& sink) {
-          uint64_t prompt_tokens = 0, completion_tokens = 0;
+        "text/event-stream", [e, cache, request, head, deadline](size_t, httplib::DataSink& sink) {
+          uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
           for (size_t i = 0; i < request->prompts.size(); ++i) {
             SseWriter writer(sink, head, static_cast<int>(i), request->logprobs.has_value(),
                              e->tokenizer());
-            auto outcome = RunCompletion(*e, *request, request->prompts[i], deadline, writer);
+            auto outcome = RunCompletion(*e, *request, request->prompts[i], deadline, writer, cache);
             if (!outcome.ok()) {
               if (outcome.status().code() != absl::StatusCode::kCancelled || sink.is_writable()) {
                 writer.Write(absl::StrCat("data: ", ErrorJson(outcome.status()), "\n\n"));
@@ -132,6 +133,7 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
             }
             prompt_tokens += outcome->prompt_tokens;
             completion_tokens += outcome->completion_tokens;
+            cached_tokens += outcome->cached_tokens;
             std::string last = absl::StrCat(
                 "data: {", head, ",\"choices\":[{\"index\":", i,
                 ",\"text\":", JsonString(outcome->tail_text), ",\"logprobs\":null,\"finish_reason\":",
@@ -140,7 +142,7 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
           }
           if (request->include_usage) {
             std::string usage = absl::StrCat("data: {", head, ",\"choices\":[],\"usage\":",
-                                             UsageJson(prompt_tokens, completion_tokens), "}\n\n");
+                                             UsageJson(prompt_tokens, completion_tokens, cached_tokens), "}\n\n");
             sink.write(usage.data(), usage.size());
           }
           static constexpr char kDone[] = "data: [DONE]\n\n";
@@ -158,11 +160,12 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
     for (size_t i = 1; i < request->prompts.size(); ++i) {
       workers.emplace_back([&, i] {
         (*results)[i].outcome_ =
-            RunCompletion(engine, *request, request->prompts[i], deadline, (*results)[i]);
+            RunCompletion(engine, *request, request->prompts[i], deadline, (*results)[i],
+                          ctx.prefix_cache);
       });
     }
     (*results)[0].outcome_ =
-        RunCompletion(engine, *request, request->prompts[0], deadline, (*results)[0]);
+        RunCompletion(engine, *request, request->prompts[0], deadline, (*results)[0], ctx.prefix_cache);
     for (std::thread& t : workers) t.join();
   }
   for (const Collector& c : *results) {
@@ -174,13 +177,14 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
   res.set_chunked_content_provider(
       "application/json", [results, head, with_logprobs, tok](size_t, httplib::DataSink& sink) {
         auto put = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-        uint64_t prompt_tokens = 0, completion_tokens = 0;
+        uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
         if (!put(absl::StrCat("{", head, ",\"choices\":["))) return false;
         for (size_t i = 0; i < results->size(); ++i) {
           Collector& c = (*results)[i];
           const CompletionOutcome& o = *c.outcome_;
           prompt_tokens += o.prompt_tokens;
           completion_tokens += o.completion_tokens;
+          cached_tokens += o.cached_tokens;
           if (!put(absl::StrCat(i > 0 ? "," : "", "{\"index\":", i, ",\"text\":",
                                 JsonString(c.text_ + o.tail_text), ",\"logprobs\":"))) {
             return false;
@@ -207,7 +211,7 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
             return false;
           }
         }
-        put(absl::StrCat("],\"usage\":", UsageJson(prompt_tokens, completion_tokens), "}"));
+        put(absl::StrCat("],\"usage\":", UsageJson(prompt_tokens, completion_tokens, cached_tokens), "}"));
         sink.done();
         return true;
       });

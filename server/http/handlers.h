@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "server/core/engine.h"
 #include "server/http/http_server.h"
+#include "server/http/prefix_cache.h"
 
 namespace brt {
 namespace http {
@@ -25,6 +26,7 @@ struct HandlerContext {
   std::atomic<uint64_t>* next_id;
   int64_t started_unix_s;
   std::string id_prefix;  // "cmpl-<random>-": completion ids are this + a counter
+  PrefixCache* prefix_cache;  // may be disabled (max bytes 0)
 };
 
 // Sets the status code and OpenAI error body.

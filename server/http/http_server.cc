@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "server/http/handlers.h"
 #include "server/http/http_errors.h"
+#include "server/http/prefix_cache.h"
 #include "server/core/client_text.h"
 
 namespace brt {
@@ -19,6 +20,7 @@ HttpServer::HttpServer(Engine* engine, HttpServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
       started_unix_s_(absl::ToUnixSeconds(absl::Now())),
+      prefix_cache_(std::make_unique<PrefixCache>(options_.prefix_cache_bytes)),
       server_(std::make_unique<httplib::Server>()) {}
 
 HttpServer::~HttpServer() { Stop(); }
@@ -71,7 +73,7 @@ void HttpServer::Routes() {
   std::random_device rd;
   auto ctx = std::make_shared<HandlerContext>(HandlerContext{
       engine_, &options_, &next_id_, started_unix_s_,
-      absl::StrFormat("cmpl-%08x%08x-", rd(), rd())});
+      absl::StrFormat("cmpl-%08x%08x-", rd(), rd()), prefix_cache_.get()});
   httplib::Server& srv = *server_;
   srv.Post("/v1/completions", [ctx](const httplib::Request& req, httplib::Response& res) {
     HandleCompletions(*ctx, req, res);

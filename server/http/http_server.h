@@ -33,6 +33,8 @@ class Server;
 namespace brt {
 namespace http {
 
+class PrefixCache;
+
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
   int threads = 16;
@@ -42,6 +44,8 @@ struct HttpServerOptions {
   int write_timeout_s = 60;
   // Per completion; 0 = none (the Engine's calls then run until done or cancelled).
   int64_t request_timeout_s = 0;
+  // Prompt prefixes kept for reuse by later requests (prefix_cache.h); 0 = off.
+  uint64_t prefix_cache_bytes = uint64_t{256} << 20;
 };
 
 class HttpServer {
@@ -53,6 +57,7 @@ class HttpServer {
   int port() const { return port_; }
   // /health answers 503 from now on (graceful shutdown, step 1).
   void SetDraining() { draining_ = true; }
+  const PrefixCache& prefix_cache() const { return *prefix_cache_; }
   // Stops accepting, ends keep-alive connections, joins the listener.
   void Stop();
 
@@ -63,6 +68,7 @@ class HttpServer {
   Engine* const engine_;
   const HttpServerOptions options_;
   const int64_t started_unix_s_;
+  std::unique_ptr<PrefixCache> prefix_cache_;
   std::unique_ptr<httplib::Server> server_;
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_id_{0};
