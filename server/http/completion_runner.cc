@@ -12,7 +12,7 @@ namespace http {
 namespace {
 
 // Prompt ids per ScoreCall::AppendTokens.
-constexpr size_t kFeedIds = 8192;
+constexpr size_t kFeedIds = 2048;
 
 // Blocks the handler thread on a Score call's sink.
 class ScoreBridge final : public ScoreSink {
