@@ -182,8 +182,15 @@ std::vector<SessionInfo> Engine::ListSessions() const {
   return out;
 }
 
+absl::Mutex& Engine::StoreLock(const std::string& id) const {
+  return store_locks_[std::hash<std::string>()(id) % store_locks_.size()];
+}
+
 absl::Status Engine::DeleteSession(const std::string& id) {
   // The session is gone everywhere: its stored snapshot too (else the next use would restore it).
+  // Under the id's store lock: a save or restore of it in flight finishes first, and none starts
+  // until the session has left the table.
+  absl::MutexLock order(&StoreLock(id));
   absl::Status stored = absl::NotFoundError("");
   if (options_.snapshot_store != nullptr && LooksLikeSessionId(id)) {
     stored = options_.snapshot_store->Delete(id);

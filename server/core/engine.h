@@ -27,6 +27,7 @@
 #ifndef BRT_SERVER_CORE_ENGINE_H_
 #define BRT_SERVER_CORE_ENGINE_H_
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -296,6 +297,9 @@ class Engine {
 
   // ---- engine_snapshots.cc: session persistence glue
   absl::Status LoadIfStored(const std::string& id);
+  // The same, for a caller that holds StoreLock(id) (save, autosave, eviction).
+  absl::Status LoadIfStoredOrdered(const std::string& id);
+  // REQUIRES: the caller holds StoreLock(id).
   absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, bool allow_busy = false);
   absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
   // Decodes and installs a snapshot, recording one restore (started at t0) in the metrics.
@@ -318,7 +322,14 @@ class Engine {
   bool Evict(const std::string& id, metrics::EvictionReason reason);
   bool Autosave(const std::string& id);
 
+  // Orders the store operations on one session id (save, autosave, eviction, delete, restore on first
+  // use): they hold the id's stripe across their store I/O, so a delete always comes after a save that
+  // started before it (and removes what it wrote), and a save that starts after a delete finds no
+  // session. Taken before mu_, never while holding it, and never two at once.
+  absl::Mutex& StoreLock(const std::string& id) const;
+
   const EngineOptions options_;
+  mutable std::array<absl::Mutex, 64> store_locks_;
   const std::unique_ptr<ModelBackend> backend_;  // model methods: executor thread only
   const std::shared_ptr<const Tokenizer> tokenizer_;
   const int32_t window_;

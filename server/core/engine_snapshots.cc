@@ -76,7 +76,7 @@ bp::ModelIdentity Engine::Identity() const {
 }
 
 absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool allow_busy) {
-  absl::Status loaded = LoadIfStored(id);
+  absl::Status loaded = LoadIfStoredOrdered(id);
   if (!loaded.ok()) return loaded;
   bp::SessionSnapshot snap;
   std::vector<float> next_logprobs;
@@ -158,6 +158,8 @@ absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
   const auto t0 = std::chrono::steady_clock::now();
+  // Ordered with deletes of the same id (see StoreLock).
+  absl::MutexLock order(&StoreLock(id));
   auto snap = Capture(id);
   if (!snap.ok()) {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, snap.status(), 0);
@@ -382,6 +384,12 @@ absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& k
 
 absl::Status Engine::LoadIfStored(const std::string& id) {
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
+  absl::MutexLock order(&StoreLock(id));  // a delete of this id is not undone by this restore
+  return LoadIfStoredOrdered(id);
+}
+
+absl::Status Engine::LoadIfStoredOrdered(const std::string& id) {
+  if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
   {
     absl::ReaderMutexLock lock(&mu_);
     if (sessions_.Contains(id) || draining_) return absl::OkStatus();
@@ -488,6 +496,7 @@ absl::Status Engine::DeleteSnapshot(const std::string& key) {
   if (options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
+  absl::MutexLock order(&StoreLock(key));
   return options_.snapshot_store->Delete(key);
 }
 

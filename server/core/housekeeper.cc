@@ -64,6 +64,7 @@ void Engine::HousekeepingLoop() {
 }
 
 bool Engine::Autosave(const std::string& id) {
+  absl::MutexLock order(&StoreLock(id));  // ordered with deletes (see StoreLock)
   const auto t0 = std::chrono::steady_clock::now();
   auto snap = Capture(id, /*allow_busy=*/true);
   if (!snap.ok()) return false;  // deleted meanwhile: nothing to save
@@ -82,6 +83,7 @@ bool Engine::Autosave(const std::string& id) {
 }
 
 bool Engine::Evict(const std::string& id, metrics::EvictionReason reason) {
+  absl::MutexLock order(&StoreLock(id));  // ordered with deletes (see StoreLock)
   const auto t0 = std::chrono::steady_clock::now();
   auto snap = Capture(id, /*allow_busy=*/false);
   if (!snap.ok()) return false;  // busy again, or deleted: skipped, not a failure
