@@ -99,6 +99,9 @@ ABSL_FLAG(uint32_t, checkpoints_per_session, 4,
 ABSL_FLAG(uint32_t, checkpoint_interval_blocks, 2,
           "Blocks between a session's checkpoints: the rewind horizon is about checkpoints_per_session x "
           "this blocks, and a rewind re-reads at most about this many blocks");
+ABSL_FLAG(int, shutdown_timeout_s, 60,
+          "On SIGTERM/SIGINT, exit with status 3 if draining and saving sessions take longer than this; a "
+          "second signal exits at once (status 2), keeping what was saved so far");
 ABSL_FLAG(std::string, http_listen, "",
           "Address (host:port) of the OpenAI-compatible HTTP API and web page (README: HTTP API); "
           "port 0 picks a free one. Empty = off. It has no authentication: keep it on loopback");
@@ -383,6 +386,25 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     std::fprintf(stderr, "brt-server: signal %d, shutting down\n", sig);
+    // A second signal, or a shutdown that takes too long, ends the process at once. Snapshots already
+    // written are complete (stores write atomically); the sessions not yet saved are lost.
+    std::thread([&signals] {
+      int again = 0;
+      sigwait(&signals, &again);
+      std::fprintf(stderr, "brt-server: second signal %d, exiting now\n", again);
+      std::fflush(stderr);
+      _exit(2);
+    }).detach();
+    const int limit_s = absl::GetFlag(FLAGS_shutdown_timeout_s);
+    if (limit_s > 0) {
+      std::thread([limit_s] {
+        std::this_thread::sleep_for(std::chrono::seconds(limit_s));
+        std::fprintf(stderr, "brt-server: shutdown took over %d s (--shutdown_timeout_s), exiting now\n",
+                     limit_s);
+        std::fflush(stderr);
+        _exit(3);
+      }).detach();
+    }
     // Graceful: stop taking work, end active calls at a token/block boundary, snapshot every session.
     server->GetHealthCheckService()->SetServingStatus(false);
     if (http != nullptr) http->SetDraining();
