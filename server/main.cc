@@ -99,6 +99,9 @@ ABSL_FLAG(uint32_t, checkpoints_per_session, 4,
 ABSL_FLAG(uint32_t, checkpoint_interval_blocks, 2,
           "Blocks between a session's checkpoints: the rewind horizon is about checkpoints_per_session x "
           "this blocks, and a rewind re-reads at most about this many blocks");
+ABSL_FLAG(double, idle_timeout_s, 30,
+          "A Score stream that sends no text for this long while the server waits for it ends with "
+          "DEADLINE_EXCEEDED (its queue slot is freed; what was read stays in the session); 0 = never");
 ABSL_FLAG(int, shutdown_timeout_s, 60,
           "On SIGTERM/SIGINT, exit with status 3 if draining and saving sessions take longer than this; a "
           "second signal exits at once (status 2), keeping what was saved so far");
@@ -227,6 +230,7 @@ int main(int argc, char** argv) {
   options.max_tokens_cap = absl::GetFlag(FLAGS_max_tokens_cap);
   options.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   options.max_top_k = absl::GetFlag(FLAGS_max_top_k);
+  options.idle_call_timeout_ms = static_cast<int64_t>(absl::GetFlag(FLAGS_idle_timeout_s) * 1000);
   options.default_sampling.repetition_window = absl::GetFlag(FLAGS_repetition_window);
   const brt::ModelMetadata meta = (*runner)->metadata();
 

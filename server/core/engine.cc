@@ -273,6 +273,7 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   job->top_k = options.top_k;
   job->omit_tokens = options.omit_tokens;
   job->inc.emplace(tokenizer_.get(), options_.max_line_bytes);
+  job->idle_deadline = IdleDeadline();
   absl::Status loaded = LoadIfStored(session_id);
   if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
@@ -397,7 +398,14 @@ absl::StatusOr<bool> Engine::Append(Job* job, std::string_view chunk) {
   return PushInputLocked(job, *tokens);
 }
 
+absl::Time Engine::IdleDeadline() const {
+  return options_.idle_call_timeout_ms > 0
+             ? absl::Now() + absl::Milliseconds(options_.idle_call_timeout_ms)
+             : absl::InfiniteFuture();
+}
+
 bool Engine::PushInputLocked(Job* job, const std::vector<TokenSpan>& tokens) {
+  job->idle_deadline = IdleDeadline();
   SessionState& s = *job->session;
   for (const TokenSpan& t : tokens) s.pending.push_back(PendingToken{t.id, true, t.begin, t.end});
   if (s.pending.size() >= options_.max_pending_tokens) {

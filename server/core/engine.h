@@ -79,6 +79,9 @@ struct EngineOptions {
   // Bytes of a Score call's text that may wait for a newline (IncrementalTokenizer); RESOURCE_EXHAUSTED
   // beyond. Must be > 0.
   uint64_t max_line_bytes = uint64_t{1} << 20;
+  // A Score call whose client has sent nothing for this long while the engine waits for its input
+  // (not paused by backpressure) ends with DEADLINE_EXCEEDED, freeing its queue slot; 0 = never.
+  int64_t idle_call_timeout_ms = 30000;
   // Upper bound of GenerateRequest.max_tokens, and the value used when it is unset.
   uint32_t max_tokens_cap = 4096;
   uint32_t default_max_tokens = 128;
@@ -268,6 +271,10 @@ class Engine {
   // Pushes accepted tokens into the job's session; false when the caller should pause.
   bool PushInputLocked(Job* job, const std::vector<TokenSpan>& tokens)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Now + idle_call_timeout_ms (or never).
+  absl::Time IdleDeadline() const;
+  // A Score call waiting for input that its client has not sent in time.
+  static bool IdleTooLong(const Job& job, absl::Time now);
   absl::Status CloseInput(Job* job);
   void Cancel(Job* job);
   int64_t NowMs() const;

@@ -47,6 +47,10 @@ struct Job {
   std::optional<IncrementalTokenizer> inc;  // caller thread only (Append/CloseInput)
   bool input_closed = false;
   bool input_paused = false;
+  // When the client's silence ends the call (EngineOptions::idle_call_timeout_ms); moved on by every
+  // chunk and whenever input resumes after a pause.
+  absl::Time idle_deadline = absl::InfiniteFuture();
+  bool idle_expired = false;  // the input was closed by the idle timeout
   uint64_t bytes = 0;
   bool token_input = false;       // AppendTokens was used (caller thread only)
   uint64_t token_input_bytes = 0;  // bytes of the pieces given as ids so far (caller thread only)

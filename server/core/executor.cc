@@ -63,6 +63,11 @@ void Engine::Deliver(Events* events) {
   events->clear();
 }
 
+bool Engine::IdleTooLong(const Job& job, absl::Time now) {
+  return job.kind == JobKind::kScore && !job.input_closed && !job.input_paused &&
+         now > job.idle_deadline;
+}
+
 bool Engine::HasWorkLocked() const {
   if (stop_ || !tasks_.empty()) return true;
   const absl::Time now = absl::Now();
@@ -70,6 +75,7 @@ bool Engine::HasWorkLocked() const {
     const SessionState& s = *job->session;
     if (job->cancel_requested || s.deleted || !job->fail_status.ok() || now > job->deadline)
       return true;
+    if (IdleTooLong(*job, now)) return true;
     if (job->kind == JobKind::kGenerate) return true;
     if (s.pending.empty()) {
       if (job->input_closed || job->input_paused) return true;
@@ -236,6 +242,12 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
       FinishLocked(job, absl::DeadlineExceededError("the call's deadline passed"), events);
       continue;
     }
+    if (IdleTooLong(*job, now)) {
+      // Its input ends here: the tokens already accepted are still read (nothing accepted is lost),
+      // then the call ends with DEADLINE_EXCEEDED.
+      job->input_closed = true;
+      job->idle_expired = true;
+    }
     if (job->kind == JobKind::kGenerate && s.pending.empty()) {
       if (job->finishing != FinishReason::kUnspecified || job->generated >= job->max_tokens) {
         FinishLocked(job, absl::OkStatus(), events);
@@ -250,11 +262,23 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     if (job->kind == JobKind::kScore) {
       if (job->input_paused && s.pending.size() <= options_.max_pending_tokens / 2) {
         job->input_paused = false;
+        job->idle_deadline = IdleDeadline();  // the client may send again: its silence counts from now
         ScoreSink* sink = job->score_sink;
         events->push_back([sink] { sink->OnInputReady(); });
       }
       if (s.pending.empty()) {
-        if (job->input_closed) FinishLocked(job, absl::OkStatus(), events);
+        if (job->input_closed) {
+          FinishLocked(job,
+                       job->idle_expired
+                           ? absl::DeadlineExceededError(absl::StrCat(
+                                 "the Score call received no text for ",
+                                 options_.idle_call_timeout_ms / 1000.0,
+                                 " s (--idle_timeout_s) while the server waited for it; the tokens "
+                                 "it had sent were read into the session (text after its last "
+                                 "newline was not). Send text more often, or close the input when done"))
+                           : absl::OkStatus(),
+                       events);
+        }
         continue;
       }
     }

@@ -480,3 +480,45 @@ def test_shutdown_timeout_bounds_the_drain():
     log = s.read_log()
     s.log.close()
     assert code == 3 and took < 2.5 and "--shutdown_timeout_s" in log, (code, took, log[-2000:])
+
+
+def test_idle_score_streams_time_out_and_free_the_queue():
+    """Streams that send one line and then nothing used to hold their queue slots forever (16 of them with
+    --max_queue=16 locked everyone else out). Now each ends after --idle_timeout_s with DEADLINE_EXCEEDED, the
+    text it sent stays in its session, and other clients get in."""
+    import queue as queue_mod
+    s = BrtServer("--max_queue=4", "--idle_timeout_s=1.5")
+    try:
+        calls, gates = [], []
+        sids = []
+        for _ in range(4):
+            sid = s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+            sids.append(sid)
+            gate = queue_mod.Queue()
+
+            def requests(sid=sid, gate=gate):
+                yield pb.ScoreRequest(session_id=sid, text=b"1:1 In the beginning\n")
+                gate.get()  # then silence, until the test ends
+
+            calls.append(s.stub.Score(requests(), timeout=60))
+            gates.append(gate)
+        time.sleep(0.5)
+        other = s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+        with pytest.raises(grpc.RpcError) as e:  # the queue is full of idle streams
+            score(s.stub, other, [b"hello\n"], timeout=30)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        t0 = time.time()
+        for c in calls:
+            with pytest.raises(grpc.RpcError) as e:
+                list(c)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "--idle_timeout_s" in e.value.details()
+        assert time.time() - t0 < 5
+        toks, summary = score(s.stub, other, [b"hello\n"], timeout=30)  # served now
+        assert summary.tokens > 0
+        for sid in sids:  # what each idle stream sent was read
+            assert s.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=10).tokens_consumed > 0
+        for g in gates:
+            g.put(None)
+    finally:
+        s.stop()
