@@ -99,6 +99,9 @@ ABSL_FLAG(uint32_t, checkpoints_per_session, 4,
 ABSL_FLAG(uint32_t, checkpoint_interval_blocks, 2,
           "Blocks between a session's checkpoints: the rewind horizon is about checkpoints_per_session x "
           "this blocks, and a rewind re-reads at most about this many blocks");
+ABSL_FLAG(uint32_t, max_calls_per_peer, 64,
+          "Concurrent Score/Generate calls one client address may have (RESOURCE_EXHAUSTED beyond), so "
+          "that one client cannot fill --max_queue; 0 = no limit");
 ABSL_FLAG(double, idle_timeout_s, 30,
           "A Score stream that sends no text for this long while the server waits for it ends with "
           "DEADLINE_EXCEEDED (its queue slot is freed; what was read stays in the session); 0 = never");
@@ -318,6 +321,7 @@ int main(int argc, char** argv) {
   brt::BrtServiceOptions service_options;
   service_options.max_reply_bytes = absl::GetFlag(FLAGS_max_reply_bytes);
   service_options.max_pending_reply_bytes = absl::GetFlag(FLAGS_max_pending_reply_bytes);
+  service_options.max_calls_per_peer = absl::GetFlag(FLAGS_max_calls_per_peer);
   const uint64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   if (service_options.max_reply_bytes < 1024 || service_options.max_reply_bytes > max_message_bytes) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(

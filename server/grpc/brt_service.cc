@@ -72,8 +72,15 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
                            public ScoreSink {
  public:
   ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
-               const BrtServiceOptions& options)
+               const BrtServiceOptions& options, PeerLimiter* peers)
       : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options) {
+    auto slot = peers->Acquire(ctx->peer());
+    if (!slot.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(slot.status());
+      return;
+    }
+    peer_slot_ = *std::move(slot);
     StartRead(&request_);
   }
 
@@ -246,6 +253,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   grpc::CallbackServerContext* const ctx_;
   const RpcRecord rpc_;
   const BrtServiceOptions options_;
+  std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
   v1::ScoreRequest request_;  // only touched by the read path
   absl::Mutex mu_;
   std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
@@ -266,9 +274,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
                               public GenerateSink {
  public:
   GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request, metrics::Metrics* metrics)
+                  const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers)
       : rpc_(metrics, "Generate") {
     absl::MutexLock lock(&mu_);
+    auto slot = peers->Acquire(ctx->peer());
+    if (!slot.ok()) {
+      FinishLocked(slot.status());
+      return;
+    }
+    peer_slot_ = *std::move(slot);
     GenerateParams params;
     params.prompt = request.prompt();
     if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
@@ -350,6 +364,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   const RpcRecord rpc_;
+  std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
   absl::Mutex mu_;
   std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
@@ -473,12 +488,12 @@ grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
-  return new ScoreReactor(engine_, ctx, metrics_, options_);
+  return new ScoreReactor(engine_, ctx, metrics_, options_, &peers_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  return new GenerateReactor(engine_, ctx, *request, metrics_);
+  return new GenerateReactor(engine_, ctx, *request, metrics_, &peers_);
 }
 
 grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext* ctx,

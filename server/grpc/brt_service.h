@@ -12,6 +12,7 @@
 
 #include "brt/v1/brt.grpc.pb.h"
 #include "server/core/engine.h"
+#include "server/grpc/peer_limiter.h"
 
 namespace brt {
 
@@ -33,6 +34,8 @@ struct BrtServiceOptions {
   // a slow reader slows only its own call. Replies of input already read still queue, so the queue
   // can exceed this by the scores of one chunk (--max_chunk_bytes) plus the core's pending tokens.
   uint64_t max_pending_reply_bytes = uint64_t{16} << 20;
+  // Concurrent Score/Generate calls per client address (--max_calls_per_peer); 0 = no limit.
+  uint32_t max_calls_per_peer = 64;
 };
 
 class BrtService final : public v1::Brt::CallbackService {
@@ -42,7 +45,11 @@ class BrtService final : public v1::Brt::CallbackService {
   // is null; it must outlive the service too.
   BrtService(Engine* engine, std::string version, metrics::Metrics* metrics = nullptr,
              BrtServiceOptions options = {})
-      : engine_(engine), version_(std::move(version)), metrics_(metrics), options_(options) {}
+      : engine_(engine),
+        version_(std::move(version)),
+        metrics_(metrics),
+        options_(options),
+        peers_(options.max_calls_per_peer) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -90,6 +97,7 @@ class BrtService final : public v1::Brt::CallbackService {
   std::string version_;
   metrics::Metrics* metrics_;
   const BrtServiceOptions options_;
+  PeerLimiter peers_;  // Score/Generate calls per client address
 };
 
 }  // namespace brt

@@ -522,3 +522,36 @@ def test_idle_score_streams_time_out_and_free_the_queue():
             g.put(None)
     finally:
         s.stop()
+
+
+def test_one_client_cannot_take_every_queue_slot():
+    import queue as queue_mod
+    s = BrtServer("--max_queue=16", "--max_calls_per_peer=2")
+    try:
+        gates, calls = [], []
+        for _ in range(2):
+            sid = s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+            gate = queue_mod.Queue()
+
+            def requests(sid=sid, gate=gate):
+                yield pb.ScoreRequest(session_id=sid, text=b"1:1 In the beginning\n")
+                gate.get()
+
+            calls.append(s.stub.Score(requests(), timeout=60))
+            gates.append(gate)
+        time.sleep(0.5)
+        sid = s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+        with pytest.raises(grpc.RpcError) as e:
+            score(s.stub, sid, [b"hello\n"], timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_calls_per_peer" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            list(s.stub.Generate(pb.GenerateRequest(session_id=sid, max_tokens=2), timeout=30))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for g in gates:
+            g.put(None)  # the two streams close their input and end
+        for c in calls:
+            list(c)
+        toks, summary = score(s.stub, sid, [b"hello\n"], timeout=30)
+        assert summary.tokens > 0
+    finally:
+        s.stop()
