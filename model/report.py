@@ -219,10 +219,14 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="model/report.json")
+    ap.add_argument("--render", default=None, metavar="JSON", help="only print the markdown of a report.json")
     ap.add_argument("--from-compare", default=None, metavar="JSON",
                     help="only recompute (a) from `brt compare --json` output (the server's numbers) and print it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.render:
+        r = json.load(open(args.render))
+        return print_markdown(r, r["config"]["window"])
     if args.from_compare:
         tok = Tokenizer(args.tokenizer or os.path.join(os.path.dirname(args.model), "tokenizer.model"))
         return from_compare(args.from_compare, tok, args.warm, 64)
@@ -448,7 +452,7 @@ def print_markdown(r, W):
           f"{t['nll_session']} | {t['nll_fresh']} | {t['gain_bits']} | {t['distance_back']} | "
           f"{t['since_piece_start']} | {ex} |")
     p(f"\nWords with the largest total gain under (a) (over warm tokens):\n")
-    p("| word | name? | tokens | total gain (bits) | median distance back |")
+    p("| word | name? (any occurrence) | tokens | total gain (bits) | median distance back |")
     p("|---|---|---:|---:|---:|")
     for d in r["top_words"]:
         p(f"| {d['word']} | {'yes' if d['name'] else ''} | {d['tokens']} | {d['gain_bits']} | "
