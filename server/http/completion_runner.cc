@@ -13,6 +13,8 @@ namespace {
 
 // Prompt ids per ScoreCall::AppendTokens.
 constexpr size_t kFeedIds = 2048;
+// Bytes of prompt text per tokenizer call (cut after a newline).
+constexpr size_t kTokenizeBytes = 64 << 10;
 
 // Blocks the handler thread on a Score call's sink.
 class ScoreBridge final : public ScoreSink {
@@ -115,12 +117,25 @@ absl::StatusOr<PromptTokens> Tokenize(const Tokenizer& tokenizer, const PromptIn
     }
     return out;
   }
-  // The same tokens a Score call would read from this text (see IncrementalTokenizer).
-  auto spans = tokenizer.EncodeWithSpans(prompt.text);
-  if (!spans.ok()) return spans.status();
-  for (const TokenSpan& t : *spans) {
-    out.ids.push_back(t.id);
-    out.offsets.push_back(t.begin);
+  // The same tokens a Score call would read from this text: tokens never cross a newline (see
+  // IncrementalTokenizer), so the text is encoded in pieces of about kTokenizeBytes cut after a
+  // newline. That keeps the tokenizer's temporaries small (one encode of a whole book allocated tens of
+  // megabytes at once, which the allocator then kept).
+  const std::string_view text = prompt.text;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.size();
+    if (end - begin > kTokenizeBytes) {
+      const size_t nl = text.rfind('\n', begin + kTokenizeBytes);
+      end = (nl != std::string_view::npos && nl >= begin) ? nl + 1 : text.size();
+    }
+    auto spans = tokenizer.EncodeWithSpans(text.substr(begin, end - begin));
+    if (!spans.ok()) return spans.status();
+    for (const TokenSpan& t : *spans) {
+      out.ids.push_back(t.id);
+      out.offsets.push_back(begin + t.begin);
+    }
+    begin = end;
   }
   return out;
 }
