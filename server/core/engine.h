@@ -282,6 +282,12 @@ class Engine {
   absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status AdmitLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The session, if it can be forked or rewound now: UNAVAILABLE while draining, NOT_FOUND, or
+  // FAILED_PRECONDITION when a call runs on it ("...; <verb> it when the call has ended") or it is
+  // damaged. (engine_checkpoints.cc)
+  absl::StatusOr<std::shared_ptr<SessionState>> FindIdleLocked(const std::string& id,
+                                                              const char* verb) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Metrics (no-ops when options_.metrics is null): session occupancy, a call's admission (queue
   // depth), and the first model step that includes a call (queue wait).
   void RecordSessionsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -31,6 +31,23 @@ class RefeedSink final : public ScoreSink {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<SessionState>> Engine::FindIdleLocked(const std::string& id,
+                                                                     const char* verb) const {
+  if (draining_) return absl::UnavailableError("the server is shutting down");
+  auto found = FindLocked(id);
+  if (!found.ok()) return found.status();
+  if ((*found)->job != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("session ", id,
+                                                      " is busy with a Score or Generate call; ", verb,
+                                                      " it when the call has ended"));
+  }
+  if ((*found)->damaged) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", id, " lost its memory when a model call failed; restore it from a snapshot"));
+  }
+  return found;
+}
+
 CheckpointLog Engine::NewCheckpointLog() const {
   CheckpointLog log(options_.checkpoints_per_session,
                     static_cast<int64_t>(options_.checkpoint_interval_blocks) * window_);
@@ -91,26 +108,12 @@ absl::StatusOr<SessionInfo> Engine::RewindSession(const std::string& id, uint64_
     RewindPlan plan;
     {
       absl::MutexLock lock(&mu_);
-      if (draining_) {
-        out = absl::UnavailableError("the server is shutting down");
-        return;
-      }
-      auto found = FindLocked(id);
+      auto found = FindIdleLocked(id, "rewind");
       if (!found.ok()) {
         out = found.status();
         return;
       }
       s = *found;
-      if (s->job != nullptr) {
-        out = absl::FailedPreconditionError(absl::StrCat(
-            "session ", id, " is busy with a Score or Generate call; rewind it when the call has ended"));
-        return;
-      }
-      if (s->damaged) {
-        out = absl::FailedPreconditionError(absl::StrCat(
-            "session ", id, " lost its memory when a model call failed; restore it from a snapshot"));
-        return;
-      }
       const uint64_t current = static_cast<uint64_t>(std::max<int64_t>(s->fed, 1));
       if (position > current) {
         out = absl::OutOfRangeError(absl::StrCat("position ", position, " is ahead of session ", id,

@@ -421,26 +421,12 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
     std::shared_ptr<SessionState> child;
     {
       absl::MutexLock lock(&mu_);
-      if (draining_) {
-        out = absl::UnavailableError("the server is shutting down");
-        return;
-      }
-      auto found = FindLocked(id);
+      auto found = FindIdleLocked(id, "fork");
       if (!found.ok()) {
         out = found.status();
         return;
       }
       const SessionState& parent = **found;
-      if (parent.job != nullptr) {
-        out = absl::FailedPreconditionError(absl::StrCat(
-            "session ", id, " is busy with a Score or Generate call; fork it when the call has ended"));
-        return;
-      }
-      if (parent.damaged) {
-        out = absl::FailedPreconditionError(
-            absl::StrCat("session ", id, " lost its memory when a model call failed"));
-        return;
-      }
       absl::Status cap = sessions_.CheckCapacity();
       if (!cap.ok()) {
         out = cap;
