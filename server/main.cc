@@ -26,8 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "brt/v1/brt.pb.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/auth/authenticator.h"
 #include "server/core/engine.h"
 #include "server/grpc/brt_service.h"
+#include "server/grpc/server_credentials.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
@@ -109,6 +111,24 @@ ABSL_FLAG(double, idle_timeout_s, 30,
 ABSL_FLAG(int, shutdown_timeout_s, 60,
           "On SIGTERM/SIGINT, exit with status 3 if draining and saving sessions take longer than this; a "
           "second signal exits at once (status 2), keeping what was saved so far");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "API keys: one 'TENANT SHA256_HEX_OF_KEY [max_sessions=N] [max_calls=N]' per line; clients "
+          "send 'authorization: Bearer KEY' (gRPC metadata or HTTP header). Re-read on SIGHUP. Every "
+          "session and snapshot then belongs to the tenant whose key created it");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain: serve gRPC over TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: require client certificates signed by it (mutual TLS); a certificate's "
+          "common name is the tenant when the call sends no API key");
+ABSL_FLAG(bool, allow_unauthenticated, false,
+          "Allow --listen/--http_listen on a non-loopback address without --api_keys_file or "
+          "--tls_client_ca_file (anyone who reaches the port can use every session)");
+ABSL_FLAG(uint32_t, tenant_max_sessions, 0,
+          "Sessions each tenant may hold loaded at once, unless its keys-file line says max_sessions; "
+          "0 = no quota");
+ABSL_FLAG(uint32_t, tenant_max_calls, 0,
+          "Score/Generate calls each tenant may run at once, unless its keys-file line says "
+          "max_calls; 0 = no quota");
 ABSL_FLAG(std::string, http_listen, "",
           "Address (host:port) of the OpenAI-compatible HTTP API and web page (README: HTTP API); "
           "port 0 picks a free one. Empty = off. It has no authentication: keep it on loopback");
@@ -202,6 +222,11 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGHUP re-reads the API keys (a thread of its own waits for it).
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
 
   std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (model_dir.empty()) model_dir = DefaultModelDir();
@@ -335,13 +360,51 @@ int main(int argc, char** argv) {
   if (service_options.max_pending_reply_bytes == 0) {
     return Fail(absl::InvalidArgumentError("--max_pending_reply_bytes must be > 0 (default 16777216)"));
   }
-  brt::BrtService service(engine->get(), kVersion, metrics.get(), service_options);
+  // Authentication and tenants (server/auth), TLS, and the refusal to serve a non-loopback address
+  // to anyone.
+  brt::TlsFiles tls{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+                    absl::GetFlag(FLAGS_tls_client_ca_file)};
+  auto credentials = brt::MakeServerCredentials(tls);
+  if (!credentials.ok()) return Fail(credentials.status());
+  brt::auth::AuthOptions auth_options;
+  auth_options.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
+  auth_options.mtls = !tls.client_ca_file.empty();
+  auth_options.default_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
+  auth_options.default_max_calls = absl::GetFlag(FLAGS_tenant_max_calls);
+  auto authenticator = brt::auth::Authenticator::Create(auth_options);
+  if (!authenticator.ok()) return Fail(authenticator.status());
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (!(*authenticator)->required() && !absl::GetFlag(FLAGS_allow_unauthenticated)) {
+    for (const std::string& address : {listen, absl::GetFlag(FLAGS_http_listen)}) {
+      if (address.empty() || brt::IsLoopbackListen(address)) continue;
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          address, " is not a loopback address and the server has no --api_keys_file or "
+          "--tls_client_ca_file, so anyone who reaches it could read and change every session. "
+          "Configure API keys or mutual TLS, listen on 127.0.0.1, or pass --allow_unauthenticated")));
+    }
+  }
+  std::thread([&hangup, auth = authenticator->get()] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&hangup, &sig) != 0) return;
+      auto reloaded = auth->Reload();
+      if (reloaded.ok()) {
+        std::fprintf(stderr, "brt-server: SIGHUP: %zu API keys loaded\n", *reloaded);
+      } else {
+        std::fprintf(stderr, "brt-server: SIGHUP: keeping the previous API keys: %s\n",
+                     reloaded.status().ToString().c_str());
+      }
+      std::fflush(stderr);
+    }
+  }).detach();
+
+  brt::BrtService service(engine->get(), kVersion, metrics.get(), service_options,
+                          authenticator->get());
   grpc::EnableDefaultHealthCheckService(true);
   if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
   // No SO_REUSEPORT: a second server on a busy port must fail to start, not split its clients.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
@@ -361,7 +424,9 @@ int main(int argc, char** argv) {
                meta.device.c_str(), meta.dtype.c_str(),
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
-  std::fprintf(stderr, "brt-server: listening on %s:%d\n", host.c_str(), port);
+  std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,
+               tls.cert_file.empty() ? "plaintext" : (tls.client_ca_file.empty() ? "TLS" : "mutual TLS"),
+               auth_options.api_keys_file.empty() ? "" : ", API keys");
   if (store != nullptr) {
     std::fprintf(stderr, "brt-server: snapshot store %s%s\n", store->Describe().c_str(),
                  options.snapshot_hmac_key ? " (signed)" : "");
@@ -377,6 +442,7 @@ int main(int argc, char** argv) {
     http_options.write_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
     http_options.request_timeout_s = absl::GetFlag(FLAGS_http_request_timeout_s);
     http_options.prefix_cache_bytes = absl::GetFlag(FLAGS_http_prefix_cache_bytes);
+    http_options.auth = authenticator->get();
     auto started = brt::http::HttpServer::Start(engine->get(), http_options);
     if (!started.ok()) {
       server->Shutdown();

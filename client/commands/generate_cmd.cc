@@ -95,7 +95,7 @@ int RunGenerate(const Args& args) {
   if (seed) sp->set_seed(*seed);
   for (const std::string& s : stops) sp->add_stop(s);
 
-  std::unique_ptr<grpc::ClientContext> ctx = (*conn)->NewContext(/*streaming=*/true);
+  std::unique_ptr<grpc::ClientContext> ctx = (*conn)->NewContext(/*streaming=*/true, session_id);
   Interrupts::CancelScope cancel_on_interrupt(ctx.get());
   std::unique_ptr<grpc::ClientReader<brt::v1::GenerateResponse>> stream =
       (*conn)->brt().Generate(ctx.get(), req);

@@ -115,7 +115,7 @@ int RunSessions(const Args& args) {
       brt::v1::GetSessionRequest req;
       req.set_session_id(id);
       brt::v1::Session s;
-      auto ctx = c.NewContext(false);
+      auto ctx = c.NewContext(false, id);
       if (absl::Status st = c.Check(c.brt().GetSession(ctx.get(), req, &s), "GetSession");
           !st.ok()) {
         return Fail(st);

@@ -63,7 +63,7 @@ int RunSave(const Args& args) {
   req.set_return_bytes(!out_path.empty());
   req.set_to_store(store);
   brt::v1::SaveSessionResponse resp;
-  auto ctx = (*conn)->NewContext(false);
+  auto ctx = (*conn)->NewContext(false, ids[0]);
   if (absl::Status s =
           (*conn)->Check((*conn)->brt().SaveSession(ctx.get(), req, &resp), "SaveSession");
       !s.ok()) {
@@ -156,7 +156,7 @@ int RunFork(const Args& args) {
   req.set_session_id(ids[0]);
   if (position) req.set_position(*position);
   brt::v1::Session session;
-  auto ctx = (*conn)->NewContext(false);
+  auto ctx = (*conn)->NewContext(false, ids[0]);
   if (absl::Status s =
           (*conn)->Check((*conn)->brt().ForkSession(ctx.get(), req, &session), "ForkSession");
       !s.ok()) {
@@ -191,7 +191,7 @@ int RunRewind(const Args& args) {
   req.set_session_id(positionals[0]);
   req.set_position(position);
   brt::v1::Session session;
-  auto ctx = (*conn)->NewContext(false);
+  auto ctx = (*conn)->NewContext(false, positionals[0]);
   if (absl::Status s =
           (*conn)->Check((*conn)->brt().RewindSession(ctx.get(), req, &session), "RewindSession");
       !s.ok()) {

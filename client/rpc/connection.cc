@@ -20,13 +20,17 @@ std::string Env(const char* name, const std::string& fallback) {
 void AddConnectionFlags(ArgParser& parser, ConnectionOptions* o) {
   parser.AddString("server", &o->server, "HOST:PORT", "brt-server address (env BRT_SERVER)");
   parser.AddString("api_key", &o->api_key, "KEY",
-                   "sent as 'authorization: Bearer KEY' metadata (env BRT_API_KEY); brt-server "
-                   "does not check keys yet, a proxy in front of it may");
+                   "sent as 'authorization: Bearer KEY' metadata (env BRT_API_KEY); checked by a "
+                   "server started with --api_keys_file");
   parser.AddFlag("tls", &o->tls, "connect with TLS (system root certificates)");
   parser.AddString("tls_root_cert", &o->tls_root_cert, "PEM",
                    "connect with TLS, trusting this root certificate (env BRT_TLS_ROOT_CERT)");
   parser.AddString("tls_server_name", &o->tls_server_name, "NAME",
                    "name to verify in the server's certificate, if not the host");
+  parser.AddString("tls_cert", &o->tls_cert, "PEM",
+                   "this client's certificate, for a server that requires one (mutual TLS; env "
+                   "BRT_TLS_CERT); implies TLS");
+  parser.AddString("tls_key", &o->tls_key, "PEM", "the private key of --tls_cert (env BRT_TLS_KEY)");
   parser.AddDouble("timeout", &o->timeout_s,
                    "deadline per call in seconds; 0: 30 s for quick calls, none for streams");
   // After registering, so help shows the built-in defaults and never prints a key from the
@@ -34,6 +38,8 @@ void AddConnectionFlags(ArgParser& parser, ConnectionOptions* o) {
   o->server = Env("BRT_SERVER", o->server);
   o->api_key = Env("BRT_API_KEY", o->api_key);
   o->tls_root_cert = Env("BRT_TLS_ROOT_CERT", o->tls_root_cert);
+  o->tls_cert = Env("BRT_TLS_CERT", o->tls_cert);
+  o->tls_key = Env("BRT_TLS_KEY", o->tls_key);
 }
 
 Connection::Connection(ConnectionOptions options, std::shared_ptr<grpc::Channel> channel)
@@ -48,17 +54,30 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Create(const ConnectionO
   std::shared_ptr<grpc::ChannelCredentials> creds;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
-  if (options.tls || !options.tls_root_cert.empty()) {
+  if (options.tls || !options.tls_root_cert.empty() || !options.tls_cert.empty()) {
     grpc::SslCredentialsOptions ssl;
-    if (!options.tls_root_cert.empty()) {
-      std::ifstream in(options.tls_root_cert, std::ios::binary);
-      if (!in) {
-        return absl::NotFoundError(
-            absl::StrCat("--tls_root_cert: cannot read ", options.tls_root_cert));
-      }
+    auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path));
       std::stringstream pem;
       pem << in.rdbuf();
-      ssl.pem_root_certs = pem.str();
+      return pem.str();
+    };
+    if (!options.tls_root_cert.empty()) {
+      auto pem = read(options.tls_root_cert, "--tls_root_cert");
+      if (!pem.ok()) return pem.status();
+      ssl.pem_root_certs = *pem;
+    }
+    if (options.tls_cert.empty() != options.tls_key.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key go together (mutual TLS)");
+    }
+    if (!options.tls_cert.empty()) {
+      auto cert = read(options.tls_cert, "--tls_cert");
+      if (!cert.ok()) return cert.status();
+      auto key = read(options.tls_key, "--tls_key");
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
     }
     creds = grpc::SslCredentials(ssl);
     if (!options.tls_server_name.empty()) {
@@ -71,11 +90,13 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Create(const ConnectionO
   return std::unique_ptr<Connection>(new Connection(options, std::move(channel)));
 }
 
-std::unique_ptr<grpc::ClientContext> Connection::NewContext(bool streaming) const {
+std::unique_ptr<grpc::ClientContext> Connection::NewContext(bool streaming,
+                                                            const std::string& session_id) const {
   auto ctx = std::make_unique<grpc::ClientContext>();
   if (!options_.api_key.empty()) {
     ctx->AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
   }
+  if (!session_id.empty()) ctx->AddMetadata("x-brt-session", session_id);
   const double timeout = options_.timeout_s > 0 ? options_.timeout_s : (streaming ? 0 : 30);
   if (timeout > 0) {
     ctx->set_deadline(std::chrono::system_clock::now() +

@@ -28,11 +28,14 @@ struct ConnectionOptions {
   bool tls = false;
   std::string tls_root_cert;    // PEM file; implies tls. env BRT_TLS_ROOT_CERT
   std::string tls_server_name;  // overrides the name checked in the server certificate
+  std::string tls_cert;         // this client's PEM certificate (mutual TLS); env BRT_TLS_CERT
+  std::string tls_key;          // its PEM private key; env BRT_TLS_KEY
   double timeout_s = 0;         // per call; 0: 30 s for unary calls, none for streams
 };
 
-// Registers --server, --api_key, --tls, --tls_root_cert, --tls_server_name and --timeout on
-// `parser`, then takes defaults from the environment (BRT_SERVER, BRT_API_KEY, BRT_TLS_ROOT_CERT).
+// Registers --server, --api_key, --tls, --tls_root_cert, --tls_server_name, --tls_cert, --tls_key
+// and --timeout on `parser`, then takes defaults from the environment (BRT_SERVER, BRT_API_KEY,
+// BRT_TLS_ROOT_CERT, BRT_TLS_CERT, BRT_TLS_KEY).
 void AddConnectionFlags(ArgParser& parser, ConnectionOptions* options);
 
 class Connection {
@@ -44,7 +47,10 @@ class Connection {
   const std::string& server() const { return options_.server; }
 
   // A context with the API key metadata and the deadline (`streaming` calls get none by default).
-  std::unique_ptr<grpc::ClientContext> NewContext(bool streaming) const;
+  // A call about one session passes its id: it goes out as `x-brt-session` metadata, which a proxy
+  // in front of several replicas routes by (deploy/README.md).
+  std::unique_ptr<grpc::ClientContext> NewContext(bool streaming,
+                                                  const std::string& session_id = "") const;
 
   // OK for an OK status; otherwise the same code with "RPC to SERVER: message".
   absl::Status Check(const grpc::Status& status, const std::string& rpc) const;

@@ -47,7 +47,7 @@ ByteSource FileSource(const std::string& path) {
 absl::StatusOr<Summary> ScoreInto(Connection& conn, const std::string& session_id,
                                   ByteSource source, const ScoreOptions& options,
                                   const TokenCallback& on_token) {
-  std::unique_ptr<grpc::ClientContext> ctx = conn.NewContext(/*streaming=*/true);
+  std::unique_ptr<grpc::ClientContext> ctx = conn.NewContext(/*streaming=*/true, session_id);
   Interrupts::CancelScope cancel_on_interrupt(ctx.get());
   std::unique_ptr<grpc::ClientReaderWriter<brt::v1::ScoreRequest, brt::v1::ScoreResponse>> stream =
       conn.brt().Score(ctx.get());
@@ -134,7 +134,7 @@ absl::Status DeleteSession(Connection& conn, const std::string& session_id) {
   brt::v1::DeleteSessionRequest req;
   req.set_session_id(session_id);
   brt::v1::DeleteSessionResponse resp;
-  auto ctx = conn.NewContext(false);
+  auto ctx = conn.NewContext(false, session_id);
   return conn.Check(conn.brt().DeleteSession(ctx.get(), req, &resp), "DeleteSession");
 }
 

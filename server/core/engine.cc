@@ -134,12 +134,24 @@ SessionInfo Engine::InfoLocked(const SessionState& s) const {
   return info;
 }
 
-absl::StatusOr<std::shared_ptr<SessionState>> Engine::FindLocked(const std::string& id) const {
-  return sessions_.Find(id);
+absl::StatusOr<std::shared_ptr<SessionState>> Engine::FindLocked(const std::string& id,
+                                                                 const Tenant& tenant) const {
+  return sessions_.FindFor(id, tenant.name);
+}
+
+absl::Status Engine::CheckTenantSessionsLocked(const Tenant& tenant) const {
+  if (tenant.max_sessions == 0 || sessions_.CountOf(tenant.name) < tenant.max_sessions) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "tenant ", tenant.name, " holds ", tenant.max_sessions,
+      " sessions, its quota (max_sessions in the keys file, or --tenant_max_sessions); delete one "
+      "first"));
 }
 
 absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
-                                                  const SamplingOverrides& default_sampling) {
+                                                  const SamplingOverrides& default_sampling,
+                                                  const Tenant& tenant) {
   if (label.size() > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("label must be at most 256 bytes, got ", label.size()));
@@ -149,31 +161,36 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
   if (!valid.ok()) return valid;
   auto s = std::make_shared<SessionState>();
   s->checkpoints = NewCheckpointLog();
+  s->tenant = tenant.name;
   s->label = label;
   s->defaults = default_sampling;
   s->created_ms = s->last_used_ms = NowMs();
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("the server is shutting down");
+  absl::Status quota = CheckTenantSessionsLocked(tenant);
+  if (!quota.ok()) return quota;
   absl::Status inserted = sessions_.Insert(s, /*new_id=*/true);
   if (!inserted.ok()) return inserted;
   RecordSessionsLocked();
   return InfoLocked(*s);
 }
 
-absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id) {
-  absl::Status loaded = LoadIfStored(id);
+absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id, const Tenant& tenant) {
+  absl::Status loaded = LoadIfStored(id, tenant);
   if (!loaded.ok()) return loaded;
   absl::ReaderMutexLock lock(&mu_);
-  auto s = FindLocked(id);
+  auto s = FindLocked(id, tenant);
   if (!s.ok()) return s.status();
   return InfoLocked(**s);
 }
 
-std::vector<SessionInfo> Engine::ListSessions() const {
+std::vector<SessionInfo> Engine::ListSessions(const Tenant& tenant) const {
   std::vector<SessionInfo> out;
   {
     absl::ReaderMutexLock lock(&mu_);
-    sessions_.ForEach([&](const SessionState& s) { out.push_back(InfoLocked(s)); });
+    sessions_.ForEach([&](const SessionState& s) {
+      if (s.tenant == tenant.name) out.push_back(InfoLocked(s));
+    });
   }
   std::sort(out.begin(), out.end(), [](const SessionInfo& a, const SessionInfo& b) {
     return a.created_unix_ms < b.created_unix_ms ||
@@ -186,17 +203,17 @@ absl::Mutex& Engine::StoreLock(const std::string& id) const {
   return store_locks_[std::hash<std::string>()(id) % store_locks_.size()];
 }
 
-absl::Status Engine::DeleteSession(const std::string& id) {
+absl::Status Engine::DeleteSession(const std::string& id, const Tenant& tenant) {
   // The session is gone everywhere: its stored snapshot too (else the next use would restore it).
   // Under the id's store lock: a save or restore of it in flight finishes first, and none starts
   // until the session has left the table.
   absl::MutexLock order(&StoreLock(id));
   absl::Status stored = absl::NotFoundError("");
   if (options_.snapshot_store != nullptr && LooksLikeSessionId(id)) {
-    stored = options_.snapshot_store->Delete(id);
+    stored = options_.snapshot_store->Delete(StoreKey(tenant, id));
   }
   absl::MutexLock lock(&mu_);
-  auto s = FindLocked(id);
+  auto s = FindLocked(id, tenant);
   if (!s.ok()) return stored.ok() ? absl::OkStatus() : s.status();
   (*s)->deleted = true;  // an active call ends at its next step (the executor sees it)
   sessions_.Erase(id);  // frees its slot; the executor reinitialises a slot before reusing it
@@ -241,8 +258,18 @@ void Engine::RecordStartedLocked(Job& job, absl::Time now) const {
 // ---- starting calls
 // ---------------------------------------------------------------------------------
 
-absl::Status Engine::AdmitLocked(const SessionState& s) const {
+absl::Status Engine::AdmitLocked(const SessionState& s, const Tenant& tenant) const {
   if (draining_) return absl::UnavailableError("the server is shutting down");
+  if (tenant.max_calls > 0) {
+    uint32_t calls = 0;
+    for (const auto& job : jobs_) calls += job->session->tenant == tenant.name ? 1 : 0;
+    if (calls >= tenant.max_calls) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant ", tenant.name, " has ", tenant.max_calls,
+          " Score/Generate calls running, its quota (max_calls in the keys file, or "
+          "--tenant_max_calls); retry when one has ended"));
+    }
+  }
   if (s.damaged) {
     return absl::FailedPreconditionError(absl::StrCat(
         "session ", s.id, " lost its memory when a model call failed; restore it from a snapshot "
@@ -261,7 +288,8 @@ absl::Status Engine::AdmitLocked(const SessionState& s) const {
 
 absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string& session_id,
                                                               const ScoreOptions& options,
-                                                              ScoreSink* sink) {
+                                                              ScoreSink* sink,
+                                                              const Tenant& tenant) {
   if (options.top_k < 0 || options.top_k > static_cast<int32_t>(options_.max_top_k)) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k must be in [0, ", options_.max_top_k, "], got ", options.top_k));
@@ -274,12 +302,12 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   job->omit_tokens = options.omit_tokens;
   job->inc.emplace(tokenizer_.get(), options_.max_line_bytes);
   job->idle_deadline = IdleDeadline();
-  absl::Status loaded = LoadIfStored(session_id);
+  absl::Status loaded = LoadIfStored(session_id, tenant);
   if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
-  auto s = FindLocked(session_id);
+  auto s = FindLocked(session_id, tenant);
   if (!s.ok()) return s.status();
-  absl::Status admit = AdmitLocked(**s);
+  absl::Status admit = AdmitLocked(**s, tenant);
   if (!admit.ok()) return admit;
   job->session = *s;
   if ((*s)->fed == 0 && (*s)->pending.empty()) {
@@ -293,7 +321,8 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
 
 absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::string& session_id,
                                                                     GenerateParams params,
-                                                                    GenerateSink* sink) {
+                                                                    GenerateSink* sink,
+                                                                    const Tenant& tenant) {
   if (session_id.empty()) return absl::InvalidArgumentError("session_id is required");
   if (params.prompt.size() > options_.max_chunk_bytes) {
     return absl::ResourceExhaustedError(
@@ -348,12 +377,12 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
   job->max_tokens = max_tokens;
   job->prompt_tokens = static_cast<uint32_t>(prompt->size());
   job->top_logprobs = params.top_logprobs;
-  absl::Status loaded = LoadIfStored(session_id);
+  absl::Status loaded = LoadIfStored(session_id, tenant);
   if (!loaded.ok()) return loaded;
   absl::MutexLock lock(&mu_);
-  auto s = FindLocked(session_id);
+  auto s = FindLocked(session_id, tenant);
   if (!s.ok()) return s.status();
-  absl::Status admit = AdmitLocked(**s);
+  absl::Status admit = AdmitLocked(**s, tenant);
   if (!admit.ok()) return admit;
   SessionState& session = **s;
   SamplingConfig config =

@@ -48,6 +48,7 @@
 #include "server/core/call_types.h"
 #include "server/core/sampling_params.h"
 #include "server/core/session_table.h"
+#include "server/core/tenant.h"
 #include "server/core/stats.h"
 #include "server/model/backend.h"
 #include "server/persistence/snapshot.h"
@@ -177,11 +178,16 @@ class Engine {
   // Ends every active call (UNAVAILABLE, or finish reason CANCELLED) and joins the executor.
   ~Engine();
 
+  // Tenants (tenant.h): every method below acts for `tenant` (the unnamed tenant by default). It
+  // sees, changes and stores only that tenant's sessions and snapshots; another tenant's id or key is
+  // NOT_FOUND. Creating, forking and restoring a session beyond Tenant::max_sessions, and starting a
+  // call beyond Tenant::max_calls, are RESOURCE_EXHAUSTED naming the quota.
   absl::StatusOr<SessionInfo> CreateSession(const std::string& label,
-                                            const SamplingOverrides& default_sampling);
-  absl::StatusOr<SessionInfo> GetSession(const std::string& id);
-  std::vector<SessionInfo> ListSessions() const;
-  absl::Status DeleteSession(const std::string& id);
+                                            const SamplingOverrides& default_sampling,
+                                            const Tenant& tenant = {});
+  absl::StatusOr<SessionInfo> GetSession(const std::string& id, const Tenant& tenant = {});
+  std::vector<SessionInfo> ListSessions(const Tenant& tenant = {}) const;
+  absl::Status DeleteSession(const std::string& id, const Tenant& tenant = {});
 
   // ---- session persistence (snapshots: server/persistence/README.md)
   // A session whose id is not loaded but whose snapshot is in the store is restored transparently by
@@ -192,17 +198,20 @@ class Engine {
   // distribution, position, recent tokens, label and default sampling. Then stores it (to_store, under the
   // session id) and/or returns the bytes. FAILED_PRECONDITION while a Score/Generate call runs on it or
   // when to_store is asked without a store; NOT_FOUND; the store's errors.
-  absl::StatusOr<SavedSession> SaveSession(const std::string& id, bool to_store, bool return_bytes);
+  absl::StatusOr<SavedSession> SaveSession(const std::string& id, bool to_store, bool return_bytes,
+                                           const Tenant& tenant = {});
   // Restores a session from snapshot bytes (untrusted: verified first). Under the snapshot's own id, or
   // under a fresh id if new_id. DATA_LOSS: corrupt or wrongly signed; FAILED_PRECONDITION: another model
   // or format, or unsigned while a key is set; ALREADY_EXISTS: the id is loaded (and !new_id);
   // RESOURCE_EXHAUSTED: --max_sessions; UNAVAILABLE: shutting down.
-  absl::StatusOr<SessionInfo> RestoreSession(std::string_view bytes, bool new_id);
+  absl::StatusOr<SessionInfo> RestoreSession(std::string_view bytes, bool new_id,
+                                             const Tenant& tenant = {});
   // RestoreSession from the store's snapshot under `key` (a session id). NOT_FOUND if absent.
-  absl::StatusOr<SessionInfo> RestoreSessionFromStore(const std::string& key, bool new_id);
+  absl::StatusOr<SessionInfo> RestoreSessionFromStore(const std::string& key, bool new_id,
+                                                      const Tenant& tenant = {});
   // A copy of an idle session under a new unguessable id: same memory (shared: it is immutable), position,
   // next-token distribution, recent tokens, label and defaults. The two then evolve independently.
-  absl::StatusOr<SessionInfo> ForkSession(const std::string& id);
+  absl::StatusOr<SessionInfo> ForkSession(const std::string& id, const Tenant& tenant = {});
 
   // ---- rewinding (engine_checkpoints.cc). Positions are Session.position values: 1 = the start of the
   // document (nothing read), p = after the first p-1 tokens.
@@ -211,22 +220,25 @@ class Engine {
   // the tokens after it again on the executor (waiting for that). OUT_OF_RANGE past the session's
   // position; FAILED_PRECONDITION before the earliest checkpoint (the message names the earliest
   // reachable position), while a call runs, or for a damaged session; NOT_FOUND.
-  absl::StatusOr<SessionInfo> RewindSession(const std::string& id, uint64_t position);
+  absl::StatusOr<SessionInfo> RewindSession(const std::string& id, uint64_t position,
+                                            const Tenant& tenant = {});
   // A new session that is `id` rewound to `position`; `id` itself is untouched. Errors as
   // RewindSession and ForkSession.
-  absl::StatusOr<SessionInfo> ForkSessionAt(const std::string& id, uint64_t position);
+  absl::StatusOr<SessionInfo> ForkSessionAt(const std::string& id, uint64_t position,
+                                            const Tenant& tenant = {});
   // Prefix reuse (the HTTP edge's prefix cache): the checkpoints of session `id` at or before
   // internal position `max_fed` (tokens fed, BOS included), other than the fresh document, oldest
   // first (NOT_FOUND for an unknown session). CreateSessionFromCheckpoint: a new session that starts
   // from such a checkpoint (its memory imported into a slot); it then continues exactly as the session
   // it came from would have.
-  absl::StatusOr<std::vector<std::shared_ptr<const Checkpoint>>> CheckpointsOf(const std::string& id,
-                                                                              int64_t max_fed);
+  absl::StatusOr<std::vector<std::shared_ptr<const Checkpoint>>> CheckpointsOf(
+      const std::string& id, int64_t max_fed, const Tenant& tenant = {});
   absl::StatusOr<SessionInfo> CreateSessionFromCheckpoint(std::shared_ptr<const Checkpoint> checkpoint,
-                                                          const std::string& label);
-  // The store's snapshot keys; removing one. FAILED_PRECONDITION without a store.
-  absl::StatusOr<std::vector<std::string>> ListSnapshots();
-  absl::Status DeleteSnapshot(const std::string& key);
+                                                          const std::string& label,
+                                                          const Tenant& tenant = {});
+  // The tenant's snapshot keys in the store; removing one. FAILED_PRECONDITION without a store.
+  absl::StatusOr<std::vector<std::string>> ListSnapshots(const Tenant& tenant = {});
+  absl::Status DeleteSnapshot(const std::string& key, const Tenant& tenant = {});
 
   // Graceful shutdown, step 1: from now on new calls and sessions are refused with UNAVAILABLE; active
   // calls end at their next token or block boundary (Score: UNAVAILABLE after the scores of the tokens
@@ -243,11 +255,12 @@ class Engine {
   // INVALID_ARGUMENT (top_k). The sink must stay valid until its OnFinish.
   absl::StatusOr<std::unique_ptr<ScoreCall>> StartScore(const std::string& session_id,
                                                         const ScoreOptions& options,
-                                                        ScoreSink* sink);
+                                                        ScoreSink* sink, const Tenant& tenant = {});
   // Starts a Generate call; same codes plus INVALID_ARGUMENT / RESOURCE_EXHAUSTED for parameters.
   absl::StatusOr<std::unique_ptr<GenerateCall>> StartGenerate(const std::string& session_id,
                                                               GenerateParams params,
-                                                              GenerateSink* sink);
+                                                              GenerateSink* sink,
+                                                              const Tenant& tenant = {});
 
   const ModelMetadata& metadata() const { return backend_->metadata(); }
   const EngineOptions& options() const { return options_; }
@@ -279,13 +292,19 @@ class Engine {
   void Cancel(Job* job);
   int64_t NowMs() const;
   SessionInfo InfoLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id) const
+  // The session `id` if `tenant` owns it (NOT_FOUND otherwise).
+  absl::StatusOr<std::shared_ptr<SessionState>> FindLocked(const std::string& id,
+                                                           const Tenant& tenant) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status AdmitLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status AdmitLocked(const SessionState& s, const Tenant& tenant) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when the tenant holds Tenant::max_sessions sessions already.
+  absl::Status CheckTenantSessionsLocked(const Tenant& tenant) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The session, if it can be forked or rewound now: UNAVAILABLE while draining, NOT_FOUND, or
   // FAILED_PRECONDITION when a call runs on it ("...; <verb> it when the call has ended") or it is
   // damaged. (engine_checkpoints.cc)
   absl::StatusOr<std::shared_ptr<SessionState>> FindIdleLocked(const std::string& id,
+                                                              const Tenant& tenant,
                                                               const char* verb) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Metrics (no-ops when options_.metrics is null): session occupancy, a call's admission (queue
@@ -309,15 +328,21 @@ class Engine {
   absl::Status RunOnExecutor(std::function<void()> task);
 
   // ---- engine_snapshots.cc: session persistence glue
-  absl::Status LoadIfStored(const std::string& id);
+  // Restores the tenant's stored snapshot of `id` when `id` is not loaded (restore on first use).
+  absl::Status LoadIfStored(const std::string& id, const Tenant& tenant);
   // The same, for a caller that holds StoreLock(id) (save, autosave, eviction).
-  absl::Status LoadIfStoredOrdered(const std::string& id);
+  absl::Status LoadIfStoredOrdered(const std::string& id, const Tenant& tenant);
   // REQUIRES: the caller holds StoreLock(id).
-  absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, bool allow_busy = false);
-  absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id);
+  absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, const Tenant& tenant,
+                                                       bool allow_busy = false);
+  // Installs a verified snapshot as a session of `tenant`; check_quota: Tenant::max_sessions applies
+  // (false for the transparent restore on first use).
+  absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id,
+                                      const Tenant& tenant, bool check_quota);
   // Decodes and installs a snapshot, recording one restore (started at t0) in the metrics.
   absl::StatusOr<SessionInfo> RestoreBytes(std::string_view bytes, bool new_id,
-                                           std::chrono::steady_clock::time_point t0);
+                                           std::chrono::steady_clock::time_point t0,
+                                           const Tenant& tenant, bool check_quota);
   persistence::ModelIdentity Identity() const;
 
   // ---- engine_checkpoints.cc
@@ -332,8 +357,8 @@ class Engine {
 
   // ---- housekeeper.cc: idle TTL, memory budget, autosave
   void HousekeepingLoop();
-  bool Evict(const std::string& id, metrics::EvictionReason reason);
-  bool Autosave(const std::string& id);
+  bool Evict(const std::string& id, const Tenant& tenant, metrics::EvictionReason reason);
+  bool Autosave(const std::string& id, const Tenant& tenant);
 
   // Orders the store operations on one session id (save, autosave, eviction, delete, restore on first
   // use): they hold the id's stripe across their store I/O, so a delete always comes after a save that

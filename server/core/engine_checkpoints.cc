@@ -32,9 +32,10 @@ class RefeedSink final : public ScoreSink {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<SessionState>> Engine::FindIdleLocked(const std::string& id,
+                                                                     const Tenant& tenant,
                                                                      const char* verb) const {
   if (draining_) return absl::UnavailableError("the server is shutting down");
-  auto found = FindLocked(id);
+  auto found = FindLocked(id, tenant);
   if (!found.ok()) return found.status();
   if ((*found)->job != nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("session ", id,
@@ -91,12 +92,13 @@ void Engine::TakeCheckpoints(const std::vector<std::shared_ptr<SessionState>>& s
   }
 }
 
-absl::StatusOr<SessionInfo> Engine::RewindSession(const std::string& id, uint64_t position) {
+absl::StatusOr<SessionInfo> Engine::RewindSession(const std::string& id, uint64_t position,
+                                                  const Tenant& tenant) {
   if (position == 0) {
     return absl::InvalidArgumentError(
         "position must be >= 1 (1 = the start of the document, p = after its first p-1 tokens)");
   }
-  absl::Status loaded = LoadIfStored(id);
+  absl::Status loaded = LoadIfStored(id, tenant);
   if (!loaded.ok()) return loaded;
   RefeedSink sink;
   bool refeed = false;
@@ -108,7 +110,7 @@ absl::StatusOr<SessionInfo> Engine::RewindSession(const std::string& id, uint64_
     RewindPlan plan;
     {
       absl::MutexLock lock(&mu_);
-      auto found = FindIdleLocked(id, "rewind");
+      auto found = FindIdleLocked(id, tenant, "rewind");
       if (!found.ok()) {
         out = found.status();
         return;
@@ -176,16 +178,17 @@ absl::StatusOr<SessionInfo> Engine::RewindSession(const std::string& id, uint64_
                                                  " stopped while re-reading the tokens after its "
                                                  "checkpoint: ", fed.message()));
   }
-  return GetSession(id);
+  return GetSession(id, tenant);
 }
 
-absl::StatusOr<SessionInfo> Engine::ForkSessionAt(const std::string& id, uint64_t position) {
+absl::StatusOr<SessionInfo> Engine::ForkSessionAt(const std::string& id, uint64_t position,
+                                                  const Tenant& tenant) {
   {
     // Check the horizon before copying anything.
-    absl::Status loaded = LoadIfStored(id);
+    absl::Status loaded = LoadIfStored(id, tenant);
     if (!loaded.ok()) return loaded;
     absl::MutexLock lock(&mu_);
-    auto found = FindLocked(id);
+    auto found = FindLocked(id, tenant);
     if (!found.ok()) return found.status();
     const SessionState& s = **found;
     const uint64_t current = static_cast<uint64_t>(std::max<int64_t>(s.fed, 1));
@@ -198,27 +201,28 @@ absl::StatusOr<SessionInfo> Engine::ForkSessionAt(const std::string& id, uint64_
       if (!planned.ok()) return planned.status();
     }
   }
-  auto child = ForkSession(id);
+  auto child = ForkSession(id, tenant);
   if (!child.ok() || child->position == position) return child;
-  auto rewound = RewindSession(child->id, position);
-  if (!rewound.ok()) (void)DeleteSession(child->id);
+  auto rewound = RewindSession(child->id, position, tenant);
+  if (!rewound.ok()) (void)DeleteSession(child->id, tenant);
   return rewound;
 }
 
 absl::StatusOr<std::vector<std::shared_ptr<const Checkpoint>>> Engine::CheckpointsOf(
-    const std::string& id, int64_t max_fed) {
+    const std::string& id, int64_t max_fed, const Tenant& tenant) {
   absl::MutexLock lock(&mu_);
-  auto found = FindLocked(id);
+  auto found = FindLocked(id, tenant);
   if (!found.ok()) return found.status();
   return (*found)->checkpoints.AtOrBefore(max_fed);
 }
 
 absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
-    std::shared_ptr<const Checkpoint> checkpoint, const std::string& label) {
+    std::shared_ptr<const Checkpoint> checkpoint, const std::string& label, const Tenant& tenant) {
   if (checkpoint == nullptr || checkpoint->fresh) {
     return absl::InvalidArgumentError("a session can only start from a captured checkpoint");
   }
   auto s = std::make_shared<SessionState>();
+  s->tenant = tenant.name;
   s->label = label;
   s->created_ms = s->last_used_ms = NowMs();
   s->fed = checkpoint->position;
@@ -233,6 +237,8 @@ absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
     if (draining_) return absl::UnavailableError("the server is shutting down");
     absl::Status cap = sessions_.CheckCapacity();
     if (!cap.ok()) return cap;
+    absl::Status quota = CheckTenantSessionsLocked(tenant);
+    if (!quota.ok()) return quota;
     auto reserved = sessions_.ReserveSlot();
     if (!reserved.ok()) return reserved.status();
     slot = *reserved;

@@ -75,8 +75,9 @@ bp::ModelIdentity Engine::Identity() const {
   return id;
 }
 
-absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool allow_busy) {
-  absl::Status loaded = LoadIfStoredOrdered(id);
+absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, const Tenant& tenant,
+                                                    bool allow_busy) {
+  absl::Status loaded = LoadIfStoredOrdered(id, tenant);
   if (!loaded.ok()) return loaded;
   bp::SessionSnapshot snap;
   std::vector<float> next_logprobs;
@@ -88,7 +89,7 @@ absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool 
     bool fresh = false;
     {
       absl::MutexLock lock(&mu_);
-      auto found = FindLocked(id);
+      auto found = FindLocked(id, tenant);
       if (!found.ok()) {
         host = found.status();
         return;
@@ -153,14 +154,14 @@ absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, bool 
 }
 
 absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_store,
-                                                 bool return_bytes) {
+                                                 bool return_bytes, const Tenant& tenant) {
   if (to_store && options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
   const auto t0 = std::chrono::steady_clock::now();
   // Ordered with deletes of the same id (see StoreLock).
   absl::MutexLock order(&StoreLock(id));
-  auto snap = Capture(id);
+  auto snap = Capture(id, tenant);
   if (!snap.ok()) {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, snap.status(), 0);
     return snap.status();
@@ -169,7 +170,7 @@ absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_
   std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
   out.size_bytes = bytes.size();
   if (to_store) {
-    absl::Status put = options_.snapshot_store->Put(id, bytes);
+    absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
     if (!put.ok()) return put;
     out.key = id;
@@ -180,7 +181,8 @@ absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_
   return out;
 }
 
-absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_id) {
+absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_id,
+                                            const Tenant& tenant, bool check_quota) {
   const int32_t vocab = backend_->metadata().vocab_size;
   auto bad = [](const std::string& what) {
     return absl::DataLossError(absl::StrCat("snapshot refused: ", what));
@@ -289,6 +291,7 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
   host.state = FromBlob(*state);
 
   auto s = std::make_shared<SessionState>();
+  s->tenant = tenant.name;
   s->label = snap.metadata.label;
   s->defaults = *std::move(defaults);
   s->created_ms = snap.metadata.created_unix_ms;
@@ -308,6 +311,10 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
     if (draining_) return absl::UnavailableError("the server is shutting down");
     absl::Status cap = sessions_.CheckCapacity();
     if (!cap.ok()) return cap;
+    if (check_quota) {
+      absl::Status quota = CheckTenantSessionsLocked(tenant);
+      if (!quota.ok()) return quota;
+    }
     if (!new_id && sessions_.Contains(s->id)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "session ", s->id, " is already loaded; delete it first or restore with new_id"));
@@ -351,57 +358,65 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
   return imported;
 }
 
-absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id) {
-  return RestoreBytes(bytes, new_id, std::chrono::steady_clock::now());
+absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id,
+                                                   const Tenant& tenant) {
+  return RestoreBytes(bytes, new_id, std::chrono::steady_clock::now(), tenant,
+                      /*check_quota=*/true);
 }
 
 absl::StatusOr<SessionInfo> Engine::RestoreBytes(std::string_view bytes, bool new_id,
-                                                 std::chrono::steady_clock::time_point t0) {
+                                                 std::chrono::steady_clock::time_point t0,
+                                                 const Tenant& tenant, bool check_quota) {
   bp::DecodeOptions decode;
   decode.expected = Identity();
   decode.hmac_key = options_.snapshot_hmac_key;
   auto snap = bp::DecodeSnapshot(bytes, decode);
   absl::StatusOr<SessionInfo> info =
-      snap.ok() ? Install(*std::move(snap), new_id) : absl::StatusOr<SessionInfo>(snap.status());
+      snap.ok() ? Install(*std::move(snap), new_id, tenant, check_quota)
+                : absl::StatusOr<SessionInfo>(snap.status());
   RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, info.status(), bytes.size());
   return info;
 }
 
-absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& key, bool new_id) {
+absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& key, bool new_id,
+                                                            const Tenant& tenant) {
   if (options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
   absl::Status valid = bp::ValidateSnapshotKey(key);
   if (!valid.ok()) return valid;
   const auto t0 = std::chrono::steady_clock::now();
-  auto bytes = options_.snapshot_store->Get(key);
+  auto bytes = options_.snapshot_store->Get(StoreKey(tenant, key));
   if (!bytes.ok()) {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
+    if (absl::IsNotFound(bytes.status())) {  // worded by the tenant's key, not the store's
+      return absl::NotFoundError(absl::StrCat("no snapshot ", key, " in the store"));
+    }
     return bytes.status();
   }
-  return RestoreBytes(*bytes, new_id, t0);
+  return RestoreBytes(*bytes, new_id, t0, tenant, /*check_quota=*/true);
 }
 
-absl::Status Engine::LoadIfStored(const std::string& id) {
+absl::Status Engine::LoadIfStored(const std::string& id, const Tenant& tenant) {
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
   absl::MutexLock order(&StoreLock(id));  // a delete of this id is not undone by this restore
-  return LoadIfStoredOrdered(id);
+  return LoadIfStoredOrdered(id, tenant);
 }
 
-absl::Status Engine::LoadIfStoredOrdered(const std::string& id) {
+absl::Status Engine::LoadIfStoredOrdered(const std::string& id, const Tenant& tenant) {
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
   {
     absl::ReaderMutexLock lock(&mu_);
     if (sessions_.Contains(id) || draining_) return absl::OkStatus();
   }
   const auto t0 = std::chrono::steady_clock::now();
-  auto bytes = options_.snapshot_store->Get(id);
+  auto bytes = options_.snapshot_store->Get(StoreKey(tenant, id));
   if (absl::IsNotFound(bytes.status())) return absl::OkStatus();  // the caller reports NOT_FOUND
   if (!bytes.ok()) {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
     return bytes.status();
   }
-  auto restored = RestoreBytes(*bytes, /*new_id=*/false, t0);
+  auto restored = RestoreBytes(*bytes, /*new_id=*/false, t0, tenant, /*check_quota=*/false);
   if (absl::IsAlreadyExists(restored.status())) return absl::OkStatus();  // another caller won
   if (!restored.ok()) {
     return absl::Status(restored.status().code(),
@@ -411,8 +426,8 @@ absl::Status Engine::LoadIfStoredOrdered(const std::string& id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
-  absl::Status loaded = LoadIfStored(id);
+absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id, const Tenant& tenant) {
+  absl::Status loaded = LoadIfStored(id, tenant);
   if (!loaded.ok()) return loaded;
   absl::StatusOr<SessionInfo> out = absl::InternalError("not run");
   // On the executor: the child's slot is a copy of the parent's at this token boundary.
@@ -421,18 +436,20 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
     std::shared_ptr<SessionState> child;
     {
       absl::MutexLock lock(&mu_);
-      auto found = FindIdleLocked(id, "fork");
+      auto found = FindIdleLocked(id, tenant, "fork");
       if (!found.ok()) {
         out = found.status();
         return;
       }
       const SessionState& parent = **found;
       absl::Status cap = sessions_.CheckCapacity();
+      if (cap.ok()) cap = CheckTenantSessionsLocked(tenant);
       if (!cap.ok()) {
         out = cap;
         return;
       }
       child = std::make_shared<SessionState>();
+      child->tenant = parent.tenant;
       child->label = parent.label;
       child->defaults = parent.defaults;
       child->created_ms = child->last_used_ms = NowMs();
@@ -471,19 +488,31 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id) {
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> Engine::ListSnapshots() {
+absl::StatusOr<std::vector<std::string>> Engine::ListSnapshots(const Tenant& tenant) {
   if (options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
-  return options_.snapshot_store->List();
+  auto keys = options_.snapshot_store->List();
+  if (!keys.ok() || tenant.name.empty()) return keys;
+  std::vector<std::string> own;
+  for (const std::string& k : *keys) {
+    if (auto mine = TenantKey(tenant, k)) own.push_back(*std::move(mine));
+  }
+  return own;
 }
 
-absl::Status Engine::DeleteSnapshot(const std::string& key) {
+absl::Status Engine::DeleteSnapshot(const std::string& key, const Tenant& tenant) {
   if (options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
+  absl::Status valid = bp::ValidateSnapshotKey(key);
+  if (!valid.ok()) return valid;
   absl::MutexLock order(&StoreLock(key));
-  return options_.snapshot_store->Delete(key);
+  absl::Status deleted = options_.snapshot_store->Delete(StoreKey(tenant, key));
+  if (absl::IsNotFound(deleted)) {
+    return absl::NotFoundError(absl::StrCat("no snapshot ", key, " in the store"));
+  }
+  return deleted;
 }
 
 void Engine::Drain() {
@@ -501,15 +530,15 @@ absl::StatusOr<size_t> Engine::SaveAllSessions() {
   if (options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
   }
-  std::vector<std::string> ids;
+  std::vector<std::pair<std::string, Tenant>> ids;
   {
     absl::ReaderMutexLock lock(&mu_);
-    sessions_.ForEach([&](const SessionState& s) { ids.push_back(s.id); });
+    sessions_.ForEach([&](const SessionState& s) { ids.emplace_back(s.id, Tenant{s.tenant}); });
   }
   absl::Status first;
   size_t saved = 0;
-  for (const std::string& id : ids) {
-    auto r = SaveSession(id, /*to_store=*/true, /*return_bytes=*/false);
+  for (const auto& [id, tenant] : ids) {
+    auto r = SaveSession(id, /*to_store=*/true, /*return_bytes=*/false, tenant);
     if (r.ok()) {
       saved++;
     } else if (first.ok()) {

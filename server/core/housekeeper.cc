@@ -32,8 +32,13 @@ void Engine::HousekeepingLoop() {
   const int64_t autosave_tokens = int64_t{options_.autosave_every_blocks} * window_;
   const uint64_t per_session = std::max<uint64_t>(1, backend_->metadata().state_bytes);
   while (true) {
-    std::vector<std::string> autosave;
-    std::vector<std::pair<std::string, metrics::EvictionReason>> evict;
+    std::vector<std::pair<std::string, Tenant>> autosave;
+    struct Eviction {
+      std::string id;
+      Tenant tenant;
+      metrics::EvictionReason reason;
+    };
+    std::vector<Eviction> evict;
     {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(&stop_housekeeping_),
@@ -42,7 +47,9 @@ void Engine::HousekeepingLoop() {
       if (draining_) continue;
       const int64_t now = NowMs();
       sessions_.ForEach([&](const SessionState& s) {
-        if (autosave_tokens > 0 && s.fed - s.autosaved_fed >= autosave_tokens) autosave.push_back(s.id);
+        if (autosave_tokens > 0 && s.fed - s.autosaved_fed >= autosave_tokens) {
+          autosave.emplace_back(s.id, Tenant{s.tenant});
+        }
       });
       // (last use, id), least recently used first.
       const std::vector<std::pair<int64_t, std::string>> idle = sessions_.IdleByLastUse();
@@ -53,23 +60,26 @@ void Engine::HousekeepingLoop() {
         const bool over = options_.session_memory_budget_bytes > 0 &&
                           resident > options_.session_memory_budget_bytes;
         if (!expired && !over) break;  // the rest are more recent
-        evict.emplace_back(id, expired ? metrics::EvictionReason::kIdleTimeout
-                                       : metrics::EvictionReason::kCapacity);
+        auto found = sessions_.Find(id);
+        if (!found.ok()) continue;
+        evict.push_back(Eviction{id, Tenant{(*found)->tenant},
+                                 expired ? metrics::EvictionReason::kIdleTimeout
+                                         : metrics::EvictionReason::kCapacity});
         resident -= per_session;
       }
     }
-    for (const std::string& id : autosave) Autosave(id);
-    for (const auto& [id, reason] : evict) Evict(id, reason);
+    for (const auto& [id, tenant] : autosave) Autosave(id, tenant);
+    for (const Eviction& e : evict) Evict(e.id, e.tenant, e.reason);
   }
 }
 
-bool Engine::Autosave(const std::string& id) {
+bool Engine::Autosave(const std::string& id, const Tenant& tenant) {
   absl::MutexLock order(&StoreLock(id));  // ordered with deletes (see StoreLock)
   const auto t0 = std::chrono::steady_clock::now();
-  auto snap = Capture(id, /*allow_busy=*/true);
+  auto snap = Capture(id, tenant, /*allow_busy=*/true);
   if (!snap.ok()) return false;  // deleted meanwhile: nothing to save
   const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
-  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
   RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: autosave of %s failed: %s\n", id.c_str(), put.ToString().c_str());
@@ -82,13 +92,13 @@ bool Engine::Autosave(const std::string& id) {
   return true;
 }
 
-bool Engine::Evict(const std::string& id, metrics::EvictionReason reason) {
+bool Engine::Evict(const std::string& id, const Tenant& tenant, metrics::EvictionReason reason) {
   absl::MutexLock order(&StoreLock(id));  // ordered with deletes (see StoreLock)
   const auto t0 = std::chrono::steady_clock::now();
-  auto snap = Capture(id, /*allow_busy=*/false);
+  auto snap = Capture(id, tenant, /*allow_busy=*/false);
   if (!snap.ok()) return false;  // busy again, or deleted: skipped, not a failure
   const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
-  absl::Status put = options_.snapshot_store->Put(id, bytes);
+  absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
   RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: evicting %s failed (kept loaded): %s\n", id.c_str(),

@@ -71,6 +71,22 @@ absl::StatusOr<std::shared_ptr<SessionState>> SessionTable::Find(const std::stri
   return it->second;
 }
 
+absl::StatusOr<std::shared_ptr<SessionState>> SessionTable::FindFor(
+    const std::string& id, const std::string& tenant) const {
+  auto found = Find(id);
+  if (found.ok() && (*found)->tenant != tenant) {
+    return absl::NotFoundError(
+        absl::StrCat("no session ", id.size() > 64 ? id.substr(0, 64) + "..." : id));
+  }
+  return found;
+}
+
+size_t SessionTable::CountOf(const std::string& tenant) const {
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s->tenant == tenant ? 1 : 0;
+  return n;
+}
+
 bool SessionTable::Erase(const std::string& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return false;

@@ -42,6 +42,7 @@ struct PendingToken {
 
 struct SessionState {
   std::string id;
+  std::string tenant;  // the owner's Tenant::name ("" = the unnamed tenant); never changes
   std::string label;
   SamplingOverrides defaults;
   int64_t created_ms = 0;
@@ -87,6 +88,12 @@ class SessionTable {
   absl::Status Insert(std::shared_ptr<SessionState> s, bool new_id);
   // INVALID_ARGUMENT for an empty id, NOT_FOUND (the id quoted, truncated) when absent.
   absl::StatusOr<std::shared_ptr<SessionState>> Find(const std::string& id) const;
+  // Find for a caller acting for `tenant`: another tenant's session is NOT_FOUND with the same
+  // message as an absent id (ids cannot be probed).
+  absl::StatusOr<std::shared_ptr<SessionState>> FindFor(const std::string& id,
+                                                        const std::string& tenant) const;
+  // Loaded sessions owned by `tenant`.
+  size_t CountOf(const std::string& tenant) const;
   bool Contains(const std::string& id) const { return sessions_.contains(id); }
   // Removes the session and frees its slot; false when absent.
   bool Erase(const std::string& id);

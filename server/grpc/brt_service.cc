@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/grpc/call_auth.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_util.h"
 #include "server/metrics/metrics.h"
@@ -37,10 +38,14 @@ class RpcRecord {
     metrics_->RecordRequest(
         method_, static_cast<int>(status.error_code()),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    metrics_->RecordTenantRequest(tenant_, static_cast<int>(status.error_code()));
   }
+  // The tenant the call was authenticated as (brt_tenant_requests_total).
+  void set_tenant(std::string tenant) { tenant_ = std::move(tenant); }
 
  private:
   metrics::Metrics* metrics_;
+  std::string tenant_;
   std::string_view method_;  // a string literal
   std::chrono::steady_clock::time_point start_;
 };
@@ -52,6 +57,19 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(std::move(g));
   return reactor;
+}
+
+// Authenticates a call and checks its x-brt-session metadata against `session_id` (empty: not
+// session-scoped): the tenant it acts for (recorded in `rpc`), or the error to finish with.
+absl::StatusOr<Tenant> AdmitCall(const grpc::CallbackServerContext& ctx,
+                                 const auth::Authenticator* auth, RpcRecord& rpc,
+                                 std::string_view session_id) {
+  absl::StatusOr<Tenant> tenant = TenantOfCall(ctx, auth);
+  if (!tenant.ok()) return tenant;
+  rpc.set_tenant(tenant->name);
+  absl::Status routed = CheckSessionAffinity(ctx, session_id);
+  if (!routed.ok()) return routed;
+  return tenant;
 }
 
 // Bytes that a TokenScore adds to a ScoreResponse: its tag (field 1), its length varint, itself.
@@ -72,8 +90,16 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
                            public ScoreSink {
  public:
   ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
-               const BrtServiceOptions& options, PeerLimiter* peers)
+               const BrtServiceOptions& options, PeerLimiter* peers,
+               const auth::Authenticator* auth)
       : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options) {
+    auto tenant = AdmitCall(*ctx, auth, rpc_, "");
+    if (!tenant.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(tenant.status());
+      return;
+    }
+    tenant_ = *std::move(tenant);
     auto slot = peers->Acquire(ctx->peer());
     if (!slot.ok()) {
       absl::MutexLock lock(&mu_);
@@ -104,11 +130,16 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
             absl::InvalidArgumentError("session_id is required in the first ScoreRequest"));
         return;
       }
+      absl::Status routed = CheckSessionAffinity(*ctx_, request_.session_id());
+      if (!routed.ok()) {
+        FinishLocked(routed);
+        return;
+      }
       ScoreOptions options;
       options.top_k = static_cast<int32_t>(std::min<uint32_t>(request_.top_k(), 1u << 30));
       options.omit_tokens = request_.omit_tokens();
       options.deadline = FromDeadline(ctx_->deadline());
-      auto call = engine_->StartScore(request_.session_id(), options, this);
+      auto call = engine_->StartScore(request_.session_id(), options, this, tenant_);
       if (!call.ok()) {
         FinishLocked(call.status());
         return;
@@ -251,8 +282,9 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
 
   Engine* const engine_;
   grpc::CallbackServerContext* const ctx_;
-  const RpcRecord rpc_;
+  RpcRecord rpc_;  // its tenant is set once, in the constructor
   const BrtServiceOptions options_;
+  Tenant tenant_;  // set in the constructor
   std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
   v1::ScoreRequest request_;  // only touched by the read path
   absl::Mutex mu_;
@@ -274,9 +306,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
                               public GenerateSink {
  public:
   GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers)
+                  const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers,
+                  const auth::Authenticator* auth)
       : rpc_(metrics, "Generate") {
     absl::MutexLock lock(&mu_);
+    auto tenant = AdmitCall(*ctx, auth, rpc_, request.session_id());
+    if (!tenant.ok()) {
+      FinishLocked(tenant.status());
+      return;
+    }
     auto slot = peers->Acquire(ctx->peer());
     if (!slot.ok()) {
       FinishLocked(slot.status());
@@ -288,7 +326,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
     params.sampling = FromProto(request.sampling());
     params.deadline = FromDeadline(ctx->deadline());
-    auto call = engine->StartGenerate(request.session_id(), std::move(params), this);
+    auto call = engine->StartGenerate(request.session_id(), std::move(params), this, *tenant);
     if (!call.ok()) {
       FinishLocked(call.status());
       return;
@@ -363,7 +401,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     Finish(std::move(g));
   }
 
-  const RpcRecord rpc_;
+  RpcRecord rpc_;  // its tenant is set once, in the constructor
   std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
   absl::Mutex mu_;
   std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
@@ -379,8 +417,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext* ctx,
                                                     const v1::CreateSessionRequest* request,
                                                     v1::Session* response) {
-  const RpcRecord rpc(metrics_, "CreateSession");
-  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()));
+  RpcRecord rpc(metrics_, "CreateSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()), *tenant);
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }
@@ -388,8 +428,10 @@ grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* BrtService::GetSession(grpc::CallbackServerContext* ctx,
                                                  const v1::GetSessionRequest* request,
                                                  v1::Session* response) {
-  const RpcRecord rpc(metrics_, "GetSession");
-  auto info = engine_->GetSession(request->session_id());
+  RpcRecord rpc(metrics_, "GetSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  auto info = engine_->GetSession(request->session_id(), *tenant);
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }
@@ -397,22 +439,28 @@ grpc::ServerUnaryReactor* BrtService::GetSession(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* BrtService::ListSessions(grpc::CallbackServerContext* ctx,
                                                    const v1::ListSessionsRequest* request,
                                                    v1::ListSessionsResponse* response) {
-  const RpcRecord rpc(metrics_, "ListSessions");
-  for (const SessionInfo& s : engine_->ListSessions()) ToProto(s, response->add_sessions());
+  RpcRecord rpc(metrics_, "ListSessions");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  for (const SessionInfo& s : engine_->ListSessions(*tenant)) ToProto(s, response->add_sessions());
   return Reply(ctx, absl::OkStatus(), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteSessionRequest* request,
                                                     v1::DeleteSessionResponse* response) {
-  const RpcRecord rpc(metrics_, "DeleteSession");
-  return Reply(ctx, engine_->DeleteSession(request->session_id()), rpc);
+  RpcRecord rpc(metrics_, "DeleteSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  return Reply(ctx, engine_->DeleteSession(request->session_id(), *tenant), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* ctx,
                                                   const v1::SaveSessionRequest* request,
                                                   v1::SaveSessionResponse* response) {
-  const RpcRecord rpc(metrics_, "SaveSession");
+  RpcRecord rpc(metrics_, "SaveSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
   const bool to_store = !request->has_to_store() || request->to_store();
   if (!to_store && !request->return_bytes()) {
     return Reply(ctx,
@@ -420,7 +468,8 @@ grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* c
                      "SaveSession with to_store=false and return_bytes=false saves nothing"),
                  rpc);
   }
-  auto saved = engine_->SaveSession(request->session_id(), to_store, request->return_bytes());
+  auto saved =
+      engine_->SaveSession(request->session_id(), to_store, request->return_bytes(), *tenant);
   if (saved.ok()) {
     response->set_snapshot_key(saved->key);
     response->set_snapshot(std::move(saved->bytes));
@@ -432,14 +481,16 @@ grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext* ctx,
                                                      const v1::RestoreSessionRequest* request,
                                                      v1::Session* response) {
-  const RpcRecord rpc(metrics_, "RestoreSession");
+  RpcRecord rpc(metrics_, "RestoreSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
   absl::StatusOr<SessionInfo> info;
   switch (request->source_case()) {
     case v1::RestoreSessionRequest::kSnapshotKey:
-      info = engine_->RestoreSessionFromStore(request->snapshot_key(), request->new_id());
+      info = engine_->RestoreSessionFromStore(request->snapshot_key(), request->new_id(), *tenant);
       break;
     case v1::RestoreSessionRequest::kSnapshot:
-      info = engine_->RestoreSession(request->snapshot(), request->new_id());
+      info = engine_->RestoreSession(request->snapshot(), request->new_id(), *tenant);
       break;
     default:
       info = absl::InvalidArgumentError("RestoreSession needs snapshot_key or snapshot");
@@ -451,10 +502,12 @@ grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* ctx,
                                                   const v1::ForkSessionRequest* request,
                                                   v1::Session* response) {
-  const RpcRecord rpc(metrics_, "ForkSession");
+  RpcRecord rpc(metrics_, "ForkSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
   auto info = request->has_position()
-                  ? engine_->ForkSessionAt(request->session_id(), request->position())
-                  : engine_->ForkSession(request->session_id());
+                  ? engine_->ForkSessionAt(request->session_id(), request->position(), *tenant)
+                  : engine_->ForkSession(request->session_id(), *tenant);
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }
@@ -462,8 +515,10 @@ grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* BrtService::RewindSession(grpc::CallbackServerContext* ctx,
                                                     const v1::RewindSessionRequest* request,
                                                     v1::Session* response) {
-  const RpcRecord rpc(metrics_, "RewindSession");
-  auto info = engine_->RewindSession(request->session_id(), request->position());
+  RpcRecord rpc(metrics_, "RewindSession");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  auto info = engine_->RewindSession(request->session_id(), request->position(), *tenant);
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }
@@ -471,15 +526,19 @@ grpc::ServerUnaryReactor* BrtService::RewindSession(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* BrtService::DeleteSnapshot(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteSnapshotRequest* request,
                                                      v1::DeleteSnapshotResponse* response) {
-  const RpcRecord rpc(metrics_, "DeleteSnapshot");
-  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key()), rpc);
+  RpcRecord rpc(metrics_, "DeleteSnapshot");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key(), *tenant), rpc);
 }
 
 grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext* ctx,
                                                     const v1::ListSnapshotsRequest* request,
                                                     v1::ListSnapshotsResponse* response) {
-  const RpcRecord rpc(metrics_, "ListSnapshots");
-  auto keys = engine_->ListSnapshots();
+  RpcRecord rpc(metrics_, "ListSnapshots");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  auto keys = engine_->ListSnapshots(*tenant);
   if (keys.ok()) {
     for (const std::string& k : *keys) response->add_snapshot_keys(k);
   }
@@ -488,18 +547,20 @@ grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
-  return new ScoreReactor(engine_, ctx, metrics_, options_, &peers_);
+  return new ScoreReactor(engine_, ctx, metrics_, options_, &peers_, auth_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  return new GenerateReactor(engine_, ctx, *request, metrics_, &peers_);
+  return new GenerateReactor(engine_, ctx, *request, metrics_, &peers_, auth_);
 }
 
 grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext* ctx,
                                                     const v1::GetServerInfoRequest* request,
                                                     v1::ServerInfo* response) {
-  const RpcRecord rpc(metrics_, "GetServerInfo");
+  RpcRecord rpc(metrics_, "GetServerInfo");
+  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
   const ModelMetadata& m = engine_->metadata();
   v1::ModelInfo* model = response->mutable_model();
   model->set_name(m.name);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "brt/v1/brt.grpc.pb.h"
+#include "server/auth/authenticator.h"
 #include "server/core/engine.h"
 #include "server/grpc/peer_limiter.h"
 
@@ -43,13 +44,17 @@ class BrtService final : public v1::Brt::CallbackService {
   // engine must outlive the service (shut the grpc::Server down first). Each finished RPC is
   // recorded in `metrics` (brt_requests_total{method,code}, brt_request_duration_seconds) unless it
   // is null; it must outlive the service too.
+  // auth resolves each call's tenant from its `authorization` metadata and (mTLS) its client
+  // certificate; nullptr = single-tenant mode (every call acts for the unnamed tenant). Not owned;
+  // must outlive the service.
   BrtService(Engine* engine, std::string version, metrics::Metrics* metrics = nullptr,
-             BrtServiceOptions options = {})
+             BrtServiceOptions options = {}, const auth::Authenticator* auth = nullptr)
       : engine_(engine),
         version_(std::move(version)),
         metrics_(metrics),
         options_(options),
-        peers_(options.max_calls_per_peer) {}
+        peers_(options.max_calls_per_peer),
+        auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -98,6 +103,7 @@ class BrtService final : public v1::Brt::CallbackService {
   metrics::Metrics* metrics_;
   const BrtServiceOptions options_;
   PeerLimiter peers_;  // Score/Generate calls per client address
+  const auth::Authenticator* const auth_;  // nullptr = single-tenant mode
 };
 
 }  // namespace brt

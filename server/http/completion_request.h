@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/sampling_params.h"
+#include "server/core/tenant.h"
 
 namespace brt {
 namespace http {
@@ -45,6 +46,8 @@ struct CompletionRequest {
   // Extension: first rewind session_id (or, with fork, the copy) to this earlier position
   // (Session.position units), exactly, as RewindSession does.
   std::optional<uint64_t> position;
+  // Not from the JSON: whom the request acts for (the server authenticates it before parsing).
+  Tenant tenant;
 };
 
 struct CompletionLimits {

@@ -151,7 +151,7 @@ absl::StatusOr<uint32_t> FeedPrompt(Engine& engine, const std::string& session_i
   options.omit_tokens = !request.echo;
   options.deadline = deadline;
   ScoreBridge bridge;
-  auto call = engine.StartScore(session_id, options, &bridge);
+  auto call = engine.StartScore(session_id, options, &bridge, request.tenant);
   if (!call.ok()) return call.status();
 
   bool stopped = false;  // the observer asked to stop
@@ -215,9 +215,10 @@ void RememberPrefix(Engine& engine, PrefixCache& cache, const std::string& sessi
                     const PromptTokens& prompt, const CompletionRequest& request,
                     const PrefixCache::Hit& reused, std::vector<TokenLogprob> scores) {
   const int64_t prompt_fed = static_cast<int64_t>(prompt.ids.size()) + 1;  // BOS included
-  auto own = engine.CheckpointsOf(session_id, prompt_fed);
+  auto own = engine.CheckpointsOf(session_id, prompt_fed, request.tenant);
   if (!own.ok()) return;
   auto e = std::make_shared<PrefixEntry>();
+  e->tenant = request.tenant.name;
   const int64_t start = reused.checkpoint != nullptr ? reused.checkpoint->position : 0;
   if (reused.entry != nullptr) {
     for (const auto& c : reused.entry->checkpoints) {
@@ -260,33 +261,35 @@ absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const Completion
     full.reserve(tokens->ids.size() + 1);
     full.push_back(engine.metadata().bos_id);
     full.insert(full.end(), tokens->ids.begin(), tokens->ids.end());
-    reused = cache->Lookup(full, request.echo, static_cast<int32_t>(request.logprobs.value_or(0)));
+    reused = cache->Lookup(request.tenant.name, full, request.echo, static_cast<int32_t>(request.logprobs.value_or(0)));
   }
   // The session: a temporary one (deleted at the end), the caller's, or a fork of the caller's.
   std::string session_id = request.session_id;
   if (temporary) {
     auto created = reused.checkpoint != nullptr
-                       ? engine.CreateSessionFromCheckpoint(reused.checkpoint, "http")
-                       : engine.CreateSession("http", SamplingOverrides{});
+                       ? engine.CreateSessionFromCheckpoint(reused.checkpoint, "http", request.tenant)
+                       : engine.CreateSession("http", SamplingOverrides{}, request.tenant);
     if (!created.ok()) return created.status();
     session_id = created->id;
   } else if (request.fork) {
-    auto forked = request.position ? engine.ForkSessionAt(session_id, *request.position)
-                                   : engine.ForkSession(session_id);
+    auto forked = request.position
+                      ? engine.ForkSessionAt(session_id, *request.position, request.tenant)
+                      : engine.ForkSession(session_id, request.tenant);
     if (!forked.ok()) return forked.status();
     session_id = forked->id;
   } else if (request.position) {
-    auto rewound = engine.RewindSession(session_id, *request.position);
+    auto rewound = engine.RewindSession(session_id, *request.position, request.tenant);
     if (!rewound.ok()) return rewound.status();
   }
   struct DeleteTemporary {
     Engine& engine;
     const std::string& id;
+    const Tenant& tenant;
     bool on;
     ~DeleteTemporary() {
-      if (on) (void)engine.DeleteSession(id);
+      if (on) (void)engine.DeleteSession(id, tenant);
     }
-  } cleanup{engine, session_id, temporary};
+  } cleanup{engine, session_id, request.tenant, temporary};
   if (!temporary) outcome.session_id = session_id;
 
   // The echoed text: the prompt itself, or the detokenized ids.
@@ -332,7 +335,7 @@ absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const Completion
     params.deadline = deadline;
     params.top_logprobs = request.logprobs.value_or(0);
     GenerateBridge bridge;
-    auto call = engine.StartGenerate(session_id, std::move(params), &bridge);
+    auto call = engine.StartGenerate(session_id, std::move(params), &bridge, request.tenant);
     if (!call.ok()) return call.status();
     // Offsets of generated tokens continue after the echoed text.
     uint64_t offset = echo_text.size();
@@ -361,7 +364,7 @@ absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const Completion
     outcome.session_position = (*done)->session_position;
   }
   if (!temporary) {
-    auto info = engine.GetSession(session_id);
+    auto info = engine.GetSession(session_id, request.tenant);
     if (info.ok()) outcome.session_position = info->position;
   }
   return outcome;

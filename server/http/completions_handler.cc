@@ -78,7 +78,7 @@ std::string Extensions(const CompletionOutcome& o) {
 
 }  // namespace
 
-void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
+void HandleCompletions(const HandlerContext& ctx, const Tenant& tenant, const httplib::Request& req,
                        httplib::Response& res) {
   Engine& engine = *ctx.engine;
   CompletionLimits limits;
@@ -88,6 +88,7 @@ void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
   auto parsed = ParseCompletionRequest(req.body, limits);
   if (!parsed.ok()) return SendError(res, parsed.status());
   auto request = std::make_shared<CompletionRequest>(*std::move(parsed));
+  request->tenant = tenant;
   const std::string& served = engine.metadata().name;
   if (!request->model.empty() && request->model != served) {
     return SendError(res, absl::NotFoundError(absl::StrCat(

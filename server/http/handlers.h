@@ -33,7 +33,8 @@ struct HandlerContext {
 void SendError(httplib::Response& res, const absl::Status& status);
 void SendJson(httplib::Response& res, const std::string& body);
 
-void HandleCompletions(const HandlerContext& ctx, const httplib::Request& req,
+// `tenant`: whom the request acts for (authenticated by the server).
+void HandleCompletions(const HandlerContext& ctx, const Tenant& tenant, const httplib::Request& req,
                        httplib::Response& res);
 void HandleModels(const HandlerContext& ctx, httplib::Response& res);
 void HandleTokenize(const HandlerContext& ctx, const httplib::Request& req, httplib::Response& res);

@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include <functional>
+#include <optional>
 #include <random>
+#include <string_view>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -75,21 +78,37 @@ void HttpServer::Routes() {
       engine_, &options_, &next_id_, started_unix_s_,
       absl::StrFormat("cmpl-%08x%08x-", rd(), rd()), prefix_cache_.get()});
   httplib::Server& srv = *server_;
-  srv.Post("/v1/completions", [ctx](const httplib::Request& req, httplib::Response& res) {
-    HandleCompletions(*ctx, req, res);
-  });
-  srv.Get("/v1/models", [ctx](const httplib::Request&, httplib::Response& res) {
-    HandleModels(*ctx, res);
-  });
-  srv.Post("/tokenize", [ctx](const httplib::Request& req, httplib::Response& res) {
-    HandleTokenize(*ctx, req, res);
-  });
-  srv.Post("/detokenize", [ctx](const httplib::Request& req, httplib::Response& res) {
-    HandleDetokenize(*ctx, req, res);
-  });
-  srv.Get("/tokenizer_info", [ctx](const httplib::Request&, httplib::Response& res) {
-    HandleTokenizerInfo(*ctx, res);
-  });
+  // Every API route authenticates first (the same keys as gRPC): 401 with an OpenAI error object.
+  using Handler = std::function<void(const Tenant&, const httplib::Request&, httplib::Response&)>;
+  auto authed = [auth = options_.auth](Handler handler) {
+    return [auth, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      absl::StatusOr<Tenant> tenant = Tenant{};
+      if (auth != nullptr) {
+        std::optional<std::string> header;
+        if (req.has_header("Authorization")) header = req.get_header_value("Authorization");
+        tenant = auth->Resolve(header ? std::optional<std::string_view>(*header) : std::nullopt,
+                               std::nullopt);
+      }
+      if (!tenant.ok()) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return SendError(res, tenant.status());
+      }
+      handler(*tenant, req, res);
+    };
+  };
+  srv.Post("/v1/completions", authed([ctx](const Tenant& tenant, const httplib::Request& req,
+                                           httplib::Response& res) {
+             HandleCompletions(*ctx, tenant, req, res);
+           }));
+  srv.Get("/v1/models", authed([ctx](const Tenant&, const httplib::Request&, httplib::Response& res) {
+            HandleModels(*ctx, res);
+          }));
+  srv.Post("/tokenize", authed([ctx](const Tenant&, const httplib::Request& req,
+                                     httplib::Response& res) { HandleTokenize(*ctx, req, res); }));
+  srv.Post("/detokenize", authed([ctx](const Tenant&, const httplib::Request& req,
+                                       httplib::Response& res) { HandleDetokenize(*ctx, req, res); }));
+  srv.Get("/tokenizer_info", authed([ctx](const Tenant&, const httplib::Request&,
+                                          httplib::Response& res) { HandleTokenizerInfo(*ctx, res); }));
   srv.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining_) {
       res.status = 503;

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/auth/authenticator.h"
 #include "server/core/engine.h"
 
 namespace httplib {
@@ -46,6 +47,10 @@ struct HttpServerOptions {
   int64_t request_timeout_s = 0;
   // Prompt prefixes kept for reuse by later requests (prefix_cache.h); 0 = off.
   uint64_t prefix_cache_bytes = uint64_t{256} << 20;
+  // Resolves each request's tenant from its Authorization header (as for gRPC); every route but
+  // GET /health and GET / (the static page) needs it to succeed (401 otherwise). nullptr =
+  // single-tenant mode. Not owned; must outlive the server.
+  const auth::Authenticator* auth = nullptr;
 };
 
 class HttpServer {

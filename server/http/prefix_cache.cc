@@ -6,7 +6,7 @@ namespace brt {
 namespace http {
 
 uint64_t PrefixEntry::bytes() const {
-  uint64_t b = sizeof(*this) + tokens.size() * sizeof(int32_t);
+  uint64_t b = sizeof(*this) + tenant.size() + tokens.size() * sizeof(int32_t);
   for (const auto& checkpoint : checkpoints) {
     b += checkpoint->memory.kv.data.size() + checkpoint->memory.state.data.size() +
          checkpoint->next_logprobs.size() * sizeof(float) + checkpoint->recent.size() * sizeof(int32_t);
@@ -15,14 +15,15 @@ uint64_t PrefixEntry::bytes() const {
   return b;
 }
 
-PrefixCache::Hit PrefixCache::Lookup(const std::vector<int32_t>& full, bool need_scores,
-                                     int32_t top_k) {
+PrefixCache::Hit PrefixCache::Lookup(const std::string& tenant, const std::vector<int32_t>& full,
+                                     bool need_scores, int32_t top_k) {
   if (!enabled()) return {};
   absl::MutexLock lock(&mu_);
   auto best = entries_.end();
   std::shared_ptr<const Checkpoint> best_checkpoint;
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     const PrefixEntry& e = **it;
+    if (e.tenant != tenant) continue;
     if (need_scores && (!e.has_scores || e.top_k < top_k)) continue;
     const size_t n = std::min(e.tokens.size(), full.size());
     const size_t common =
@@ -56,7 +57,7 @@ void PrefixCache::Insert(std::shared_ptr<const PrefixEntry> entry) {
   // An entry for the same tokens that is no better goes (the new one is at least as useful).
   for (auto it = entries_.begin(); it != entries_.end();) {
     const PrefixEntry& e = **it;
-    const bool same = e.tokens == entry->tokens;
+    const bool same = e.tenant == entry->tenant && e.tokens == entry->tokens;
     if (same && (!e.has_scores || (entry->has_scores && entry->top_k >= e.top_k))) {
       bytes_ -= e.bytes();
       it = entries_.erase(it);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -25,6 +26,7 @@ namespace brt {
 namespace http {
 
 struct PrefixEntry {
+  std::string tenant;  // Tenant::name of the request that read it: only that tenant reuses it
   std::vector<int32_t> tokens;  // BOS, then a prompt's tokens
   // Checkpoints of a session that read `tokens`, at positions <= tokens.size(), oldest first.
   std::vector<std::shared_ptr<const Checkpoint>> checkpoints;
@@ -48,14 +50,16 @@ class PrefixCache {
   explicit PrefixCache(uint64_t max_bytes) : max_bytes_(max_bytes) {}
   bool enabled() const { return max_bytes_ > 0; }
 
-  // The entry and checkpoint that reach furthest into `full` (BOS first): the checkpoint's position is
+  // Among `tenant`'s entries (tenants never share prefixes: a hit would tell one tenant what another
+  // sent), the entry and checkpoint that reach furthest into `full` (BOS first): the checkpoint's position is
   // within the tokens `full` shares with the entry; the entry has scores with at least top_k
   // alternatives when need_scores. {null, null} when none.
   struct Hit {
     std::shared_ptr<const PrefixEntry> entry;
     std::shared_ptr<const Checkpoint> checkpoint;
   };
-  Hit Lookup(const std::vector<int32_t>& full, bool need_scores, int32_t top_k);
+  Hit Lookup(const std::string& tenant, const std::vector<int32_t>& full, bool need_scores,
+             int32_t top_k);
   // Adds an entry (unless it is larger than the whole cache), dropping the least recently used ones.
   void Insert(std::shared_ptr<const PrefixEntry> entry);
   PrefixCacheStats stats() const;

@@ -55,6 +55,11 @@ const Definition kDefinitions[] = {
      "counter",
      "Finished RPCs by method and gRPC status code.",
      {"method", "code"}},
+    {"brt_tenant_requests_total",
+     "counter",
+     "Finished gRPC calls by tenant (API key or client certificate) and status code; calls "
+     "without a tenant (single-tenant mode) are not counted here.",
+     {"tenant", "code"}},
     {"brt_request_duration_seconds",
      "histogram",
      "Wall time of finished RPCs (whole stream for Score and Generate), by method.",
@@ -221,6 +226,7 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> registry, const MetricsOp
   prometheus::Registry& r = *registry_;
 
   auto& requests = CounterFamily(r, "brt_requests_total");
+  tenant_requests_ = &CounterFamily(r, "brt_tenant_requests_total");
   auto& request_duration = HistogramFamily(r, "brt_request_duration_seconds");
   method_names_ = options.methods;
   method_names_.push_back("other");
@@ -312,6 +318,23 @@ void Metrics::RecordRequest(std::string_view method, int grpc_code, double secon
   MethodSeries& series = FindMethod(method);
   series.requests.Get(grpc_code).Increment();
   series.duration->Observe(seconds);
+}
+
+void Metrics::RecordTenantRequest(std::string_view tenant, int grpc_code) {
+  if (tenant.empty()) return;
+  CodeCounters* counters = nullptr;
+  {
+    absl::MutexLock lock(&tenants_mu_);
+    auto& slot = tenants_[std::string(tenant)];
+    if (slot == nullptr) {
+      slot = std::make_unique<CodeCounters>();
+      slot->family = tenant_requests_;
+      slot->labels = {{"tenant", std::string(tenant)}};
+      slot->code_label = "code";
+    }
+    counters = slot.get();
+  }
+  counters->Get(grpc_code).Increment();
 }
 
 void Metrics::AddScoredTokens(uint64_t n) { scored_tokens_->Increment(static_cast<double>(n)); }

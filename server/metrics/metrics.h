@@ -29,6 +29,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -115,6 +116,11 @@ class Metrics {
   // Same, with the numeric code (grpc::StatusCode or absl::StatusCode cast to int).
   void RecordRequest(std::string_view method, int grpc_code, double seconds);
 
+  // One finished call of a named tenant: brt_tenant_requests_total{tenant,code} += 1 (nothing for the
+  // unnamed tenant). Tenants come from the keys file or client certificates, so the labels are
+  // bounded by the operator's configuration.
+  void RecordTenantRequest(std::string_view tenant, int grpc_code);
+
   // ---- tokens (executor)
   // -------------------------------------------------------------------------------
   void AddScoredTokens(uint64_t n);     // brt_scored_tokens_total
@@ -182,6 +188,11 @@ class Metrics {
 
   std::vector<std::string> method_names_;               // options.methods, then "other"
   std::vector<std::unique_ptr<MethodSeries>> methods_;  // parallel to method_names_
+
+  prometheus::Family<prometheus::Counter>* tenant_requests_ = nullptr;
+  absl::Mutex tenants_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<CodeCounters>> tenants_
+      ABSL_GUARDED_BY(tenants_mu_);
 
   prometheus::Counter* scored_tokens_ = nullptr;
   prometheus::Counter* generated_tokens_ = nullptr;

@@ -52,6 +52,7 @@ std::string TypeName(prometheus::MetricType t) {
 void TouchEverySeries(Metrics& m) {
   m.RecordRequest("Score", "OK", 0.5);
   m.RecordRequest("Generate", "UNAVAILABLE", 0.001);
+  m.RecordTenantRequest("tenant_a", 0);
   m.AddScoredTokens(128);
   m.AddGeneratedTokens(16);
   m.ObserveTimeToFirstToken(0.02);

@@ -50,7 +50,8 @@ def free_port():
 class BrtServer:
     """One brt-server process on a free loopback port."""
 
-    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2):
+    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None):
+        """credentials: grpc.ChannelCredentials for a server started with TLS flags (None: plaintext)."""
         import grpc
         if not os.path.exists(SERVER_BIN):
             raise RuntimeError(f"{SERVER_BIN} not built: run deploy/build.sh")
@@ -75,7 +76,9 @@ class BrtServer:
 
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.channel = grpc.insecure_channel(self.address)
+        self.credentials = credentials
+        self.channel = (grpc.secure_channel(self.address, credentials) if credentials is not None
+                        else grpc.insecure_channel(self.address))
         self.stub = STUBS.rpc.BrtStub(self.channel)
         self.health = STUBS.health_rpc.HealthStub(self.channel)
         self.wait_serving()

@@ -179,24 +179,35 @@ class Client:
     """A connection to one brt-server.
 
     address: "host:port". api_key: sent as `authorization: Bearer KEY` metadata on every call
-    (brt-server does not check it yet). tls/root_cert: connect with TLS, trusting root_cert (a PEM
-    path or bytes) or the system roots. timeout: seconds per unary call (streams have none unless
-    stream_timeout is given). Thread-safe like the gRPC channel under it.
+    (checked by a server started with --api_keys_file; it names the tenant). tls/root_cert: connect
+    with TLS, trusting root_cert (a PEM path or bytes) or the system roots. cert_chain/private_key:
+    this client's certificate and key (PEM paths or bytes) for a server that requires client
+    certificates (mutual TLS). timeout: seconds per unary call (streams have none unless
+    stream_timeout is given). Every call about one session also sends its id as `x-brt-session`
+    metadata, so that a proxy in front of several replicas routes it to the replica holding the
+    session. Thread-safe like the gRPC channel under it.
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, api_key: Optional[str] = None,
                  tls: bool = False, root_cert: Union[str, bytes, None] = None,
+                 cert_chain: Union[str, bytes, None] = None,
+                 private_key: Union[str, bytes, None] = None,
                  timeout: float = 30.0, stream_timeout: Optional[float] = None):
         self.address = address
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
-        if tls or root_cert is not None:
-            pem = root_cert
-            if isinstance(pem, str):
-                with open(pem, "rb") as f:
-                    pem = f.read()
-            creds = grpc.ssl_channel_credentials(root_certificates=pem)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        if tls or root_cert is not None or cert_chain is not None:
+            def pem(value):
+                if isinstance(value, str):
+                    with open(value, "rb") as f:
+                        return f.read()
+                return value
+            if (cert_chain is None) != (private_key is None):
+                raise ValueError("cert_chain and private_key go together (mutual TLS)")
+            creds = grpc.ssl_channel_credentials(root_certificates=pem(root_cert),
+                                                 private_key=pem(private_key),
+                                                 certificate_chain=pem(cert_chain))
             self._channel = grpc.secure_channel(address, creds)
         else:
             self._channel = grpc.insecure_channel(address)
@@ -218,9 +229,16 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _unary(self, name, request):
+    def _md(self, session_id: Optional[str] = None):
+        """Call metadata: the API key, and the session id for routing (x-brt-session)."""
+        if session_id:
+            return self._metadata + (("x-brt-session", session_id),)
+        return self._metadata or None
+
+    def _unary(self, name, request, session_id: Optional[str] = None):
         try:
-            return getattr(self._stub, name)(request, timeout=self.timeout, metadata=self._metadata)
+            return getattr(self._stub, name)(request, timeout=self.timeout,
+                                             metadata=self._md(session_id))
         except grpc.RpcError as e:
             _raise(e, name)
 
@@ -228,7 +246,7 @@ class Client:
     def health(self) -> str:
         """The server's health status name: "SERVING", "NOT_SERVING", ..."""
         try:
-            status = self._health_check(None, timeout=self.timeout, metadata=self._metadata)
+            status = self._health_check(None, timeout=self.timeout, metadata=self._md())
         except grpc.RpcError as e:
             _raise(e, "Health.Check")
         return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, str(status))
@@ -243,13 +261,13 @@ class Client:
                            pb.CreateSessionRequest(label=label, default_sampling=_sampling(**sampling)))
 
     def get_session(self, session_id: str) -> pb.Session:
-        return self._unary("GetSession", pb.GetSessionRequest(session_id=session_id))
+        return self._unary("GetSession", pb.GetSessionRequest(session_id=session_id), session_id)
 
     def list_sessions(self) -> List[pb.Session]:
         return list(self._unary("ListSessions", pb.ListSessionsRequest()).sessions)
 
     def delete_session(self, session_id: str) -> None:
-        self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id))
+        self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), session_id)
 
     # -- persistence (see "Session persistence" in proto/brt/v1/brt.proto) ---------------------------
     def save_session(self, session_id: str, *, to_store: bool = True,
@@ -257,7 +275,8 @@ class Client:
         """Snapshots an idle session into the server's store (key = session id) and/or returns the
         snapshot bytes (return_bytes). The session stays loaded."""
         r = self._unary("SaveSession", pb.SaveSessionRequest(session_id=session_id, to_store=to_store,
-                                                             return_bytes=return_bytes))
+                                                             return_bytes=return_bytes),
+                        session_id)
         return SavedSnapshot(r.snapshot_key, r.snapshot if return_bytes else None, r.size_bytes)
 
     def restore_session(self, snapshot_key: Optional[str] = None, *, snapshot: Optional[bytes] = None,
@@ -279,12 +298,13 @@ class Client:
         req = pb.ForkSessionRequest(session_id=session_id)
         if position is not None:
             req.position = position
-        return self._unary("ForkSession", req)
+        return self._unary("ForkSession", req, session_id)
 
     def rewind_session(self, session_id: str, position: int) -> pb.Session:
         """Rewinds an idle session to an earlier position (1 = the start; not before the session's
         earliest_rewind_position), exactly: it then equals a session that read only the tokens before it."""
-        return self._unary("RewindSession", pb.RewindSessionRequest(session_id=session_id, position=position))
+        return self._unary("RewindSession", pb.RewindSessionRequest(session_id=session_id, position=position),
+                           session_id)
 
     def list_snapshots(self) -> List[str]:
         return list(self._unary("ListSnapshots", pb.ListSnapshotsRequest()).snapshot_keys)
@@ -324,7 +344,7 @@ class Client:
         tokens, summary = [], None
         try:
             for resp in self._stub.Score(requests(), timeout=self.stream_timeout,
-                                         metadata=self._metadata):
+                                         metadata=self._md(session_id)):
                 for t in resp.tokens:
                     tokens.append(Token(t.position, t.token_id, t.piece, t.byte_begin, t.byte_end, t.nll,
                                         [Alternative(a.token_id, a.piece, a.logprob) for a in t.top]))
@@ -404,7 +424,7 @@ class Client:
                 except BrtError:
                     pass
 
-        stream = self._stub.Generate(req, timeout=self.stream_timeout, metadata=self._metadata)
+        stream = self._stub.Generate(req, timeout=self.stream_timeout, metadata=self._md(session_id))
         return Generation(stream, session_id, cleanup)
 
     def complete(self, prompt: Union[str, bytes] = b"", **kwargs) -> str:

@@ -229,10 +229,20 @@ TEST_F(MetricsTest, InfoGaugesHoldOneSeriesWithValueOne) {
   EXPECT_EQ(GaugeValue("brt_build_info", {{"version", "0.1.0"}, {"git_commit", "abc123"}}), 1);
 }
 
+TEST_F(MetricsTest, TenantRequestsAreCountedByTenantAndCode) {
+  metrics_->RecordTenantRequest("alice", 0);
+  metrics_->RecordTenantRequest("alice", 0);
+  metrics_->RecordTenantRequest("alice", 16);  // UNAUTHENTICATED
+  metrics_->RecordTenantRequest("bob", 5);
+  metrics_->RecordTenantRequest("", 0);  // the unnamed tenant is not counted
+  EXPECT_EQ(SeriesCount(*registry_, "brt_tenant_requests_total"), 3u);
+}
+
 TEST_F(MetricsTest, CatalogueMatchesWhatIsExported) {
   // Touch the lazily created families, then compare the registry's families with Catalog().
   metrics_->SetModelInfo("m", "f", "cpu", "float32");
   metrics_->SetBuildInfo("v", "c");
+  metrics_->RecordTenantRequest("alice", 0);
   std::map<std::string, prometheus::MetricType> exported;
   for (const auto& f : registry_->Collect()) exported[f.name] = f.type;
   const auto catalog = Metrics::Catalog();
