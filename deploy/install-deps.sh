@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Installs every Debian package brt-server needs to build, test and benchmark (Debian 12 "bookworm").
 # Idempotent: when every package is already installed it does nothing (no apt-get update), so repeated
-# runs are fast. Run as root (or with sudo available).
+# runs are fast. Run as root (or with sudo available). `install-deps.sh --list` prints the list and exits.
+# The packages to build and run the server are in deploy/packages/*.txt (the Docker images read them too).
 set -euo pipefail
 
-PACKAGES=(
-  # Build tools.
-  cmake g++ make pkg-config clang-14
-  # C++ dependencies.
-  libtorch-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libabsl-dev
-  libsentencepiece-dev prometheus-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev libssl-dev
-  libhiredis-dev
-  # Fast BLAS for LibTorch on CPU (switches the libblas.so.3 alternative; ~30x over reference BLAS).
-  libopenblas0-openmp
+PKG_DIR="$(dirname "$0")/packages"
+PACKAGES=()
+for list in build torch-build runtime torch-runtime; do
+  # One or more names a line; '#' starts a comment.
+  # shellcheck disable=SC2207  # word splitting is the point: names never contain spaces.
+  PACKAGES+=($(sed -e 's/#.*//' "$PKG_DIR/$list.txt"))
+done
+PACKAGES+=(
+  # Build tools for the fuzz and sanitizer builds.
+  clang-14
+  # C++ unit tests.
+  libgtest-dev libgmock-dev
   # Python side: model, reference scorer, integration tests, benchmarks.
   python3-torch python3-sentencepiece python3-grpcio python3-protobuf python3-pytest python3-numpy
   python3-matplotlib sentencepiece
@@ -20,13 +24,18 @@ PACKAGES=(
   gnuplot-nox
   # Corpus and services used by tests and later issues.
   bible-kjv bible-kjv-text redis-server prometheus
+  # The affinity proxy of the replica tests and of deploy/kubernetes; linting deploy/ YAML.
+  nginx yamllint
   # Training corpus: Jane Austen's novels (the package stores them as R data, read with R).
   r-base-core r-cran-janeaustenr
-  # HTTP (OpenAI-compatible) front end.
-  libcpp-httplib-dev
   # Headless browser for the web page test.
   chromium
 )
+
+if [[ "${1:-}" == "--list" ]]; then
+  printf '%s\n' "${PACKAGES[@]}"
+  exit 0
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
