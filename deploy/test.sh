@@ -4,7 +4,8 @@
 # server and its unit tests, then runs
 #   1. the C++ unit tests (ctest),
 #   2. the model and tokenizer tests (pytest, tests/model),
-#   3. the deployment configs and a real Prometheus scrape (pytest, tests/metrics),
+#   3. the deployment configs and a real Prometheus scrape (pytest, tests/metrics), and the Docker and
+#      Kubernetes files linted and validated offline (pytest, tests/deploy),
 #   4. the end-to-end tests against the real brt-server binary on loopback (pytest, tests/integration),
 #      including the official openai npm SDK and the web page in headless Chromium (tests/node, whose npm
 #      packages `npm ci` installs from the lock file).
@@ -18,4 +19,4 @@ npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 echo "== C++ unit tests"
 ctest --test-dir build --output-on-failure -j2
 echo "== Python tests (model, tokenizer, end-to-end)"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/model tests/metrics tests/integration "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/model tests/metrics tests/deploy tests/integration "$@"
