@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,6 +130,13 @@ ABSL_FLAG(uint32_t, tenant_max_sessions, 0,
 ABSL_FLAG(uint32_t, tenant_max_calls, 0,
           "Score/Generate calls each tenant may run at once, unless its keys-file line says "
           "max_calls; 0 = no quota");
+ABSL_FLAG(std::string, replica_id, "",
+          "This process's name in session leases when replicas share a Redis snapshot store; empty = "
+          "HOSTNAME-PID-RANDOM. Must differ between replicas");
+ABSL_FLAG(double, session_lease_s, 10,
+          "With a Redis snapshot store: each loaded session holds a lease in the store for this long, "
+          "renewed every third of it, so a session is live on one replica at a time; a crashed "
+          "replica's sessions can be taken over this long after it stopped. 0 = no leases");
 ABSL_FLAG(std::string, http_listen, "",
           "Address (host:port) of the OpenAI-compatible HTTP API and web page (README: HTTP API); "
           "port 0 picks a free one. Empty = off. It has no authentication: keep it on loopback");
@@ -297,6 +305,18 @@ int main(int argc, char** argv) {
   options.session_idle_ttl_ms = absl::GetFlag(FLAGS_session_idle_ttl_s) * 1000;
   options.session_memory_budget_bytes = absl::GetFlag(FLAGS_session_memory_budget_bytes);
   options.autosave_every_blocks = absl::GetFlag(FLAGS_autosave_every_blocks);
+  if (const double lease_s = absl::GetFlag(FLAGS_session_lease_s); lease_s > 0) {
+    options.lease_ttl_ms = static_cast<int64_t>(lease_s * 1000);
+    options.replica_id = absl::GetFlag(FLAGS_replica_id);
+    if (options.replica_id.empty()) {
+      char host[256] = {0};
+      gethostname(host, sizeof(host) - 1);
+      std::random_device rd;
+      options.replica_id = absl::StrCat(host, "-", getpid(), "-", absl::Hex(rd(), absl::kZeroPad8));
+    }
+  } else if (lease_s < 0) {
+    return Fail(absl::InvalidArgumentError("--session_lease_s must be >= 0 (default 10; 0 = off)"));
+  }
   options.checkpoints_per_session = absl::GetFlag(FLAGS_checkpoints_per_session);
   options.checkpoint_interval_blocks = absl::GetFlag(FLAGS_checkpoint_interval_blocks);
   if (options.checkpoint_interval_blocks == 0) {
@@ -428,8 +448,10 @@ int main(int argc, char** argv) {
                tls.cert_file.empty() ? "plaintext" : (tls.client_ca_file.empty() ? "TLS" : "mutual TLS"),
                auth_options.api_keys_file.empty() ? "" : ", API keys");
   if (store != nullptr) {
-    std::fprintf(stderr, "brt-server: snapshot store %s%s\n", store->Describe().c_str(),
-                 options.snapshot_hmac_key ? " (signed)" : "");
+    std::fprintf(stderr, "brt-server: snapshot store %s%s%s%s\n", store->Describe().c_str(),
+                 options.snapshot_hmac_key ? " (signed)" : "",
+                 store->has_leases() && !options.replica_id.empty() ? ", session leases as replica " : "",
+                 store->has_leases() ? options.replica_id.c_str() : "");
   }
   std::unique_ptr<brt::http::HttpServer> http;
   if (const std::string http_listen = absl::GetFlag(FLAGS_http_listen); !http_listen.empty()) {

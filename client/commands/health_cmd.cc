@@ -17,6 +17,9 @@ int RunHealth(const Args& args) {
                    "Checks the server's gRPC health status (grpc.health.v1) and prints its model,\n"
                    "limits and executor statistics. Exits 1 unless the server is SERVING.");
   parser.AddFlag("json", &json, "print {status, server_info} as JSON");
+  bool status_only = false;
+  parser.AddFlag("status_only", &status_only,
+                 "check only the health status (no GetServerInfo, so no API key is needed): for probes");
   AddConnectionFlags(parser, &conn_options);
   if (std::optional<int> exit = ParseOrExit(parser, args)) return *exit;
 
@@ -33,6 +36,11 @@ int RunHealth(const Args& args) {
       grpc::health::v1::HealthCheckResponse::ServingStatus_Name(health.status());
   if (health.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
     return Fail(absl::UnavailableError(absl::StrCat(c.server(), " reports ", status)));
+  }
+  if (status_only) {
+    std::printf(json ? "{\"server\": \"%s\", \"status\": \"%s\"}\n" : "%s: %s\n", c.server().c_str(),
+                status.c_str());
+    return 0;
   }
   absl::StatusOr<brt::v1::ServerInfo> info = GetServerInfo(c);
   if (!info.ok()) return Fail(info.status());

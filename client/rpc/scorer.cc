@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -121,7 +122,12 @@ absl::StatusOr<brt::v1::Session> CreateSession(Connection& conn, const std::stri
   brt::v1::CreateSessionRequest req;
   req.set_label(label);
   brt::v1::Session session;
-  auto ctx = conn.NewContext(false);
+  // The id is drawn here and sent as x-brt-session, so a proxy routing by it sends the create and the
+  // session's later calls to the same replica (brt.proto, CreateSession).
+  std::random_device rd;
+  std::string id = "s_";
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(rd(), absl::kZeroPad8));
+  auto ctx = conn.NewContext(false, id);
   if (absl::Status s =
           conn.Check(conn.brt().CreateSession(ctx.get(), req, &session), "CreateSession");
       !s.ok()) {

@@ -52,7 +52,9 @@ absl::StatusOr<Tenant> Authenticator::Resolve(
     absl::MutexLock lock(&mu_);
     keys = keys_;
   }
-  if (authorization.has_value()) {
+  // Without a keys file an authorization header is ignored, as servers without keys conventionally do
+  // (the openai SDKs always send one).
+  if (authorization.has_value() && !options_.api_keys_file.empty()) {
     absl::string_view value(authorization->data(), authorization->size());
     value = absl::StripAsciiWhitespace(value);
     constexpr absl::string_view kBearer = "Bearer ";
@@ -61,10 +63,6 @@ absl::StatusOr<Tenant> Authenticator::Resolve(
           "the authorization header must be 'Bearer KEY' (an API key from the server's operator)");
     }
     const absl::string_view key = absl::StripAsciiWhitespace(value.substr(kBearer.size()));
-    if (options_.api_keys_file.empty()) {
-      return absl::UnauthenticatedError(
-          "this server has no API keys (--api_keys_file): send no authorization header");
-    }
     const ApiKeyEntry* e = keys->Match(std::string_view(key.data(), key.size()));
     if (e == nullptr) {
       return absl::UnauthenticatedError(

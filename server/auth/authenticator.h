@@ -3,8 +3,9 @@
 // certificate's common name, the HTTP layer its Authorization header. It knows nothing of either.
 //
 // Rules, in order:
-//   1. `authorization: Bearer KEY` given: KEY must match the keys file (UNAUTHENTICATED otherwise,
-//      also when no keys file is configured), and names the tenant.
+//   1. `authorization: Bearer KEY` given and a keys file configured: KEY must match it
+//      (UNAUTHENTICATED otherwise) and names the tenant. Without a keys file the header is ignored (the
+//      openai SDKs always send one).
 //   2. Else a verified client certificate (mTLS): its common name is the tenant (it must be a valid
 //      tenant name).
 //   3. Else, with a keys file or mTLS configured: UNAUTHENTICATED ("send authorization: Bearer KEY").

@@ -63,6 +63,11 @@ class CheckpointLog {
   // The checkpoints at or before `position`, other than the fresh document, oldest first.
   std::vector<std::shared_ptr<const Checkpoint>> AtOrBefore(int64_t position) const;
 
+  // The token fed at `position` (BOS at 0), or -1 when it is outside the log.
+  int32_t TokenAt(int64_t position) const {
+    if (position < start_ || position >= end()) return -1;
+    return tokens_[static_cast<size_t>(position - start_)];
+  }
   // Earliest position a rewind can reach; -1 when none.
   int64_t earliest() const { return checkpoints_.empty() ? -1 : checkpoints_.front()->position; }
   size_t size() const { return checkpoints_.size(); }

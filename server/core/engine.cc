@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/client_text.h"
 #include "server/core/engine_internal.h"
 #include "server/core/session_id.h"
 #include "server/metrics/metrics.h"
@@ -38,6 +39,7 @@ absl::StatusOr<bool> ScoreCall::AppendTokens(const std::vector<int32_t>& ids) {
 }
 absl::Status ScoreCall::CloseInput() { return engine_->CloseInput(job_.get()); }
 void ScoreCall::Cancel() { engine_->Cancel(job_.get()); }
+void ScoreCall::Ack(uint64_t position) { engine_->Ack(job_.get(), position); }
 void GenerateCall::Cancel() { engine_->Cancel(job_.get()); }
 
 // ---- construction
@@ -88,7 +90,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
   executor_ = std::thread([this] { ExecutorLoop(); });
   if (options_.snapshot_store != nullptr &&
       (options_.session_idle_ttl_ms > 0 || options_.session_memory_budget_bytes > 0 ||
-       options_.autosave_every_blocks > 0)) {
+       options_.autosave_every_blocks > 0 || leases())) {
     housekeeper_ = std::thread([this] { HousekeepingLoop(); });
   }
 }
@@ -151,7 +153,18 @@ absl::Status Engine::CheckTenantSessionsLocked(const Tenant& tenant) const {
 
 absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
                                                   const SamplingOverrides& default_sampling,
-                                                  const Tenant& tenant) {
+                                                  const Tenant& tenant,
+                                                  const std::string& requested_id) {
+  if (!requested_id.empty()) {
+    if (!LooksLikeSessionId(requested_id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a requested session id must be \"s_\" and 32 lowercase hex digits (128 random bits), got ",
+          QuoteClientInput(requested_id)));
+    }
+    // An evicted or stored session under that id is loaded, so the insert below sees it taken.
+    absl::Status loaded = LoadIfStored(requested_id, tenant);
+    if (!loaded.ok()) return loaded;
+  }
   if (label.size() > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("label must be at most 256 bytes, got ", label.size()));
@@ -161,18 +174,30 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
   if (!valid.ok()) return valid;
   auto s = std::make_shared<SessionState>();
   s->checkpoints = NewCheckpointLog();
+  s->id = requested_id;
   s->tenant = tenant.name;
   s->label = label;
   s->defaults = default_sampling;
   s->created_ms = s->last_used_ms = NowMs();
-  absl::MutexLock lock(&mu_);
-  if (draining_) return absl::UnavailableError("the server is shutting down");
-  absl::Status quota = CheckTenantSessionsLocked(tenant);
-  if (!quota.ok()) return quota;
-  absl::Status inserted = sessions_.Insert(s, /*new_id=*/true);
-  if (!inserted.ok()) return inserted;
-  RecordSessionsLocked();
-  return InfoLocked(*s);
+  SessionInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    absl::Status quota = CheckTenantSessionsLocked(tenant);
+    if (!quota.ok()) return quota;
+    absl::Status inserted = sessions_.Insert(s, /*new_id=*/requested_id.empty());
+    if (!inserted.ok()) return inserted;
+    RecordSessionsLocked();
+    info = InfoLocked(*s);
+  }
+  absl::Status leased = TakeLease(tenant, info.id);
+  if (!leased.ok()) {
+    absl::MutexLock lock(&mu_);
+    sessions_.Erase(info.id);
+    RecordSessionsLocked();
+    return leased;
+  }
+  return info;
 }
 
 absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id, const Tenant& tenant) {
@@ -212,12 +237,15 @@ absl::Status Engine::DeleteSession(const std::string& id, const Tenant& tenant) 
   if (options_.snapshot_store != nullptr && LooksLikeSessionId(id)) {
     stored = options_.snapshot_store->Delete(StoreKey(tenant, id));
   }
-  absl::MutexLock lock(&mu_);
-  auto s = FindLocked(id, tenant);
-  if (!s.ok()) return stored.ok() ? absl::OkStatus() : s.status();
-  (*s)->deleted = true;  // an active call ends at its next step (the executor sees it)
-  sessions_.Erase(id);  // frees its slot; the executor reinitialises a slot before reusing it
-  RecordSessionsLocked();
+  {
+    absl::MutexLock lock(&mu_);
+    auto s = FindLocked(id, tenant);
+    if (!s.ok()) return stored.ok() ? absl::OkStatus() : s.status();
+    (*s)->deleted = true;  // an active call ends at its next step (the executor sees it)
+    sessions_.Erase(id);  // frees its slot; the executor reinitialises a slot before reusing it
+    RecordSessionsLocked();
+  }
+  ReleaseLease(tenant, id);
   return absl::OkStatus();
 }
 
@@ -310,6 +338,7 @@ absl::StatusOr<std::unique_ptr<ScoreCall>> Engine::StartScore(const std::string&
   absl::Status admit = AdmitLocked(**s, tenant);
   if (!admit.ok()) return admit;
   job->session = *s;
+  (*s)->resume_point = -1;  // until this call acknowledges (ScoreCall::Ack)
   if ((*s)->fed == 0 && (*s)->pending.empty()) {
     (*s)->pending.push_back(PendingToken{backend_->metadata().bos_id, false, 0, 0});
   }
@@ -404,16 +433,19 @@ absl::StatusOr<std::unique_ptr<GenerateCall>> Engine::StartGenerate(const std::s
 // ------------------------------------------------------------------
 
 absl::StatusOr<bool> Engine::Append(Job* job, std::string_view chunk) {
-  if (job->token_input) {
-    return absl::FailedPreconditionError(
-        "this Score call already received token ids; send either text or token ids, not both");
-  }
   if (chunk.size() > options_.max_chunk_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("text chunk is ", chunk.size(), " bytes; the limit is ",
                      options_.max_chunk_bytes, " (--max_chunk_bytes)"));
   }
   auto tokens = job->inc->Append(chunk);  // caller thread only: no lock needed
+  if (tokens.ok() && job->token_input_bytes > 0) {
+    // Text after token ids: its byte spans continue after the ids' piece bytes.
+    for (TokenSpan& t : *tokens) {
+      t.begin += job->token_input_bytes;
+      t.end += job->token_input_bytes;
+    }
+  }
   absl::MutexLock lock(&mu_);
   if (job->finished) {
     return job->final_status.ok() ? absl::FailedPreconditionError("the Score call has ended")
@@ -453,7 +485,7 @@ absl::StatusOr<bool> Engine::AppendTokens(Job* job, const std::vector<int32_t>& 
   // Caller thread only (like job->inc): no lock needed for the input-side fields.
   if (job->inc->bytes_received() > 0) {
     return absl::FailedPreconditionError(
-        "this Score call already received text; send either text or token ids, not both");
+        "this Score call already received text; token ids may only come before any text");
   }
   absl::Status valid = CheckTokenIds(ids, tokenizer_->vocab_size(), "tokens");
   std::vector<TokenSpan> spans;
@@ -486,7 +518,7 @@ absl::Status Engine::CloseInput(Job* job) {
   if (job->finished) return job->final_status;
   if (job->input_closed) return absl::OkStatus();
   job->input_closed = true;
-  job->bytes = job->token_input ? job->token_input_bytes : job->inc->bytes_received();
+  job->bytes = job->token_input_bytes + job->inc->bytes_received();
   if (!tokens.ok()) {
     job->fail_status = tokens.status();
     return tokens.status();
@@ -504,6 +536,26 @@ absl::Status Engine::CloseInput(Job* job) {
 void Engine::Cancel(Job* job) {
   absl::MutexLock lock(&mu_);
   job->cancel_requested = true;
+}
+
+void Engine::Ack(Job* job, uint64_t position) {
+  absl::MutexLock lock(&mu_);
+  if (job->finished || job->session == nullptr) return;
+  SessionState& s = *job->session;
+  if (s.job.get() != job) return;
+  // The last token the client has, then back to the last one that ends a line (within the log of
+  // tokens since the oldest checkpoint; beyond it the resume point stays where it was).
+  if (s.resume_point < 1) s.resume_point = 1;  // acknowledging: nothing beyond this is persisted yet
+  for (int64_t p = std::min<int64_t>(static_cast<int64_t>(position) - 1, s.fed - 1);
+       p >= s.resume_point; --p) {
+    const int32_t id = s.checkpoints.TokenAt(p);
+    if (id < 0) return;  // before the log: the resume point stays
+    const std::string& piece = tokenizer_->PieceBytes(id);
+    if (!piece.empty() && piece.back() == '\n') {
+      s.resume_point = p + 1;
+      return;
+    }
+  }
 }
 
 }  // namespace brt

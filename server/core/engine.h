@@ -122,6 +122,16 @@ struct EngineOptions {
   // and forking at a position are refused).
   uint32_t checkpoints_per_session = 4;
   uint32_t checkpoint_interval_blocks = 2;
+  // Replicas sharing a store with leases (persistence::SnapshotStore::has_leases, the Redis store): this
+  // process's name in the leases ("" = leases off). Every loaded session holds the lease on its store
+  // key: taken when it is created, forked or restored (UNAVAILABLE naming the holder when another replica
+  // holds it), renewed by the housekeeper every lease_ttl_ms / 3, given up when the session is deleted,
+  // evicted, unloaded or saved at shutdown. Snapshots are written only under the lease (fenced); a
+  // session whose lease another replica took is dropped here (its calls end with UNAVAILABLE) without
+  // touching its snapshot. So a session is live on at most one replica, give or take one lease period
+  // after a holder stops renewing (a crash: its sessions are taken over lease_ttl_ms later).
+  std::string replica_id;
+  int64_t lease_ttl_ms = 10000;
   // Where the engine records queue, session, executor and token metrics (server/metrics/metrics.h);
   // not owned, must outlive the Engine. nullptr = metrics off: nothing is recorded and no clock is
   // read for them.
@@ -149,6 +159,11 @@ class ScoreCall {
   absl::Status CloseInput();
   // Stops the call at the next token/block boundary; OnFinish(CANCELLED) follows.
   void Cancel();
+  // The client has received the scores of every token before `position` (Session.position units). From
+  // then on the session is persisted (autosave, shutdown save) only up to the last line end before
+  // that position (SessionState::resume_point), so that a client whose replica died can resume the
+  // document exactly: it re-sends the tokens of the unfinished line as ids and the rest as text.
+  void Ack(uint64_t position);
 
  private:
   friend class Engine;
@@ -182,9 +197,12 @@ class Engine {
   // sees, changes and stores only that tenant's sessions and snapshots; another tenant's id or key is
   // NOT_FOUND. Creating, forking and restoring a session beyond Tenant::max_sessions, and starting a
   // call beyond Tenant::max_calls, are RESOURCE_EXHAUSTED naming the quota.
+  // requested_id: "" = a new random id; else the id to use (a client-drawn session id, see
+  // session_id.h): INVALID_ARGUMENT when malformed, ALREADY_EXISTS when loaded or stored.
   absl::StatusOr<SessionInfo> CreateSession(const std::string& label,
                                             const SamplingOverrides& default_sampling,
-                                            const Tenant& tenant = {});
+                                            const Tenant& tenant = {},
+                                            const std::string& requested_id = "");
   absl::StatusOr<SessionInfo> GetSession(const std::string& id, const Tenant& tenant = {});
   std::vector<SessionInfo> ListSessions(const Tenant& tenant = {}) const;
   absl::Status DeleteSession(const std::string& id, const Tenant& tenant = {});
@@ -198,8 +216,10 @@ class Engine {
   // distribution, position, recent tokens, label and default sampling. Then stores it (to_store, under the
   // session id) and/or returns the bytes. FAILED_PRECONDITION while a Score/Generate call runs on it or
   // when to_store is asked without a store; NOT_FOUND; the store's errors.
+  // unload: after storing, free the session here and give up its lease (FAILED_PRECONDITION if a call
+  // started on it meanwhile: it stays loaded).
   absl::StatusOr<SavedSession> SaveSession(const std::string& id, bool to_store, bool return_bytes,
-                                           const Tenant& tenant = {});
+                                           const Tenant& tenant = {}, bool unload = false);
   // Restores a session from snapshot bytes (untrusted: verified first). Under the snapshot's own id, or
   // under a fresh id if new_id. DATA_LOSS: corrupt or wrongly signed; FAILED_PRECONDITION: another model
   // or format, or unsigned while a key is set; ALREADY_EXISTS: the id is loaded (and !new_id);
@@ -290,6 +310,7 @@ class Engine {
   static bool IdleTooLong(const Job& job, absl::Time now);
   absl::Status CloseInput(Job* job);
   void Cancel(Job* job);
+  void Ack(Job* job, uint64_t position);
   int64_t NowMs() const;
   SessionInfo InfoLocked(const SessionState& s) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The session `id` if `tenant` owns it (NOT_FOUND otherwise).
@@ -332,11 +353,23 @@ class Engine {
   absl::Status LoadIfStored(const std::string& id, const Tenant& tenant);
   // The same, for a caller that holds StoreLock(id) (save, autosave, eviction).
   absl::Status LoadIfStoredOrdered(const std::string& id, const Tenant& tenant);
-  // REQUIRES: the caller holds StoreLock(id).
+  // REQUIRES: the caller holds StoreLock(id). at_resume_point: a session with a resume point
+  // (SessionState::resume_point) is captured from its newest checkpoint at or before it, which must be
+  // newer than its last autosave (FAILED_PRECONDITION otherwise: nothing new to persist).
   absl::StatusOr<persistence::SessionSnapshot> Capture(const std::string& id, const Tenant& tenant,
-                                                       bool allow_busy = false);
+                                                       bool allow_busy = false,
+                                                       bool at_resume_point = false);
   // Installs a verified snapshot as a session of `tenant`; check_quota: Tenant::max_sessions applies
   // (false for the transparent restore on first use).
+  // Shutdown save of a session with a resume point: its newest checkpoint at or before it (OK without
+  // writing when the store already holds that); unloaded and its lease released when leases are on.
+  absl::StatusOr<SavedSession> SaveAtResumePoint(const std::string& id, const Tenant& tenant);
+  // Adds the memory and distribution to a snapshot whose metadata and position are filled in, and
+  // checks it.
+  absl::StatusOr<persistence::SessionSnapshot> CompleteSnapshot(const std::string& id,
+                                                                persistence::SessionSnapshot snap,
+                                                                HostMemory host,
+                                                                const std::vector<float>& next_logprobs) const;
   absl::StatusOr<SessionInfo> Install(persistence::SessionSnapshot snap, bool new_id,
                                       const Tenant& tenant, bool check_quota);
   // Decodes and installs a snapshot, recording one restore (started at t0) in the metrics.
@@ -354,6 +387,22 @@ class Engine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the checkpoints LogFedLocked asked for (executor thread, without the lock).
   void TakeCheckpoints(const std::vector<std::shared_ptr<SessionState>>& sessions);
+
+  // ---- engine_leases.cc: which replica holds a session live (see EngineOptions::replica_id)
+  bool leases() const;
+  // Takes or renews the lease on the tenant's session `id`. UNAVAILABLE naming the holder when another
+  // replica holds it; the store's errors. OK when leases are off.
+  absl::Status TakeLease(const Tenant& tenant, const std::string& id);
+  // Gives the lease up (best effort: a failure only delays another replica by one lease period).
+  void ReleaseLease(const Tenant& tenant, const std::string& id);
+  // Writes a snapshot to the store, fenced by the session's lease when leases are on. ABORTED when another
+  // replica holds the lease: the session is then dropped here (DropLost).
+  absl::Status PutSnapshot(const Tenant& tenant, const std::string& id, const std::string& bytes);
+  // Drops a loaded session another replica took over: its call ends with UNAVAILABLE saying so, it leaves
+  // the table, its snapshot stays.
+  void DropLost(const std::string& id, const std::string& holder);
+  // Housekeeper: renews every loaded session's lease; drops those another replica holds.
+  void RenewLeases();
 
   // ---- housekeeper.cc: idle TTL, memory budget, autosave
   void HousekeepingLoop();

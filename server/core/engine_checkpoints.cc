@@ -246,7 +246,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
   absl::Status imported = absl::InternalError("not run");
   absl::Status ran =
       RunOnExecutor([&] { imported = backend_->ImportSlot(slot, checkpoint->memory); });
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (!ran.ok() || !imported.ok()) {
     sessions_.ReleaseSlot(slot);
     return ran.ok() ? imported : ran;
@@ -259,7 +259,16 @@ absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
     return inserted;
   }
   RecordSessionsLocked();
-  return InfoLocked(*s);
+  SessionInfo info = InfoLocked(*s);
+  lock.Release();
+  absl::Status leased = TakeLease(tenant, info.id);
+  if (!leased.ok()) {
+    absl::MutexLock relock(&mu_);
+    sessions_.Erase(info.id);
+    RecordSessionsLocked();
+    return leased;
+  }
+  return info;
 }
 
 }  // namespace brt

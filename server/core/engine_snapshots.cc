@@ -76,9 +76,39 @@ bp::ModelIdentity Engine::Identity() const {
 }
 
 absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, const Tenant& tenant,
-                                                    bool allow_busy) {
+                                                    bool allow_busy, bool at_resume_point) {
   absl::Status loaded = LoadIfStoredOrdered(id, tenant);
   if (!loaded.ok()) return loaded;
+  if (at_resume_point) {
+    // A session whose client acknowledges is persisted from a checkpoint (host memory already: no
+    // executor work), never beyond what the client can resume from.
+    bp::SessionSnapshot snap;
+    std::shared_ptr<const Checkpoint> newest;
+    {
+      absl::MutexLock lock(&mu_);
+      auto found = FindLocked(id, tenant);
+      if (!found.ok()) return found.status();
+      const SessionState& s = **found;
+      if (s.resume_point >= 0) {
+        for (auto& c : s.checkpoints.AtOrBefore(s.resume_point)) newest = c;
+        if (newest == nullptr || newest->position <= s.autosaved_fed) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "session ", id, " has no checkpoint at or before its resume point newer than its last "
+              "autosave"));
+        }
+        snap.position = static_cast<uint64_t>(newest->position);
+        snap.recent_tokens.assign(newest->recent.begin(), newest->recent.end());
+        snap.metadata.session_id = s.id;
+        snap.metadata.label = s.label;
+        snap.metadata.created_unix_ms = s.created_ms;
+        snap.metadata.last_used_unix_ms = s.last_used_ms;
+        snap.metadata.default_sampling = EncodeSamplingOverrides(s.defaults);
+      }
+    }
+    if (newest != nullptr) {
+      return CompleteSnapshot(id, std::move(snap), newest->memory, newest->next_logprobs);
+    }
+  }
   bp::SessionSnapshot snap;
   std::vector<float> next_logprobs;
   absl::StatusOr<HostMemory> host = absl::InternalError("not run");
@@ -132,11 +162,17 @@ absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, const
   });
   if (!ran.ok()) return ran;
   if (!host.ok()) return host.status();
+  return CompleteSnapshot(id, std::move(snap), *std::move(host), next_logprobs);
+}
+
+absl::StatusOr<bp::SessionSnapshot> Engine::CompleteSnapshot(const std::string& id,
+                                                            bp::SessionSnapshot snap, HostMemory host,
+                                                            const std::vector<float>& next_logprobs) const {
   snap.model = Identity();
   // The sampler's generator lives per Generate call (seeded by SamplingParams.seed), so a session has no
   // RNG state between calls; pending tokens and an untokenized tail exist only during a call.
-  snap.tensors.push_back(ToBlob(bp::kKvTensor, std::move(host->kv)));
-  snap.tensors.push_back(ToBlob(bp::kStateTensor, std::move(host->state)));
+  snap.tensors.push_back(ToBlob(bp::kKvTensor, std::move(host.kv)));
+  snap.tensors.push_back(ToBlob(bp::kStateTensor, std::move(host.state)));
   if (!next_logprobs.empty()) {
     bp::TensorBlob lp;
     lp.name = std::string(bp::kNextLogprobsTensor);
@@ -153,10 +189,39 @@ absl::StatusOr<bp::SessionSnapshot> Engine::Capture(const std::string& id, const
   return snap;
 }
 
+absl::StatusOr<SavedSession> Engine::SaveAtResumePoint(const std::string& id, const Tenant& tenant) {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::MutexLock order(&StoreLock(id));
+  auto snap = Capture(id, tenant, /*allow_busy=*/true, /*at_resume_point=*/true);
+  SavedSession out;
+  out.key = id;
+  if (snap.ok()) {
+    const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
+    absl::Status put = PutSnapshot(tenant, id, bytes);
+    RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
+    if (!put.ok()) return put;
+    out.size_bytes = bytes.size();
+  } else if (!absl::IsFailedPrecondition(snap.status())) {
+    return snap.status();
+  }  // else nothing newer than the last autosave, which the store holds
+  if (leases()) {
+    {
+      absl::MutexLock lock(&mu_);
+      sessions_.Erase(id);
+      RecordSessionsLocked();
+    }
+    ReleaseLease(tenant, id);
+  }
+  return out;
+}
+
 absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_store,
-                                                 bool return_bytes, const Tenant& tenant) {
+                                                 bool return_bytes, const Tenant& tenant, bool unload) {
   if (to_store && options_.snapshot_store == nullptr) {
     return absl::FailedPreconditionError("the server has no snapshot store (--snapshot_store)");
+  }
+  if (unload && !to_store) {
+    return absl::InvalidArgumentError("unload needs to_store: an unloaded session lives in the store");
   }
   const auto t0 = std::chrono::steady_clock::now();
   // Ordered with deletes of the same id (see StoreLock).
@@ -170,10 +235,26 @@ absl::StatusOr<SavedSession> Engine::SaveSession(const std::string& id, bool to_
   std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
   out.size_bytes = bytes.size();
   if (to_store) {
-    absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
+    absl::Status put = PutSnapshot(tenant, id, bytes);
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
     if (!put.ok()) return put;
     out.key = id;
+    if (unload) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto found = FindLocked(id, tenant);
+        if (found.ok()) {
+          const SessionState& s = **found;
+          if (s.job != nullptr || s.fed != static_cast<int64_t>(snap->position)) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "session ", id, " was saved, but a call started on it meanwhile, so it stays loaded"));
+          }
+          sessions_.Erase(id);
+          RecordSessionsLocked();
+        }
+      }
+      ReleaseLease(tenant, id);
+    }
   } else {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, absl::OkStatus(), bytes.size());
   }
@@ -308,19 +389,36 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
   int32_t slot = -1;
   {
     absl::MutexLock lock(&mu_);
-    if (draining_) return absl::UnavailableError("the server is shutting down");
-    absl::Status cap = sessions_.CheckCapacity();
-    if (!cap.ok()) return cap;
-    if (check_quota) {
-      absl::Status quota = CheckTenantSessionsLocked(tenant);
-      if (!quota.ok()) return quota;
-    }
     if (!new_id && sessions_.Contains(s->id)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "session ", s->id, " is already loaded; delete it first or restore with new_id"));
     }
+  }
+  // Under its own id the session must be ours among replicas before it goes live here; a failure from
+  // here on gives the lease back.
+  if (!new_id) {
+    absl::Status leased = TakeLease(tenant, s->id);
+    if (!leased.ok()) return leased;
+  }
+  auto fail = [&](absl::Status status) {
+    if (!new_id) ReleaseLease(tenant, s->id);
+    return status;
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return fail(absl::UnavailableError("the server is shutting down"));
+    absl::Status cap = sessions_.CheckCapacity();
+    if (!cap.ok()) return fail(cap);
+    if (check_quota) {
+      absl::Status quota = CheckTenantSessionsLocked(tenant);
+      if (!quota.ok()) return fail(quota);
+    }
+    if (!new_id && sessions_.Contains(s->id)) {  // another caller restored it meanwhile
+      return absl::AlreadyExistsError(absl::StrCat(
+          "session ", s->id, " is already loaded; delete it first or restore with new_id"));
+    }
     auto reserved = sessions_.ReserveSlot();
-    if (!reserved.ok()) return reserved.status();
+    if (!reserved.ok()) return fail(reserved.status());
     slot = *reserved;
   }
   absl::Status imported = absl::InternalError("not run");
@@ -337,25 +435,37 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
       c->recent = s->recent;
       s->checkpoints.Reset(std::move(c));
     }
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
     absl::Status inserted = draining_ ? absl::UnavailableError("the server is shutting down")
                                       : sessions_.Insert(s, new_id);
-    if (inserted.ok()) {
-      RecordSessionsLocked();
-      return InfoLocked(*s);
+    if (!inserted.ok()) {
+      sessions_.ReleaseSlot(slot);
+      lock.Release();
+      return absl::IsAlreadyExists(inserted) ? inserted : fail(inserted);
     }
-    sessions_.ReleaseSlot(slot);
-    return inserted;
+    RecordSessionsLocked();
+    SessionInfo info = InfoLocked(*s);
+    if (new_id) {  // a fresh id: its lease is free
+      lock.Release();
+      absl::Status leased = TakeLease(tenant, info.id);
+      if (!leased.ok()) {
+        absl::MutexLock relock(&mu_);
+        sessions_.Erase(info.id);
+        RecordSessionsLocked();
+        return leased;
+      }
+    }
+    return info;
   }
   {
     absl::MutexLock lock(&mu_);
     sessions_.ReleaseSlot(slot);
   }
-  if (!ran.ok()) return ran;
+  if (!ran.ok()) return fail(ran);
   if (absl::IsInvalidArgument(imported)) {
-    return absl::FailedPreconditionError(absl::StrCat("snapshot refused: ", imported.message()));
+    return fail(absl::FailedPreconditionError(absl::StrCat("snapshot refused: ", imported.message())));
   }
-  return imported;
+  return fail(imported);
 }
 
 absl::StatusOr<SessionInfo> Engine::RestoreSession(std::string_view bytes, bool new_id,
@@ -407,11 +517,19 @@ absl::Status Engine::LoadIfStoredOrdered(const std::string& id, const Tenant& te
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
   {
     absl::ReaderMutexLock lock(&mu_);
-    if (sessions_.Contains(id) || draining_) return absl::OkStatus();
+    if (sessions_.Contains(id)) return absl::OkStatus();
+    // Not NOT_FOUND: the session may well exist, in the store or on another replica.
+    if (draining_) return absl::UnavailableError("the server is shutting down");
   }
   const auto t0 = std::chrono::steady_clock::now();
+  // The lease first, so that what is read is the last holder's final write.
+  absl::Status leased = TakeLease(tenant, id);
+  if (!leased.ok()) return leased;
   auto bytes = options_.snapshot_store->Get(StoreKey(tenant, id));
-  if (absl::IsNotFound(bytes.status())) return absl::OkStatus();  // the caller reports NOT_FOUND
+  if (absl::IsNotFound(bytes.status())) {
+    ReleaseLease(tenant, id);
+    return absl::OkStatus();  // the caller reports NOT_FOUND
+  }
   if (!bytes.ok()) {
     RecordSnapshot(options_.metrics, metrics::SnapshotOp::kRestore, t0, bytes.status(), 0);
     return bytes.status();
@@ -485,6 +603,14 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id, const Ten
     out = InfoLocked(*child);
   });
   if (!ran.ok()) return ran;
+  if (!out.ok()) return out;
+  absl::Status leased = TakeLease(tenant, out->id);  // the child's fresh id
+  if (!leased.ok()) {
+    absl::MutexLock lock(&mu_);
+    sessions_.Erase(out->id);
+    RecordSessionsLocked();
+    return leased;
+  }
   return out;
 }
 
@@ -538,7 +664,16 @@ absl::StatusOr<size_t> Engine::SaveAllSessions() {
   absl::Status first;
   size_t saved = 0;
   for (const auto& [id, tenant] : ids) {
-    auto r = SaveSession(id, /*to_store=*/true, /*return_bytes=*/false, tenant);
+    bool resumable = false;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto found = FindLocked(id, tenant);
+      resumable = found.ok() && (*found)->resume_point >= 0;
+    }
+    // Unloaded as it is saved: its lease is given up, so another replica can take it over at once.
+    auto r = resumable ? SaveAtResumePoint(id, tenant)
+                       : SaveSession(id, /*to_store=*/true, /*return_bytes=*/false, tenant,
+                                     /*unload=*/leases());
     if (r.ok()) {
       saved++;
     } else if (first.ok()) {

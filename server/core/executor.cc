@@ -154,6 +154,9 @@ void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, 
     }
     ScoreSummaryResult sum = SummarizeScore(job->tokens, job->bytes, job->total_nll, position);
     events->push_back([sink, sum] { sink->OnFinish(sum); });
+    // Complete: the whole session may be persisted again (a failed call keeps its resume point, so a
+    // client can still resume it).
+    if (s.job == nullptr) s.resume_point = -1;
     return;
   }
   GenerateSink* sink = job->gen_sink;
@@ -227,7 +230,11 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     SessionState& s = *job->session;
     if (s.deleted) {
       job->engine_cancelled = true;
-      FinishLocked(job, absl::CancelledError("the session was deleted"), events);
+      // A session dropped for a reason (its lease went to another replica) says so; else deleted.
+      FinishLocked(job,
+                   job->fail_status.ok() ? absl::CancelledError("the session was deleted")
+                                         : job->fail_status,
+                   events);
       continue;
     }
     if (job->cancel_requested) {

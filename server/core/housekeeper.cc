@@ -31,6 +31,9 @@ uint64_t Engine::autosaves() const {
 void Engine::HousekeepingLoop() {
   const int64_t autosave_tokens = int64_t{options_.autosave_every_blocks} * window_;
   const uint64_t per_session = std::max<uint64_t>(1, backend_->metadata().state_bytes);
+  // Leases are renewed three times per lease period.
+  const auto renew_every = std::chrono::milliseconds(std::max<int64_t>(1, options_.lease_ttl_ms / 3));
+  auto renewed = std::chrono::steady_clock::now();
   while (true) {
     std::vector<std::pair<std::string, Tenant>> autosave;
     struct Eviction {
@@ -68,6 +71,10 @@ void Engine::HousekeepingLoop() {
         resident -= per_session;
       }
     }
+    if (leases() && std::chrono::steady_clock::now() - renewed >= renew_every) {
+      renewed = std::chrono::steady_clock::now();
+      RenewLeases();
+    }
     for (const auto& [id, tenant] : autosave) Autosave(id, tenant);
     for (const Eviction& e : evict) Evict(e.id, e.tenant, e.reason);
   }
@@ -76,10 +83,10 @@ void Engine::HousekeepingLoop() {
 bool Engine::Autosave(const std::string& id, const Tenant& tenant) {
   absl::MutexLock order(&StoreLock(id));  // ordered with deletes (see StoreLock)
   const auto t0 = std::chrono::steady_clock::now();
-  auto snap = Capture(id, tenant, /*allow_busy=*/true);
-  if (!snap.ok()) return false;  // deleted meanwhile: nothing to save
+  auto snap = Capture(id, tenant, /*allow_busy=*/true, /*at_resume_point=*/true);
+  if (!snap.ok()) return false;  // deleted meanwhile, or no new resume point: nothing to save
   const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
-  absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
+  absl::Status put = PutSnapshot(tenant, id, bytes);
   RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: autosave of %s failed: %s\n", id.c_str(), put.ToString().c_str());
@@ -98,14 +105,14 @@ bool Engine::Evict(const std::string& id, const Tenant& tenant, metrics::Evictio
   auto snap = Capture(id, tenant, /*allow_busy=*/false);
   if (!snap.ok()) return false;  // busy again, or deleted: skipped, not a failure
   const std::string bytes = bp::EncodeSnapshot(*snap, options_.snapshot_hmac_key);
-  absl::Status put = options_.snapshot_store->Put(StoreKey(tenant, id), bytes);
+  absl::Status put = PutSnapshot(tenant, id, bytes);
   RecordSnapshot(options_.metrics, metrics::SnapshotOp::kSave, t0, put, bytes.size());
   if (!put.ok()) {
     std::fprintf(stderr, "brt-server: evicting %s failed (kept loaded): %s\n", id.c_str(),
                  put.ToString().c_str());
     return false;
   }
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   auto found = sessions_.Find(id);
   if (!found.ok()) return false;
   const SessionState& s = **found;
@@ -119,6 +126,8 @@ bool Engine::Evict(const std::string& id, const Tenant& tenant, metrics::Evictio
   RecordSessionsLocked();
   evictions_++;
   if (options_.metrics != nullptr) options_.metrics->AddSessionsEvicted(reason);
+  lock.Release();
+  ReleaseLease(tenant, id);
   return true;
 }
 

@@ -60,6 +60,11 @@ struct SessionState {
   bool damaged = false;
   // Recent checkpoints and the tokens since, for rewinding and forking at a position.
   CheckpointLog checkpoints;
+  // The resume point of a Score call whose client acknowledges what it has received (ScoreCall::Ack):
+  // `fed` just after the last line-ending token the client has the score of; -1 = none (the call does
+  // not acknowledge). While set, the session is persisted (autosave, shutdown) from its newest
+  // checkpoint at or before it, never beyond: a client can then always resume the document exactly.
+  int64_t resume_point = -1;
 };
 
 // Free pool slots [0, capacity), lowest first (keeps the pools' used prefix dense).

@@ -152,6 +152,23 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
                        ", got ", QuoteClientInput(request_.session_id()))));
       return;
     }
+    if (request_.ack_position() > 0) call_->Ack(request_.ack_position());
+    if (request_.token_ids_size() > 0) {
+      std::vector<int32_t> ids;
+      ids.reserve(request_.token_ids_size());
+      for (uint32_t id : request_.token_ids()) {
+        ids.push_back(static_cast<int32_t>(std::min<uint32_t>(id, INT32_MAX)));
+      }
+      auto accepted = call_->AppendTokens(ids);
+      if (!accepted.ok()) {
+        FailLocked(accepted.status());
+        return;
+      }
+      if (request_.text().empty()) {
+        if (*accepted) ReadNextLocked();
+        return;
+      }
+    }
     auto more = call_->Append(request_.text());
     if (!more.ok()) {
       FailLocked(more.status());
@@ -420,7 +437,8 @@ grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext*
   RpcRecord rpc(metrics_, "CreateSession");
   auto tenant = AdmitCall(*ctx, auth_, rpc, "");
   if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()), *tenant);
+  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()), *tenant,
+                                     SessionAffinityHeader(*ctx));
   if (info.ok()) ToProto(*info, response);
   return Reply(ctx, info.status(), rpc);
 }
@@ -468,8 +486,8 @@ grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* c
                      "SaveSession with to_store=false and return_bytes=false saves nothing"),
                  rpc);
   }
-  auto saved =
-      engine_->SaveSession(request->session_id(), to_store, request->return_bytes(), *tenant);
+  auto saved = engine_->SaveSession(request->session_id(), to_store, request->return_bytes(), *tenant,
+                                    request->unload());
   if (saved.ok()) {
     response->set_snapshot_key(saved->key);
     response->set_snapshot(std::move(saved->bytes));

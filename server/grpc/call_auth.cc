@@ -31,6 +31,11 @@ absl::StatusOr<Tenant> TenantOfCall(const grpc::ServerContextBase& ctx,
   return auth->Resolve(Metadata(ctx, "authorization"), common_name);
 }
 
+std::string SessionAffinityHeader(const grpc::ServerContextBase& ctx) {
+  std::optional<std::string_view> routed = Metadata(ctx, kSessionAffinityHeader);
+  return routed.has_value() ? std::string(*routed) : std::string();
+}
+
 absl::Status CheckSessionAffinity(const grpc::ServerContextBase& ctx, std::string_view session_id) {
   std::optional<std::string_view> routed = Metadata(ctx, kSessionAffinityHeader);
   if (!routed.has_value() || routed->empty() || session_id.empty() || *routed == session_id) {

@@ -11,6 +11,7 @@
 #ifndef BRT_SERVER_GRPC_CALL_AUTH_H_
 #define BRT_SERVER_GRPC_CALL_AUTH_H_
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -27,6 +28,9 @@ inline constexpr char kSessionAffinityHeader[] = "x-brt-session";
 // Authenticator::Resolve says.
 absl::StatusOr<Tenant> TenantOfCall(const grpc::ServerContextBase& ctx,
                                     const auth::Authenticator* auth);
+
+// The call's x-brt-session metadata ("" when absent): CreateSession's requested id.
+std::string SessionAffinityHeader(const grpc::ServerContextBase& ctx);
 
 // INVALID_ARGUMENT when the call's x-brt-session metadata is set and names another session than
 // `session_id` (OK when either is empty).

@@ -280,6 +280,90 @@ absl::Status RedisSnapshotStore::Delete(std::string_view key_in) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// KEYS[1] lease, ARGV[1] owner, ARGV[2] ttl ms. 1 = held by owner now; else the holder's name.
+constexpr char kAcquireScript[] = R"lua(
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return holder
+)lua";
+
+// KEYS[1] lease, ARGV[1] owner.
+constexpr char kReleaseScript[] = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+)lua";
+
+// KEYS[1] lease, KEYS[2] snapshot, ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] value.
+constexpr char kPutLeasedScript[] = R"lua(
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3])
+  return 1
+end
+return holder
+)lua";
+
+}  // namespace
+
+absl::StatusOr<bool> RedisSnapshotStore::AcquireLease(std::string_view key_in, std::string_view owner,
+                                                      int64_t ttl_ms, std::string* holder) {
+  const absl::string_view key = AsAbsl(key_in);
+  if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
+  const std::string lease = absl::StrCat("lease:", config_.prefix, key);
+  const std::string ttl = absl::StrCat(std::max<int64_t>(ttl_ms, 1));
+  absl::MutexLock lock(&mu_);
+  auto r = CommandLocked({"EVAL", kAcquireScript, "1", lease, AsAbsl(owner), ttl},
+                         absl::StrCat("lease '", key, "'"));
+  if (!r.ok()) return r.status();
+  if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1) return true;
+  if ((*r)->type == REDIS_REPLY_STRING) {
+    if (holder != nullptr) *holder = std::string((*r)->str, (*r)->len);
+    return false;
+  }
+  return absl::InternalError(absl::StrCat("lease '", key, "' returned reply type ", (*r)->type));
+}
+
+absl::Status RedisSnapshotStore::ReleaseLease(std::string_view key_in, std::string_view owner) {
+  const absl::string_view key = AsAbsl(key_in);
+  if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
+  const std::string lease = absl::StrCat("lease:", config_.prefix, key);
+  absl::MutexLock lock(&mu_);
+  return CommandLocked({"EVAL", kReleaseScript, "1", lease, AsAbsl(owner)},
+                       absl::StrCat("release lease '", key, "'"))
+      .status();
+}
+
+absl::Status RedisSnapshotStore::PutLeased(std::string_view key_in, std::string_view bytes_in,
+                                           std::string_view owner, int64_t ttl_ms) {
+  const absl::string_view key = AsAbsl(key_in), bytes = AsAbsl(bytes_in);
+  if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
+  if (bytes.size() > config_.max_value_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("snapshot '", key, "' is ", bytes.size(),
+                                                     " bytes, more than the store's limit of ",
+                                                     config_.max_value_bytes));
+  }
+  const std::string lease = absl::StrCat("lease:", config_.prefix, key);
+  const std::string full = absl::StrCat(config_.prefix, key);
+  const std::string ttl = absl::StrCat(std::max<int64_t>(ttl_ms, 1));
+  absl::MutexLock lock(&mu_);
+  auto r = CommandLocked({"EVAL", kPutLeasedScript, "2", lease, full, AsAbsl(owner), ttl, bytes},
+                         absl::StrCat("SET '", key, "' (leased)"));
+  if (!r.ok()) return r.status();
+  if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1) return absl::OkStatus();
+  if ((*r)->type == REDIS_REPLY_STRING) {
+    return absl::AbortedError(absl::StrCat("snapshot '", key, "' was not written: replica ",
+                                           std::string((*r)->str, (*r)->len),
+                                           " holds the session's lease"));
+  }
+  return absl::InternalError(absl::StrCat("SET '", key, "' (leased) returned reply type ", (*r)->type));
+}
+
 absl::StatusOr<std::vector<std::string>> RedisSnapshotStore::List() {
   const std::string pattern = absl::StrCat(GlobEscape(config_.prefix), "*");
   std::set<std::string> keys;  // SCAN may return a key more than once

@@ -53,6 +53,14 @@ class RedisSnapshotStore : public SnapshotStore {
   absl::Status Delete(std::string_view key) override;
   absl::StatusOr<std::vector<std::string>> List() override;
   std::string Describe() const override;
+  // Leases live under "lease:<prefix><key>" (outside the snapshots' prefix, so List never shows them),
+  // each taken, renewed, released and checked by a Lua script (one atomic step on the server).
+  bool has_leases() const override { return true; }
+  absl::StatusOr<bool> AcquireLease(std::string_view key, std::string_view owner, int64_t ttl_ms,
+                                    std::string* holder) override;
+  absl::Status ReleaseLease(std::string_view key, std::string_view owner) override;
+  absl::Status PutLeased(std::string_view key, std::string_view bytes, std::string_view owner,
+                         int64_t ttl_ms) override;
 
  private:
   struct ReplyDeleter {

@@ -45,6 +45,30 @@ class SnapshotStore {
   // Where the store is, for logs ("file:///var/lib/brt", "redis://127.0.0.1:6379/0 prefix 'brt:'"); no
   // passwords.
   virtual std::string Describe() const = 0;
+
+  // ---- leases: which process holds a session live when several replicas share the store. A lease on
+  // `key` names its holder (`owner`, a replica id) and expires ttl_ms after it was last taken or renewed,
+  // so a crashed holder's sessions become free by themselves. A store that several processes cannot
+  // share (the file store: one directory, one server) has no leases: every request is granted and Put
+  // is not fenced.
+  virtual bool has_leases() const { return false; }
+  // Takes the lease on `key` for `owner`, or renews it when `owner` holds it: true. False when another
+  // owner holds it (then *holder, if not null, names it). UNAVAILABLE when the store cannot be reached.
+  virtual absl::StatusOr<bool> AcquireLease(std::string_view key, std::string_view owner, int64_t ttl_ms,
+                                            std::string* holder) {
+    return true;
+  }
+  // Gives up the lease on `key` if `owner` holds it (nothing otherwise).
+  virtual absl::Status ReleaseLease(std::string_view key, std::string_view owner) {
+    return absl::OkStatus();
+  }
+  // A fenced Put: atomically, only if the lease on `key` is free or held by `owner` (it is then taken or
+  // renewed for ttl_ms). ABORTED, writing nothing, when another owner holds it: a replica that lost a
+  // session to another can no longer overwrite it.
+  virtual absl::Status PutLeased(std::string_view key, std::string_view bytes, std::string_view owner,
+                                 int64_t ttl_ms) {
+    return Put(key, bytes);
+  }
 };
 
 // OK if `key` is 1..128 characters of [A-Za-z0-9_-]; INVALID_ARGUMENT saying why not otherwise.

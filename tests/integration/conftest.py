@@ -50,12 +50,13 @@ def free_port():
 class BrtServer:
     """One brt-server process on a free loopback port."""
 
-    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None):
-        """credentials: grpc.ChannelCredentials for a server started with TLS flags (None: plaintext)."""
+    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None, port=None):
+        """credentials: grpc.ChannelCredentials for a server started with TLS flags (None: plaintext).
+        port: listen there (a replica restarted behind a proxy); default a free one."""
         import grpc
         if not os.path.exists(SERVER_BIN):
             raise RuntimeError(f"{SERVER_BIN} not built: run deploy/build.sh")
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Every test server gets its own free metrics port (never the default 9464: servers run side by side);
         # an explicit --metrics_address in extra_args wins (the last flag counts; empty = metrics off).

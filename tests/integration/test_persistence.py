@@ -20,6 +20,7 @@ import time
 import grpc
 import pytest
 
+from services import RedisServer
 from conftest import MODEL_DIR, ROOT, STUBS, BrtServer, corpus_docs, free_port, score
 
 pb = STUBS.pb
@@ -305,33 +306,10 @@ def test_corrupt_and_foreign_snapshots_are_refused(books, tmp_path):
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server not installed (deploy/install-deps.sh installs it)")
-    port = free_port()
-    d = tmp_path / "redis"
-    d.mkdir()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 20
-        import socket
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0?prefix=brt-test:"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def redis_url():
+    redis = RedisServer()
+    yield redis.url()
+    redis.stop()
 
 
 def test_two_servers_share_sessions_through_redis(books, redis_url):
@@ -347,6 +325,13 @@ def test_two_servers_share_sessions_through_redis(books, redis_url):
         saved = save(a, sid)
         assert saved.snapshot_key == sid
         assert sid in b.stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=10).snapshot_keys
+        # Live on a (which holds its lease): b may not load it under the same id, only a copy.
+        expect_code(grpc.StatusCode.UNAVAILABLE, b.stub.RestoreSession,
+                    pb.RestoreSessionRequest(snapshot_key=sid), timeout=30)
+        copy = restore(b, snapshot_key=sid, new_id=True)
+        assert copy.id != sid
+        # Unloaded from a (saved, freed, lease given up), it moves to b.
+        a.stub.SaveSession(pb.SaveSessionRequest(session_id=sid, unload=True), timeout=30)
         s = restore(b, snapshot_key=sid)
         assert s.label == "shared"
         got, _, _ = score_nlls(b, sid, second)
@@ -355,6 +340,9 @@ def test_two_servers_share_sessions_through_redis(books, redis_url):
         sid2 = new_session(b).id
         score_nlls(b, sid2, first)
         save(b, sid2)
+        expect_code(grpc.StatusCode.UNAVAILABLE, a.stub.GetSession, pb.GetSessionRequest(session_id=sid2),
+                    timeout=30)
+        b.stub.SaveSession(pb.SaveSessionRequest(session_id=sid2, unload=True), timeout=30)
         got2, _, _ = score_nlls(a, sid2, second)
         assert got2 == want
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -255,10 +256,14 @@ class Client:
         return self._unary("GetServerInfo", pb.GetServerInfoRequest())
 
     # -- sessions ----------------------------------------------------------------------------------
-    def create_session(self, label: str = "", **sampling) -> pb.Session:
-        """Creates an empty session; keyword arguments are its default sampling settings."""
+    def create_session(self, label: str = "", *, session_id: Optional[str] = None, **sampling) -> pb.Session:
+        """Creates an empty session; keyword arguments are its default sampling settings. Its id is drawn
+        here (128 random bits; or `session_id`) and sent as `x-brt-session`, so that a proxy routing by that
+        header sends the create and every later call of the session to the same replica."""
+        session_id = session_id or "s_" + secrets.token_hex(16)
         return self._unary("CreateSession",
-                           pb.CreateSessionRequest(label=label, default_sampling=_sampling(**sampling)))
+                           pb.CreateSessionRequest(label=label, default_sampling=_sampling(**sampling)),
+                           session_id)
 
     def get_session(self, session_id: str) -> pb.Session:
         return self._unary("GetSession", pb.GetSessionRequest(session_id=session_id), session_id)
@@ -271,11 +276,12 @@ class Client:
 
     # -- persistence (see "Session persistence" in proto/brt/v1/brt.proto) ---------------------------
     def save_session(self, session_id: str, *, to_store: bool = True,
-                     return_bytes: bool = False) -> SavedSnapshot:
+                     return_bytes: bool = False, unload: bool = False) -> SavedSnapshot:
         """Snapshots an idle session into the server's store (key = session id) and/or returns the
-        snapshot bytes (return_bytes). The session stays loaded."""
+        snapshot bytes (return_bytes). The session stays loaded unless `unload`: then it is freed on that
+        server (and its lease among replicas given up), and its next use restores it, there or elsewhere."""
         r = self._unary("SaveSession", pb.SaveSessionRequest(session_id=session_id, to_store=to_store,
-                                                             return_bytes=return_bytes),
+                                                             return_bytes=return_bytes, unload=unload),
                         session_id)
         return SavedSnapshot(r.snapshot_key, r.snapshot if return_bytes else None, r.size_bytes)
 
@@ -357,6 +363,22 @@ class Client:
         if summary is None:
             raise BrtError(grpc.StatusCode.INTERNAL, "Score ended without a summary", "Score")
         return ScoreResult(tokens, summary, session_id)
+
+    @staticmethod
+    def _token(t, base: int = 0) -> Token:
+        return Token(t.position, t.token_id, t.piece, base + t.byte_begin, base + t.byte_end, t.nll,
+                     [Alternative(a.token_id, a.piece, a.logprob) for a in t.top])
+
+    def score_resumable(self, text: Union[str, bytes], *, session_id: Optional[str] = None,
+                        chunk_bytes: int = 8192, retry_for: float = 120.0) -> "ScoreResult":
+        """Scores a whole document into a new session (or `session_id`, which must be new or empty) and
+        survives the loss of the replica serving it: the call is resumed where the session was persisted,
+        exactly, so every token's NLL is that of an uninterrupted run. See brt_client/resume.py."""
+        from .resume import ResumableScore
+        if session_id is None:
+            session_id = self.create_session(label="resumable").id
+        return ResumableScore(self, session_id, _as_bytes(text), chunk_bytes=chunk_bytes,
+                              retry_for=retry_for).run()
 
     def score_text(self, text: Union[str, bytes], *, session_id: Optional[str] = None,
                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, top_k: int = 0,

@@ -1,6 +1,8 @@
 // RedisSnapshotStore against a real redis-server: put/get/delete/list, binary values, prefix
 // isolation, SCAN paging, UNAVAILABLE while Redis is down and recovery when it is back.
+#include <chrono>
 #include <random>
+#include <thread>
 
 #include "server/persistence/redis_snapshot_store.h"
 #include "tests/cpp/persistence/redis_server.h"
@@ -111,6 +113,42 @@ TEST_F(RedisSnapshotStoreTest, UnavailableWhileRedisIsDownThenRecovers) {
   ASSERT_TRUE(server_.Start());
   BRT_ASSERT_OK(store->Put("s_2", "back"));  // reconnects by itself
   EXPECT_EQ(*store->Get("s_2"), "back");
+}
+
+TEST_F(RedisSnapshotStoreTest, LeasesHaveOneHolderAndFenceWrites) {
+  auto a = MustCreate();
+  auto b = MustCreate();
+  ASSERT_TRUE(a->has_leases());
+  std::string holder;
+  EXPECT_TRUE(*a->AcquireLease("s_x", "replica-a", 60000, &holder));
+  EXPECT_TRUE(*a->AcquireLease("s_x", "replica-a", 60000, &holder));  // renewal
+  EXPECT_FALSE(*b->AcquireLease("s_x", "replica-b", 60000, &holder));
+  EXPECT_EQ(holder, "replica-a");
+  // Fenced writes: only the holder (or anyone once the lease is free) writes.
+  BRT_ASSERT_OK(a->PutLeased("s_x", "from a", "replica-a", 60000));
+  EXPECT_THAT(b->PutLeased("s_x", "from b", "replica-b", 60000),
+              StatusIsWithMessage(absl::StatusCode::kAborted, "replica-a"));
+  EXPECT_EQ(*b->Get("s_x"), "from a");
+  // Leases are not snapshots.
+  EXPECT_THAT(*a->List(), ElementsAre("s_x"));
+  // Releasing by a non-holder does nothing; by the holder frees it.
+  BRT_ASSERT_OK(b->ReleaseLease("s_x", "replica-b"));
+  EXPECT_FALSE(*b->AcquireLease("s_x", "replica-b", 60000, &holder));
+  BRT_ASSERT_OK(a->ReleaseLease("s_x", "replica-a"));
+  EXPECT_TRUE(*b->AcquireLease("s_x", "replica-b", 60000, &holder));
+  BRT_ASSERT_OK(b->PutLeased("s_x", "from b", "replica-b", 60000));
+  EXPECT_EQ(*a->Get("s_x"), "from b");
+}
+
+TEST_F(RedisSnapshotStoreTest, AnExpiredLeaseCanBeTaken) {
+  auto a = MustCreate();
+  auto b = MustCreate();
+  std::string holder;
+  EXPECT_TRUE(*a->AcquireLease("s_y", "replica-a", 100, &holder));
+  EXPECT_FALSE(*b->AcquireLease("s_y", "replica-b", 100, &holder));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a crashed holder stops renewing
+  EXPECT_TRUE(*b->AcquireLease("s_y", "replica-b", 60000, &holder));
+  EXPECT_THAT(a->PutLeased("s_y", "stale", "replica-a", 60000), StatusIs(absl::StatusCode::kAborted));
 }
 
 TEST(RedisSnapshotStoreNoServerTest, CreateIsUnavailableWhenNothingListens) {

@@ -87,7 +87,11 @@ class BrtServicer(object):
     """
 
     def CreateSession(self, request, context):
-        """Creates an empty session (a new document). Its BOS token is at position 0.
+        """Creates an empty session (a new document). Its BOS token is at position 0. Its id is new and random,
+        unless the call carries `x-brt-session` metadata with a well-formed unused id ("s_" + 32 lowercase
+        hex digits, 128 bits the client drew at random): then the session gets that id, so that a proxy
+        routing by the header sends the create and every later call to the same replica (ALREADY_EXISTS
+        when that id is taken; INVALID_ARGUMENT when it is malformed).
         RESOURCE_EXHAUSTED when the server already holds --max_sessions sessions;
         INVALID_ARGUMENT when default_sampling has a value out of range.
         """
