@@ -290,3 +290,97 @@ def test_three_replicas_kill_and_drain_under_load(cluster, book, reference):
     finally:
         for i in victims:
             cluster.restart(i)
+
+
+# ---- the API pieces replicas rely on, on one server ----------------------------------------------------------
+
+def _score(stub, sid, messages):
+    out = []
+    for r in stub.Score(iter(messages), timeout=120, metadata=(("x-brt-session", sid),)):
+        out.extend((t.position, t.token_id, t.byte_begin, t.byte_end, t.nll) for t in r.tokens)
+    return out
+
+
+def test_create_with_a_client_drawn_id(server):
+    sid = "s_" + "ab" * 16
+    s = server.stub.CreateSession(pb.CreateSessionRequest(), timeout=30, metadata=(("x-brt-session", sid),))
+    assert s.id == sid
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.CreateSession(pb.CreateSessionRequest(), timeout=30, metadata=(("x-brt-session", sid),))
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.CreateSession(pb.CreateSessionRequest(), timeout=30, metadata=(("x-brt-session", "s_short"),))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "32 lowercase hex" in e.value.details()
+    server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=30)
+
+
+def test_token_ids_then_text_equal_text_alone(server, book):
+    text = book[:6000]
+    text = text[:text.rfind(b"\n") + 1]
+    new = lambda: server.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id  # noqa: E731
+    a = new()
+    want = _score(server.stub, a, [pb.ScoreRequest(session_id=a, text=text)])
+    # The first three lines as ids, the rest as text: the same tokens, offsets and NLLs, bit for bit.
+    cut = 0
+    for _ in range(3):
+        cut = text.index(b"\n", cut) + 1
+    n_ids = next(i for i, t in enumerate(want) if t[3] == cut) + 1
+    b = new()
+    got = _score(server.stub, b, [pb.ScoreRequest(session_id=b, token_ids=[t[1] for t in want[:n_ids]]),
+                                  pb.ScoreRequest(text=text[cut:])])
+    assert got == want
+    # Ids after text, and ids outside the vocabulary, are refused with what to do.
+    c = new()
+    with pytest.raises(grpc.RpcError) as e:
+        _score(server.stub, c, [pb.ScoreRequest(session_id=c, text=b"In the beginning\n"),
+                                pb.ScoreRequest(token_ids=[5])])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "before any text" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        _score(server.stub, c, [pb.ScoreRequest(session_id=c, token_ids=[5, 10 ** 9])])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "token ids must be in [0," in e.value.details()
+
+
+def test_acknowledged_scoring_persists_only_up_to_an_acknowledged_line_end(server, book):
+    """With ack_position, an autosaving server never persists the session beyond the last line end the client
+    acknowledged: what it stores is a position the client can resume from exactly."""
+    s = BrtServer("--autosave_every_blocks=1", "--checkpoints_per_session=16", "--checkpoint_interval_blocks=1")
+    try:
+        sid = s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+        text = book[:40000]
+        text = text[:text.rfind(b"\n") + 1]
+        # The client says it has only the first 2,999 scores, whatever it gets. (Checkpoints are taken where
+        # the executor lands on a block boundary: every 16 blocks for a lone session, here.)
+        ack = 3000
+        msgs = [pb.ScoreRequest(session_id=sid, text=text[:4096], ack_position=ack)]
+        msgs += [pb.ScoreRequest(text=text[i:i + 4096], ack_position=ack) for i in range(4096, len(text), 4096)]
+        killed = threading.Event()
+
+        def requests():  # all the text, then the stream stays open: the call is still running
+            yield from msgs
+            killed.wait(60)
+
+        toks = []
+        stream = s.stub.Score(requests(), timeout=300)
+        try:
+            for r in stream:
+                toks.extend(r.tokens)
+                if toks and toks[-1].position > 8000:
+                    time.sleep(1.0)  # autosave rounds while the call runs
+                    s.proc.send_signal(signal.SIGKILL)
+                    s.proc.wait(30)
+                    break
+        except grpc.RpcError:
+            pass
+        killed.set()
+        s.stop()
+        b = BrtServer(*s.args[s.args.index(f"--metrics_address=127.0.0.1:{s.metrics_port}") + 1:])
+        try:
+            pos = b.stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).position
+            window = b.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).model.window
+        finally:
+            b.stop()
+        line_ends = [t.position + 1 for t in toks if t.piece.endswith(b"\n") and t.position < ack]
+        assert 1 < pos <= max(line_ends), (pos, max(line_ends))
+        assert pos % window == 0, pos  # a checkpoint: a block boundary
+    finally:
+        s.stop()
