@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bytes", type=int, default=0, help="only the first N bytes (0 = the whole book)")
+    ap.add_argument("--http_threads", type=int, default=16, help="the server's --http_threads")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "http_book.json"))
     ap.add_argument("--force", action="store_true", help=f"run even if the 1-minute load is above {LOAD_LIMIT}")
     args = ap.parse_args()
@@ -49,6 +50,7 @@ def main():
     text = book["text"] if not args.bytes else book["text"][:args.bytes]
     port = free_port()
     s = BrtServer(f"--http_listen=127.0.0.1:{port}", "--http_prefix_cache_bytes=0",
+                  f"--http_threads={args.http_threads}",
                   f"--http_max_body_bytes={4 * len(text.encode()) + (1 << 20)}", threads=args.threads)
     http = Http(port, timeout=3600)
     out = {"command": command, "machine": platform.node(), "book": book["name"], "bytes": len(text.encode()),
