@@ -190,14 +190,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(const std::string& label,
     RecordSessionsLocked();
     info = InfoLocked(*s);
   }
-  absl::Status leased = TakeLease(tenant, info.id);
-  if (!leased.ok()) {
-    absl::MutexLock lock(&mu_);
-    sessions_.Erase(info.id);
-    RecordSessionsLocked();
-    return leased;
-  }
-  return info;
+  return LeaseNewSession(tenant, std::move(info));
 }
 
 absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& id, const Tenant& tenant) {

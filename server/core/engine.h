@@ -393,6 +393,9 @@ class Engine {
   // Takes or renews the lease on the tenant's session `id`. UNAVAILABLE naming the holder when another
   // replica holds it; the store's errors. OK when leases are off.
   absl::Status TakeLease(const Tenant& tenant, const std::string& id);
+  // A session just put in the table under a fresh id takes its lease; when it cannot, the session
+  // leaves the table again and the lease's error is returned. Call without mu_.
+  absl::StatusOr<SessionInfo> LeaseNewSession(const Tenant& tenant, SessionInfo info);
   // Gives the lease up (best effort: a failure only delays another replica by one lease period).
   void ReleaseLease(const Tenant& tenant, const std::string& id);
   // Writes a snapshot to the store, fenced by the session's lease when leases are on. ABORTED when another

@@ -261,14 +261,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSessionFromCheckpoint(
   RecordSessionsLocked();
   SessionInfo info = InfoLocked(*s);
   lock.Release();
-  absl::Status leased = TakeLease(tenant, info.id);
-  if (!leased.ok()) {
-    absl::MutexLock relock(&mu_);
-    sessions_.Erase(info.id);
-    RecordSessionsLocked();
-    return leased;
-  }
-  return info;
+  return LeaseNewSession(tenant, std::move(info));
 }
 
 }  // namespace brt

@@ -30,6 +30,15 @@ absl::Status Engine::TakeLease(const Tenant& tenant, const std::string& id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<SessionInfo> Engine::LeaseNewSession(const Tenant& tenant, SessionInfo info) {
+  absl::Status leased = TakeLease(tenant, info.id);
+  if (leased.ok()) return info;
+  absl::MutexLock lock(&mu_);
+  sessions_.Erase(info.id);
+  RecordSessionsLocked();
+  return leased;
+}
+
 void Engine::ReleaseLease(const Tenant& tenant, const std::string& id) {
   if (!leases()) return;
   absl::Status released = options_.snapshot_store->ReleaseLease(StoreKey(tenant, id), options_.replica_id);

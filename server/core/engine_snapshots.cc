@@ -445,16 +445,8 @@ absl::StatusOr<SessionInfo> Engine::Install(bp::SessionSnapshot snap, bool new_i
     }
     RecordSessionsLocked();
     SessionInfo info = InfoLocked(*s);
-    if (new_id) {  // a fresh id: its lease is free
-      lock.Release();
-      absl::Status leased = TakeLease(tenant, info.id);
-      if (!leased.ok()) {
-        absl::MutexLock relock(&mu_);
-        sessions_.Erase(info.id);
-        RecordSessionsLocked();
-        return leased;
-      }
-    }
+    lock.Release();
+    if (new_id) return LeaseNewSession(tenant, std::move(info));  // a fresh id: its lease is free
     return info;
   }
   {
@@ -604,14 +596,7 @@ absl::StatusOr<SessionInfo> Engine::ForkSession(const std::string& id, const Ten
   });
   if (!ran.ok()) return ran;
   if (!out.ok()) return out;
-  absl::Status leased = TakeLease(tenant, out->id);  // the child's fresh id
-  if (!leased.ok()) {
-    absl::MutexLock lock(&mu_);
-    sessions_.Erase(out->id);
-    RecordSessionsLocked();
-    return leased;
-  }
-  return out;
+  return LeaseNewSession(tenant, *std::move(out));  // the child's fresh id
 }
 
 absl::StatusOr<std::vector<std::string>> Engine::ListSnapshots(const Tenant& tenant) {

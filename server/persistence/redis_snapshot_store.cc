@@ -234,14 +234,20 @@ absl::StatusOr<RedisSnapshotStore::Reply> RedisSnapshotStore::CommandLocked(
   return last;
 }
 
-absl::Status RedisSnapshotStore::Put(std::string_view key_in, std::string_view bytes_in) {
-  const absl::string_view key = AsAbsl(key_in), bytes = AsAbsl(bytes_in);
+absl::Status RedisSnapshotStore::CheckPut(std::string_view key_in, std::string_view bytes_in) const {
+  const absl::string_view key = AsAbsl(key_in);
   if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
-  if (bytes.size() > config_.max_value_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("snapshot '", key, "' is ", bytes.size(),
+  if (bytes_in.size() > config_.max_value_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("snapshot '", key, "' is ", bytes_in.size(),
                                                      " bytes, more than the store's limit of ",
                                                      config_.max_value_bytes));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RedisSnapshotStore::Put(std::string_view key_in, std::string_view bytes_in) {
+  const absl::string_view key = AsAbsl(key_in), bytes = AsAbsl(bytes_in);
+  if (absl::Status s = CheckPut(key_in, bytes_in); !s.ok()) return s;
   const std::string full = absl::StrCat(config_.prefix, key);
   absl::MutexLock lock(&mu_);
   auto r = CommandLocked({"SET", full, bytes}, absl::StrCat("SET '", key, "'"));
@@ -342,12 +348,7 @@ absl::Status RedisSnapshotStore::ReleaseLease(std::string_view key_in, std::stri
 absl::Status RedisSnapshotStore::PutLeased(std::string_view key_in, std::string_view bytes_in,
                                            std::string_view owner, int64_t ttl_ms) {
   const absl::string_view key = AsAbsl(key_in), bytes = AsAbsl(bytes_in);
-  if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
-  if (bytes.size() > config_.max_value_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("snapshot '", key, "' is ", bytes.size(),
-                                                     " bytes, more than the store's limit of ",
-                                                     config_.max_value_bytes));
-  }
+  if (absl::Status s = CheckPut(key_in, bytes_in); !s.ok()) return s;
   const std::string lease = absl::StrCat("lease:", config_.prefix, key);
   const std::string full = absl::StrCat(config_.prefix, key);
   const std::string ttl = absl::StrCat(std::max<int64_t>(ttl_ms, 1));

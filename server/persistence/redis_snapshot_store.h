@@ -70,6 +70,8 @@ class RedisSnapshotStore : public SnapshotStore {
 
   explicit RedisSnapshotStore(const RedisStoreConfig& config);
 
+  // A Put's key and size checks (INVALID_ARGUMENT, RESOURCE_EXHAUSTED).
+  absl::Status CheckPut(std::string_view key, std::string_view bytes) const;
   // Opens a connection if there is none. UNAVAILABLE on failure.
   absl::Status EnsureConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DisconnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
