@@ -1,0 +1,394 @@
+// The streaming handlers of brt.v1.Brt: one reactor per Score and per Generate call (see
+// streaming_reactors.h).
+#include "server/grpc/streaming_reactors.h"
+
+#include <algorithm>
+#include <climits>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/client_text.h"
+#include "server/grpc/call_record.h"
+#include "server/grpc/convert.h"
+#include "server/grpc/status_util.h"
+
+namespace brt {
+namespace {
+
+// Bytes that a TokenScore adds to a ScoreResponse: its tag (field 1), its length varint, itself.
+size_t TokenEntryBytes(const v1::TokenScore& t) {
+  size_t n = t.ByteSizeLong();
+  size_t varint = 1;
+  for (size_t v = n; v >= 0x80; v >>= 7) ++varint;
+  return 1 + varint + n;
+}
+
+// One Score stream. Reads are paced by the core (Append's return value and OnInputReady) and by the
+// replies not yet written (BrtServiceOptions::max_pending_reply_bytes): while more than that is
+// queued, no further input is read. Writes are queued; token batches that arrive while a write is in
+// flight are merged into the last queued message while it stays within max_reply_bytes, else a new
+// message is queued. Finish is called only once the core has called OnFinish (or before any core
+// call exists), so the core never calls a deleted sink.
+class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
+                           public ScoreSink {
+ public:
+  ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
+               const BrtServiceOptions& options, PeerLimiter* peers,
+               const auth::Authenticator* auth)
+      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options) {
+    auto tenant = AdmitCall(*ctx, auth, rpc_, "");
+    if (!tenant.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(tenant.status());
+      return;
+    }
+    tenant_ = *std::move(tenant);
+    auto slot = peers->Acquire(ctx->peer());
+    if (!slot.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(slot.status());
+      return;
+    }
+    peer_slot_ = *std::move(slot);
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed (or the call is ending)
+      absl::MutexLock lock(&mu_);
+      if (call_ == nullptr) {
+        FinishLocked(absl::InvalidArgumentError(
+            "the Score stream ended without a first ScoreRequest naming session_id"));
+      } else {
+        absl::Status s = call_->CloseInput();
+        if (!s.ok()) FailLocked(s);
+      }
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    if (call_ == nullptr) {
+      if (request_.session_id().empty()) {
+        FinishLocked(
+            absl::InvalidArgumentError("session_id is required in the first ScoreRequest"));
+        return;
+      }
+      absl::Status routed = CheckSessionAffinity(*ctx_, request_.session_id());
+      if (!routed.ok()) {
+        FinishLocked(routed);
+        return;
+      }
+      ScoreOptions options;
+      options.top_k = static_cast<int32_t>(std::min<uint32_t>(request_.top_k(), 1u << 30));
+      options.omit_tokens = request_.omit_tokens();
+      options.deadline = FromDeadline(ctx_->deadline());
+      auto call = engine_->StartScore(request_.session_id(), options, this, tenant_);
+      if (!call.ok()) {
+        FinishLocked(call.status());
+        return;
+      }
+      call_ = *std::move(call);
+      session_id_ = request_.session_id();
+    } else if (!request_.session_id().empty() && request_.session_id() != session_id_) {
+      FailLocked(absl::InvalidArgumentError(
+          absl::StrCat("session_id of a later ScoreRequest must be empty or ", session_id_,
+                       ", got ", QuoteClientInput(request_.session_id()))));
+      return;
+    }
+    if (request_.ack_position() > 0) call_->Ack(request_.ack_position());
+    if (request_.token_ids_size() > 0) {
+      std::vector<int32_t> ids;
+      ids.reserve(request_.token_ids_size());
+      for (uint32_t id : request_.token_ids()) {
+        ids.push_back(static_cast<int32_t>(std::min<uint32_t>(id, INT32_MAX)));
+      }
+      auto accepted = call_->AppendTokens(ids);
+      if (!accepted.ok()) {
+        FailLocked(accepted.status());
+        return;
+      }
+      if (request_.text().empty()) {
+        if (*accepted) ReadNextLocked();
+        return;
+      }
+    }
+    auto more = call_->Append(request_.text());
+    if (!more.ok()) {
+      FailLocked(more.status());
+      return;
+    }
+    if (*more) ReadNextLocked();
+    // Otherwise the core calls OnInputReady when its backlog drains.
+  }
+
+  void OnInputReady() override {
+    absl::MutexLock lock(&mu_);
+    ReadNextLocked();
+  }
+
+  void OnTokens(std::vector<TokenScoreResult> tokens) override {
+    absl::MutexLock lock(&mu_);
+    for (const TokenScoreResult& t : tokens) {
+      v1::TokenScore proto;
+      ToProto(t, &proto);
+      const size_t bytes = TokenEntryBytes(proto);
+      // Merge into the last queued message when it is not the one being written and stays within
+      // max_reply_bytes; a message always takes at least one token.
+      const bool mergeable = queue_.size() >= 2 || (!queue_.empty() && !writing_);
+      if (!mergeable ||
+          (queue_.back().bytes > 0 && queue_.back().bytes + bytes > options_.max_reply_bytes)) {
+        queue_.emplace_back();
+      }
+      Reply& r = queue_.back();
+      *r.message.add_tokens() = std::move(proto);
+      r.bytes += bytes;
+      queued_bytes_ += bytes;
+    }
+    WriteNextLocked();
+  }
+
+  void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) override {
+    absl::MutexLock lock(&mu_);
+    core_done_ = true;
+    if (!error_.ok()) {
+      FinishLocked(error_);
+      return;
+    }
+    if (!summary.ok()) {
+      FinishLocked(summary.status());
+      return;
+    }
+    Reply& r = queue_.emplace_back();
+    ToProto(*summary, r.message.mutable_summary());
+    r.bytes = r.message.ByteSizeLong();
+    queued_bytes_ += r.bytes;
+    pending_finish_ = absl::OkStatus();
+    WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!queue_.empty()) {
+      queued_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+    }
+    if (!ok) {  // the client is gone: drop output, stop the work
+      queue_.clear();
+      queued_bytes_ = 0;
+      if (call_ != nullptr && !core_done_) call_->Cancel();
+      if (pending_finish_) FinishLocked(*pending_finish_);
+      return;
+    }
+    if (read_waits_for_writes_ && queued_bytes_ <= options_.max_pending_reply_bytes) {
+      read_waits_for_writes_ = false;
+      ReadNextLocked();
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (call_ != nullptr && !core_done_) call_->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Reply {
+    v1::ScoreResponse message;
+    size_t bytes = 0;  // its serialized size
+  };
+
+  // Reads the next request, unless the replies queued for this client are over the bound: then
+  // OnWriteDone reads once they have drained (the core has asked for input, or Append allowed it).
+  void ReadNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    if (queued_bytes_ > options_.max_pending_reply_bytes) {
+      read_waits_for_writes_ = true;
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finishing_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front().message);
+    } else if (pending_finish_) {
+      FinishLocked(*pending_finish_);
+    }
+  }
+
+  // Ends the call with an error: the core stops the work and calls OnFinish, which finishes with
+  // error_.
+  void FailLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (error_.ok()) error_ = status;
+    if (call_ != nullptr && !core_done_) {
+      call_->Cancel();
+    } else {
+      FinishLocked(status);
+    }
+  }
+
+  void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    grpc::Status g = ToGrpcStatus(status);
+    rpc_.Finished(g);
+    Finish(std::move(g));
+  }
+
+  Engine* const engine_;
+  grpc::CallbackServerContext* const ctx_;
+  RpcRecord rpc_;  // its tenant is set once, in the constructor
+  const BrtServiceOptions options_;
+  Tenant tenant_;  // set in the constructor
+  std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
+  v1::ScoreRequest request_;  // only touched by the read path
+  absl::Mutex mu_;
+  std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
+  std::string session_id_ ABSL_GUARDED_BY(mu_);
+  std::deque<Reply> queue_ ABSL_GUARDED_BY(mu_);  // front is being written if writing_
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of queue_[i].bytes
+  // The read side waits for queued_bytes_ to drop to max_pending_reply_bytes.
+  bool read_waits_for_writes_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool core_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// One Generate stream: a message per generated token, then the final message.
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                              public GenerateSink {
+ public:
+  GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
+                  const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers,
+                  const auth::Authenticator* auth)
+      : rpc_(metrics, "Generate") {
+    absl::MutexLock lock(&mu_);
+    auto tenant = AdmitCall(*ctx, auth, rpc_, request.session_id());
+    if (!tenant.ok()) {
+      FinishLocked(tenant.status());
+      return;
+    }
+    auto slot = peers->Acquire(ctx->peer());
+    if (!slot.ok()) {
+      FinishLocked(slot.status());
+      return;
+    }
+    peer_slot_ = *std::move(slot);
+    GenerateParams params;
+    params.prompt = request.prompt();
+    if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
+    params.sampling = FromProto(request.sampling());
+    params.deadline = FromDeadline(ctx->deadline());
+    auto call = engine->StartGenerate(request.session_id(), std::move(params), this, *tenant);
+    if (!call.ok()) {
+      FinishLocked(call.status());
+      return;
+    }
+    call_ = *std::move(call);
+  }
+
+  void OnToken(GeneratedToken token) override {
+    absl::MutexLock lock(&mu_);
+    v1::GenerateResponse& r = queue_.emplace_back();
+    r.set_text(std::move(token.text));
+    r.set_token_id(static_cast<uint32_t>(token.token_id));
+    r.set_logprob(token.logprob);
+    r.set_position(token.position);
+    r.set_token_bytes(std::move(token.bytes));
+    WriteNextLocked();
+  }
+
+  void OnFinish(absl::StatusOr<GenerateSummary> summary) override {
+    absl::MutexLock lock(&mu_);
+    core_done_ = true;
+    if (!summary.ok()) {
+      FinishLocked(summary.status());
+      return;
+    }
+    v1::GenerateResponse& r = queue_.emplace_back();
+    r.set_text(summary->text);
+    r.set_finish_reason(ToProto(summary->reason));
+    r.set_prompt_tokens(summary->prompt_tokens);
+    r.set_generated_tokens(summary->generated_tokens);
+    r.set_session_position(summary->session_position);
+    pending_finish_ = absl::OkStatus();
+    WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!queue_.empty()) queue_.pop_front();
+    if (!ok) {
+      queue_.clear();
+      if (call_ != nullptr && !core_done_) call_->Cancel();
+      if (pending_finish_) FinishLocked(*pending_finish_);
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (call_ != nullptr && !core_done_) call_->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finishing_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    } else if (pending_finish_) {
+      FinishLocked(*pending_finish_);
+    }
+  }
+
+  void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    grpc::Status g = ToGrpcStatus(status);
+    rpc_.Finished(g);
+    Finish(std::move(g));
+  }
+
+  RpcRecord rpc_;  // its tenant is set once, in the constructor
+  std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
+  absl::Mutex mu_;
+  std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool core_done_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* NewScoreReactor(
+    Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
+    const BrtServiceOptions& options, PeerLimiter* peers, const auth::Authenticator* auth) {
+  return new ScoreReactor(engine, ctx, metrics, options, peers, auth);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* NewGenerateReactor(
+    Engine* engine, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
+    metrics::Metrics* metrics, PeerLimiter* peers, const auth::Authenticator* auth) {
+  return new GenerateReactor(engine, ctx, request, metrics, peers, auth);
+}
+
+}  // namespace brt
