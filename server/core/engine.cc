@@ -207,6 +207,7 @@ std::vector<SessionInfo> Engine::ListSessions(const Tenant& tenant) const {
   {
     absl::ReaderMutexLock lock(&mu_);
     sessions_.ForEach([&](const SessionState& s) {
+      mu_.AssertReaderHeld();  // For the analysis: the lambda runs under the lock taken above.
       if (s.tenant == tenant.name) out.push_back(InfoLocked(s));
     });
   }
