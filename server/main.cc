@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -77,6 +78,11 @@ ABSL_FLAG(uint32_t, max_top_k, 20, "Maximum ScoreRequest.top_k");
 ABSL_FLAG(uint32_t, repetition_window, 64,
           "Default number of recent tokens the repetition penalty sees");
 ABSL_FLAG(uint32_t, max_message_bytes, 8 << 20, "Maximum gRPC message size, bytes");
+ABSL_FLAG(uint32_t, grpc_memory_quota_mb, 1024,
+          "gRPC's resource quota: memory its transports may hold for buffers and calls (MiB). Under "
+          "pressure gRPC shrinks read buffers and refuses new streams instead of growing without bound");
+ABSL_FLAG(uint32_t, grpc_max_streams_per_connection, 256,
+          "Most concurrent calls on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)");
 ABSL_FLAG(std::string, snapshot_store, "file://brt-snapshots",
           "Where session snapshots live: file:///abs/dir or a path (relative to the current directory), "
           "or redis://[:password@]host[:port][/db][?prefix=P] to share sessions between replicas. "
@@ -267,6 +273,13 @@ int main(int argc, char** argv) {
   if (options.max_line_bytes == 0) {
     return Fail(absl::InvalidArgumentError("--max_line_bytes must be > 0 (default 1048576)"));
   }
+  if (absl::GetFlag(FLAGS_grpc_memory_quota_mb) < 16) {
+    return Fail(absl::InvalidArgumentError("--grpc_memory_quota_mb must be >= 16 (default 1024)"));
+  }
+  if (absl::GetFlag(FLAGS_grpc_max_streams_per_connection) == 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--grpc_max_streams_per_connection must be > 0 (default 256)"));
+  }
   options.max_tokens_cap = absl::GetFlag(FLAGS_max_tokens_cap);
   options.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   options.max_top_k = absl::GetFlag(FLAGS_max_top_k);
@@ -428,6 +441,11 @@ int main(int argc, char** argv) {
   // No SO_REUSEPORT: a second server on a busy port must fail to start, not split its clients.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
+  grpc::ResourceQuota quota("brt-server");
+  quota.Resize(size_t{absl::GetFlag(FLAGS_grpc_memory_quota_mb)} << 20);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(absl::GetFlag(FLAGS_grpc_max_streams_per_connection)));
   const int max_message = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);

@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "server/persistence/absl_compat.h"
 
 namespace brt::persistence {
@@ -74,7 +75,7 @@ absl::Status ParseRedisUri(std::string_view uri_in, RedisStoreConfig* config) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         "bad redis store URI (", why,
-        "); expected redis://[:password@]host[:port][/db][?prefix=P&connect_timeout_ms=N&timeout_ms=N]"));
+        "); expected redis://[:password@]host[:port][/db][?prefix=P&connect_timeout_ms=N&timeout_ms=N&pool=N]"));
   };
   if (!absl::StartsWith(uri, kScheme)) return bad("it does not start with redis://");
   absl::string_view rest = uri.substr(kScheme.size());
@@ -132,6 +133,9 @@ absl::Status ParseRedisUri(std::string_view uri_in, RedisStoreConfig* config) {
       } else if (kv.first == "connect_timeout_ms" || kv.first == "timeout_ms") {
         if (!absl::SimpleAtoi(value, &ms) || ms <= 0) return bad(absl::StrCat(kv.first, " must be a positive integer"));
         (kv.first == "timeout_ms" ? config->command_timeout_ms : config->connect_timeout_ms) = ms;
+      } else if (kv.first == "pool") {
+        if (!absl::SimpleAtoi(value, &ms) || ms < 1 || ms > 64) return bad("pool must be an integer in [1, 64]");
+        config->pool_size = static_cast<int>(ms);
       } else {
         return bad(absl::StrCat("unknown parameter '", kv.first, "'"));
       }
@@ -146,13 +150,13 @@ RedisSnapshotStore::RedisSnapshotStore(const RedisStoreConfig& config) : config_
 
 RedisSnapshotStore::~RedisSnapshotStore() {
   absl::MutexLock lock(&mu_);
-  DisconnectLocked();
+  for (redisContext* c : idle_) redisFree(c);
+  idle_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<RedisSnapshotStore>> RedisSnapshotStore::Create(const RedisStoreConfig& config) {
   auto store = std::unique_ptr<RedisSnapshotStore>(new RedisSnapshotStore(config));
-  absl::MutexLock lock(&store->mu_);
-  auto pong = store->CommandLocked({"PING"}, "PING");
+  auto pong = store->Command({"PING"}, "PING");
   if (!pong.ok()) return pong.status();
   return store;
 }
@@ -161,14 +165,7 @@ std::string RedisSnapshotStore::Describe() const {
   return absl::StrCat("redis://", config_.host, ":", config_.port, "/", config_.db, " prefix '", config_.prefix, "'");
 }
 
-void RedisSnapshotStore::DisconnectLocked() {
-  if (ctx_ != nullptr) redisFree(ctx_);
-  ctx_ = nullptr;
-}
-
-absl::Status RedisSnapshotStore::EnsureConnectedLocked() {
-  if (ctx_ != nullptr && ctx_->err == 0) return absl::OkStatus();
-  DisconnectLocked();
+absl::StatusOr<redisContext*> RedisSnapshotStore::Connect() const {
   redisContext* c = redisConnectWithTimeout(config_.host.c_str(), config_.port,
                                             ToTimeval(config_.connect_timeout_ms));
   if (c == nullptr) return absl::UnavailableError(absl::StrCat(Describe(), " unreachable: out of memory"));
@@ -206,11 +203,51 @@ absl::Status RedisSnapshotStore::EnsureConnectedLocked() {
     redisFree(c);
     return s;
   }
-  ctx_ = c;
-  return absl::OkStatus();
+  return c;
 }
 
-absl::StatusOr<RedisSnapshotStore::Reply> RedisSnapshotStore::CommandLocked(
+absl::StatusOr<redisContext*> RedisSnapshotStore::Borrow(std::chrono::steady_clock::time_point deadline,
+                                                         absl::string_view what) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !idle_.empty() || open_ < config_.pool_size;
+    };
+    const auto wait = deadline - std::chrono::steady_clock::now();
+    if (!mu_.AwaitWithTimeout(absl::Condition(&available), absl::FromChrono(wait))) {
+      return absl::UnavailableError(absl::StrCat(
+          Describe(), ": ", what, " waited ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(wait).count(),
+          " ms for a connection: all ", config_.pool_size,
+          " are busy (raise pool=N in the store URI, or check that Redis answers)"));
+    }
+    if (!idle_.empty()) {
+      redisContext* c = idle_.back();
+      idle_.pop_back();
+      return c;
+    }
+    ++open_;  // reserved; opened below without the lock
+  }
+  auto c = Connect();
+  if (!c.ok()) {
+    absl::MutexLock lock(&mu_);
+    --open_;
+  }
+  return c;
+}
+
+void RedisSnapshotStore::Return(redisContext* c, bool healthy) {
+  const bool keep = healthy && c->err == 0;
+  if (!keep) redisFree(c);
+  absl::MutexLock lock(&mu_);
+  if (keep) {
+    idle_.push_back(c);
+  } else {
+    --open_;
+  }
+}
+
+absl::StatusOr<RedisSnapshotStore::Reply> RedisSnapshotStore::Command(
     const std::vector<absl::string_view>& argv, absl::string_view what) {
   std::vector<const char*> ptrs;
   std::vector<size_t> lens;
@@ -218,16 +255,42 @@ absl::StatusOr<RedisSnapshotStore::Reply> RedisSnapshotStore::CommandLocked(
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point call_deadline = ScopedStoreDeadline::Current();
   absl::Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (absl::Status s = EnsureConnectedLocked(); !s.ok()) return s;
-    Reply r(static_cast<redisReply*>(redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
-    if (r == nullptr) {
-      // The connection failed (reset, EOF, timeout): drop it and retry once on a fresh one.
-      last = absl::UnavailableError(absl::StrCat(Describe(), ": ", what, " failed: ", ctx_->errstr));
-      DisconnectLocked();
+    const Clock::time_point now = Clock::now();
+    const Clock::time_point deadline =
+        std::min(call_deadline, now + std::chrono::milliseconds(config_.command_timeout_ms));
+    if (deadline <= now) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(Describe(), ": ", what, " not sent: the request's deadline has passed"));
+    }
+    auto c = Borrow(deadline, what);
+    if (!c.ok()) return c.status();
+    const int64_t budget_ms = std::max<int64_t>(
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (redisSetTimeout(*c, ToTimeval(budget_ms)) != REDIS_OK) {
+      last = absl::UnavailableError(absl::StrCat(Describe(), ": cannot set timeout: ", (*c)->errstr));
+      Return(*c, false);
       continue;
     }
+    Reply r(static_cast<redisReply*>(
+        redisCommandArgv(*c, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+    if (r == nullptr) {
+      // The connection failed (reset, EOF, timeout): close it and retry once on another, unless the
+      // request's deadline ran out. A command that used up its whole timeout is not retried either: a
+      // hung Redis costs one timeout, not two.
+      const Clock::time_point failed_at = Clock::now();
+      const bool out_of_time = failed_at >= call_deadline;
+      last = out_of_time ? absl::DeadlineExceededError(absl::StrCat(
+                               Describe(), ": ", what, " did not finish before the request's deadline"))
+                         : absl::UnavailableError(absl::StrCat(Describe(), ": ", what, " failed: ", (*c)->errstr));
+      Return(*c, false);
+      if (out_of_time || failed_at >= deadline) return last;
+      continue;
+    }
+    Return(*c, true);
     if (r->type == REDIS_REPLY_ERROR) return ErrorReplyToStatus(absl::string_view(r->str, r->len), what);
     return r;
   }
@@ -249,8 +312,7 @@ absl::Status RedisSnapshotStore::Put(std::string_view key_in, std::string_view b
   const absl::string_view key = AsAbsl(key_in), bytes = AsAbsl(bytes_in);
   if (absl::Status s = CheckPut(key_in, bytes_in); !s.ok()) return s;
   const std::string full = absl::StrCat(config_.prefix, key);
-  absl::MutexLock lock(&mu_);
-  auto r = CommandLocked({"SET", full, bytes}, absl::StrCat("SET '", key, "'"));
+  auto r = Command({"SET", full, bytes}, absl::StrCat("SET '", key, "'"));
   return r.status();
 }
 
@@ -258,8 +320,7 @@ absl::StatusOr<std::string> RedisSnapshotStore::Get(std::string_view key_in) {
   const absl::string_view key = AsAbsl(key_in);
   if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
   const std::string full = absl::StrCat(config_.prefix, key);
-  absl::MutexLock lock(&mu_);
-  auto r = CommandLocked({"GET", full}, absl::StrCat("GET '", key, "'"));
+  auto r = Command({"GET", full}, absl::StrCat("GET '", key, "'"));
   if (!r.ok()) return r.status();
   if ((*r)->type == REDIS_REPLY_NIL) return absl::NotFoundError(absl::StrCat("no snapshot '", key, "' in ", Describe()));
   if ((*r)->type != REDIS_REPLY_STRING) {
@@ -277,8 +338,7 @@ absl::Status RedisSnapshotStore::Delete(std::string_view key_in) {
   const absl::string_view key = AsAbsl(key_in);
   if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
   const std::string full = absl::StrCat(config_.prefix, key);
-  absl::MutexLock lock(&mu_);
-  auto r = CommandLocked({"DEL", full}, absl::StrCat("DEL '", key, "'"));
+  auto r = Command({"DEL", full}, absl::StrCat("DEL '", key, "'"));
   if (!r.ok()) return r.status();
   if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 0) {
     return absl::NotFoundError(absl::StrCat("no snapshot '", key, "' in ", Describe()));
@@ -323,8 +383,7 @@ absl::StatusOr<bool> RedisSnapshotStore::AcquireLease(std::string_view key_in, s
   if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
   const std::string lease = absl::StrCat("lease:", config_.prefix, key);
   const std::string ttl = absl::StrCat(std::max<int64_t>(ttl_ms, 1));
-  absl::MutexLock lock(&mu_);
-  auto r = CommandLocked({"EVAL", kAcquireScript, "1", lease, AsAbsl(owner), ttl},
+  auto r = Command({"EVAL", kAcquireScript, "1", lease, AsAbsl(owner), ttl},
                          absl::StrCat("lease '", key, "'"));
   if (!r.ok()) return r.status();
   if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1) return true;
@@ -339,8 +398,7 @@ absl::Status RedisSnapshotStore::ReleaseLease(std::string_view key_in, std::stri
   const absl::string_view key = AsAbsl(key_in);
   if (absl::Status s = ValidateSnapshotKey(key_in); !s.ok()) return s;
   const std::string lease = absl::StrCat("lease:", config_.prefix, key);
-  absl::MutexLock lock(&mu_);
-  return CommandLocked({"EVAL", kReleaseScript, "1", lease, AsAbsl(owner)},
+  return Command({"EVAL", kReleaseScript, "1", lease, AsAbsl(owner)},
                        absl::StrCat("release lease '", key, "'"))
       .status();
 }
@@ -352,8 +410,7 @@ absl::Status RedisSnapshotStore::PutLeased(std::string_view key_in, std::string_
   const std::string lease = absl::StrCat("lease:", config_.prefix, key);
   const std::string full = absl::StrCat(config_.prefix, key);
   const std::string ttl = absl::StrCat(std::max<int64_t>(ttl_ms, 1));
-  absl::MutexLock lock(&mu_);
-  auto r = CommandLocked({"EVAL", kPutLeasedScript, "2", lease, full, AsAbsl(owner), ttl, bytes},
+  auto r = Command({"EVAL", kPutLeasedScript, "2", lease, full, AsAbsl(owner), ttl, bytes},
                          absl::StrCat("SET '", key, "' (leased)"));
   if (!r.ok()) return r.status();
   if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1) return absl::OkStatus();
@@ -369,9 +426,8 @@ absl::StatusOr<std::vector<std::string>> RedisSnapshotStore::List() {
   const std::string pattern = absl::StrCat(GlobEscape(config_.prefix), "*");
   std::set<std::string> keys;  // SCAN may return a key more than once
   std::string cursor = "0";
-  absl::MutexLock lock(&mu_);
   do {
-    auto r = CommandLocked({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}, "SCAN");
+    auto r = Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}, "SCAN");
     if (!r.ok()) return r.status();
     const redisReply* reply = r->get();
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||

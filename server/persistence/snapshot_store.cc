@@ -7,6 +7,21 @@
 #include "server/persistence/redis_snapshot_store.h"
 
 namespace brt::persistence {
+namespace {
+
+thread_local std::chrono::steady_clock::time_point current_store_deadline =
+    std::chrono::steady_clock::time_point::max();
+
+}  // namespace
+
+ScopedStoreDeadline::ScopedStoreDeadline(std::chrono::steady_clock::time_point deadline)
+    : previous_(current_store_deadline) {
+  current_store_deadline = deadline;
+}
+
+ScopedStoreDeadline::~ScopedStoreDeadline() { current_store_deadline = previous_; }
+
+std::chrono::steady_clock::time_point ScopedStoreDeadline::Current() { return current_store_deadline; }
 
 absl::Status ValidateSnapshotKey(std::string_view key) {
   constexpr size_t kMaxKey = 128;

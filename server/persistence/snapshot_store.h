@@ -17,6 +17,7 @@
 #ifndef BRT_SERVER_PERSISTENCE_SNAPSHOT_STORE_H_
 #define BRT_SERVER_PERSISTENCE_SNAPSHOT_STORE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -69,6 +70,23 @@ class SnapshotStore {
                                  int64_t ttl_ms) {
     return Put(key, bytes);
   }
+};
+
+// The deadline of the request on whose behalf this thread calls a store, while an object of this class
+// lives on the thread's stack (scopes nest; the inner one wins while it lives). A store that talks to a
+// network service gives each operation at most the time left, and DEADLINE_EXCEEDED once none is; the
+// file store ignores it. Thread safety: a thread-local; each thread sees only its own scopes.
+class ScopedStoreDeadline {
+ public:
+  explicit ScopedStoreDeadline(std::chrono::steady_clock::time_point deadline);
+  ~ScopedStoreDeadline();
+  ScopedStoreDeadline(const ScopedStoreDeadline&) = delete;
+  ScopedStoreDeadline& operator=(const ScopedStoreDeadline&) = delete;
+  // The innermost live scope's deadline on this thread; time_point::max() when there is none.
+  static std::chrono::steady_clock::time_point Current();
+
+ private:
+  std::chrono::steady_clock::time_point previous_;
 };
 
 // OK if `key` is 1..128 characters of [A-Za-z0-9_-]; INVALID_ARGUMENT saying why not otherwise.

@@ -217,7 +217,7 @@ TEST(SnapshotStoreFactoryTest, FileUrisAndPlainPaths) {
 
 TEST(RedisUriTest, ParsesEveryPart) {
   RedisStoreConfig c;
-  BRT_ASSERT_OK(ParseRedisUri("redis://:p%40ss@10.0.0.5:6380/3?prefix=brt:&timeout_ms=50&connect_timeout_ms=70", &c));
+  BRT_ASSERT_OK(ParseRedisUri("redis://:p%40ss@10.0.0.5:6380/3?prefix=brt:&timeout_ms=50&connect_timeout_ms=70&pool=9", &c));
   EXPECT_EQ(c.host, "10.0.0.5");
   EXPECT_EQ(c.port, 6380);
   EXPECT_EQ(c.db, 3);
@@ -225,19 +225,21 @@ TEST(RedisUriTest, ParsesEveryPart) {
   EXPECT_EQ(c.prefix, "brt:");
   EXPECT_EQ(c.command_timeout_ms, 50);
   EXPECT_EQ(c.connect_timeout_ms, 70);
+  EXPECT_EQ(c.pool_size, 9);
   RedisStoreConfig d;
   BRT_ASSERT_OK(ParseRedisUri("redis://localhost", &d));
   EXPECT_EQ(d.host, "localhost");
   EXPECT_EQ(d.port, 6379);
   EXPECT_EQ(d.db, 0);
   EXPECT_EQ(d.prefix, "brt:snap:");
+  EXPECT_EQ(d.pool_size, 4);
   RedisStoreConfig v6;
   BRT_ASSERT_OK(ParseRedisUri("redis://[::1]:7000/0", &v6));
   EXPECT_EQ(v6.host, "::1");
   EXPECT_EQ(v6.port, 7000);
   for (const char* bad : {"redis://", "redis://h:0", "redis://h:99999", "redis://h:x", "redis://h/db",
                           "redis://h?nope=1", "redis://h?timeout_ms=-1", "redis://user@h", "redis://[::1",
-                          "redis://h?prefix=%zz"}) {
+                          "redis://h?prefix=%zz", "redis://h?pool=0", "redis://h?pool=65"}) {
     RedisStoreConfig e;
     EXPECT_THAT(ParseRedisUri(bad, &e), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
   }

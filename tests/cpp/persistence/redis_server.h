@@ -87,8 +87,17 @@ class RedisServer {
     return false;
   }
 
+  // Freezes the server (SIGSTOP): connections are accepted by the kernel, commands get no answer.
+  void Pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void Resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
+
   void Stop() {
     if (pid_ <= 0) return;
+    ::kill(pid_, SIGCONT);  // a paused server could not act on SIGTERM
     ::kill(pid_, SIGTERM);
     for (int i = 0; i < 250; ++i) {
       int status;

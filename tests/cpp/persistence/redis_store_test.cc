@@ -1,8 +1,10 @@
 // RedisSnapshotStore against a real redis-server: put/get/delete/list, binary values, prefix
 // isolation, SCAN paging, UNAVAILABLE while Redis is down and recovery when it is back.
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "server/persistence/redis_snapshot_store.h"
 #include "tests/cpp/persistence/redis_server.h"
@@ -113,6 +115,51 @@ TEST_F(RedisSnapshotStoreTest, UnavailableWhileRedisIsDownThenRecovers) {
   ASSERT_TRUE(server_.Start());
   BRT_ASSERT_OK(store->Put("s_2", "back"));  // reconnects by itself
   EXPECT_EQ(*store->Get("s_2"), "back");
+}
+
+// A hung Redis (SIGSTOP): a command costs one timeout (no retry after a timeout), a request deadline
+// cuts it shorter, and callers on different pooled connections wait side by side, not one after the
+// other (no lock is held during network I/O).
+TEST_F(RedisSnapshotStoreTest, AHungRedisCostsOneTimeoutOrTheRequestDeadlineAndCallersWaitInParallel) {
+  using Clock = std::chrono::steady_clock;
+  auto ms_since = [](Clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  };
+  RedisStoreConfig config = server_.Config();
+  config.command_timeout_ms = 400;
+  config.pool_size = 2;
+  auto created = RedisSnapshotStore::Create(config);
+  BRT_ASSERT_OK(created.status());
+  std::unique_ptr<RedisSnapshotStore> store = *std::move(created);
+  BRT_ASSERT_OK(store->Put("s_1", "v"));
+  server_.Pause();
+
+  Clock::time_point t0 = Clock::now();
+  EXPECT_THAT(store->Get("s_1"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_GE(ms_since(t0), 380);
+  EXPECT_LT(ms_since(t0), 780) << "a timed-out command must not be retried";
+
+  t0 = Clock::now();
+  {
+    ScopedStoreDeadline deadline(Clock::now() + std::chrono::milliseconds(120));
+    EXPECT_THAT(store->Get("s_1"), StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "deadline"));
+  }
+  EXPECT_LT(ms_since(t0), 380) << "the request's deadline must cut the command's timeout short";
+
+  t0 = Clock::now();
+  std::vector<std::thread> callers;
+  std::atomic<int> unavailable{0};
+  for (int i = 0; i < 2; ++i) {
+    callers.emplace_back([&] {
+      if (absl::IsUnavailable(store->Get("s_1").status())) ++unavailable;
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(unavailable.load(), 2);
+  EXPECT_LT(ms_since(t0), 780) << "two callers on two connections must time out together";
+
+  server_.Resume();
+  EXPECT_EQ(*store->Get("s_1"), "v");
 }
 
 TEST_F(RedisSnapshotStoreTest, LeasesHaveOneHolderAndFenceWrites) {
