@@ -112,6 +112,11 @@ ABSL_FLAG(uint32_t, checkpoint_interval_blocks, 2,
 ABSL_FLAG(uint32_t, max_calls_per_peer, 64,
           "Concurrent Score/Generate calls one client address may have (RESOURCE_EXHAUSTED beyond), so "
           "that one client cannot fill --max_queue; 0 = no limit");
+ABSL_FLAG(uint32_t, blocking_threads, 8,
+          "Threads that run calls which may wait on the snapshot store or the executor (save, restore, "
+          "fork, rewind, delete, and any call on a session not loaded yet), so gRPC's own threads never do");
+ABSL_FLAG(uint32_t, blocking_queue, 256,
+          "Such calls that may wait for a blocking thread; beyond, UNAVAILABLE at once");
 ABSL_FLAG(double, idle_timeout_s, 30,
           "A Score stream that sends no text for this long while the server waits for it ends with "
           "DEADLINE_EXCEEDED (its queue slot is freed; what was read stays in the session); 0 = never");
@@ -384,6 +389,13 @@ int main(int argc, char** argv) {
   service_options.max_reply_bytes = absl::GetFlag(FLAGS_max_reply_bytes);
   service_options.max_pending_reply_bytes = absl::GetFlag(FLAGS_max_pending_reply_bytes);
   service_options.max_calls_per_peer = absl::GetFlag(FLAGS_max_calls_per_peer);
+  service_options.blocking_threads = static_cast<int>(absl::GetFlag(FLAGS_blocking_threads));
+  service_options.blocking_queue = absl::GetFlag(FLAGS_blocking_queue);
+  if (service_options.blocking_threads < 1 || service_options.blocking_threads > 1024 ||
+      service_options.blocking_queue == 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--blocking_threads must be in [1, 1024] (default 8) and --blocking_queue > 0 (default 256)"));
+  }
   const uint64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   if (service_options.max_reply_bytes < 1024 || service_options.max_reply_bytes > max_message_bytes) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(

@@ -256,6 +256,16 @@ class Engine {
   absl::StatusOr<SessionInfo> CreateSessionFromCheckpoint(std::shared_ptr<const Checkpoint> checkpoint,
                                                           const std::string& label,
                                                           const Tenant& tenant = {});
+  // True when a call on `id` would first read the snapshot store: a store is configured, `id` has a
+  // session id's form and no session of that id is loaded. The gRPC layer then starts the call on its
+  // blocking pool (after LoadFromStore) rather than on gRPC's own threads. Cheap (one reader lock).
+  bool NeedsStoreRead(const std::string& id) const;
+  // Restores `id` from the tenant's stored snapshot unless it is loaded: what GetSession, StartScore and
+  // the others do first. OK when nothing is stored (the call itself then says NOT_FOUND); the store's
+  // and the restore's errors otherwise.
+  absl::Status LoadFromStore(const std::string& id, const Tenant& tenant = {}) {
+    return LoadIfStored(id, tenant);
+  }
   // The tenant's snapshot keys in the store; removing one. FAILED_PRECONDITION without a store.
   absl::StatusOr<std::vector<std::string>> ListSnapshots(const Tenant& tenant = {});
   absl::Status DeleteSnapshot(const std::string& key, const Tenant& tenant = {});

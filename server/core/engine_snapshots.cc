@@ -404,6 +404,12 @@ absl::StatusOr<SessionInfo> Engine::RestoreSessionFromStore(const std::string& k
   return RestoreBytes(*bytes, new_id, t0, tenant, /*check_quota=*/true);
 }
 
+bool Engine::NeedsStoreRead(const std::string& id) const {
+  if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return false;
+  absl::ReaderMutexLock lock(&mu_);
+  return !sessions_.Contains(id);
+}
+
 absl::Status Engine::LoadIfStored(const std::string& id, const Tenant& tenant) {
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
   absl::MutexLock order(&StoreLock(id));  // a delete of this id is not undone by this restore

@@ -14,6 +14,7 @@
 #include "server/grpc/convert.h"
 #include "server/grpc/status_util.h"
 #include "server/metrics/metrics.h"
+#include "server/persistence/snapshot_store.h"
 
 namespace brt {
 namespace {
@@ -36,27 +37,68 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
 
 }  // namespace
 
+template <typename Work>
+grpc::ServerUnaryReactor* BrtService::Offload(grpc::CallbackServerContext* ctx, std::string_view method,
+                                              std::string_view session_id, Work work) {
+  RpcRecord rpc(metrics_, method);
+  auto tenant = AdmitCall(*ctx, auth_, rpc, session_id);
+  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+  const auto deadline = SteadyDeadline(ctx->deadline());
+  // Taken once: each DefaultReactor() call makes a new reactor in place.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const bool queued = blocking_.TrySubmit([ctx, reactor, rpc, tenant = *std::move(tenant), deadline,
+                                           work = std::move(work)]() mutable {
+    absl::Status status;
+    if (ctx->IsCancelled()) {
+      status = absl::CancelledError("the call was cancelled while it waited for a blocking-pool thread");
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      status = absl::DeadlineExceededError(
+          "the call's deadline passed while it waited for a blocking-pool thread (--blocking_threads)");
+    } else {
+      persistence::ScopedStoreDeadline store_deadline(deadline);
+      status = work(tenant);
+    }
+    grpc::Status g = ToGrpcStatus(status);
+    rpc.Finished(g);
+    reactor->Finish(std::move(g));
+  });
+  if (!queued) {
+    grpc::Status g = ToGrpcStatus(blocking_.FullError());
+    rpc.Finished(g);
+    reactor->Finish(std::move(g));
+  }
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* BrtService::CreateSession(grpc::CallbackServerContext* ctx,
                                                     const v1::CreateSessionRequest* request,
                                                     v1::Session* response) {
-  RpcRecord rpc(metrics_, "CreateSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()), *tenant,
-                                     SessionAffinityHeader(*ctx));
-  if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status(), rpc);
+  // Blocking: with leases, creating takes one in the store.
+  return Offload(ctx, "CreateSession", "", [this, ctx, request, response](const Tenant& tenant) {
+    auto info = engine_->CreateSession(request->label(), FromProto(request->default_sampling()), tenant,
+                                       SessionAffinityHeader(*ctx));
+    if (info.ok()) ToProto(*info, response);
+    return info.status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::GetSession(grpc::CallbackServerContext* ctx,
                                                  const v1::GetSessionRequest* request,
                                                  v1::Session* response) {
-  RpcRecord rpc(metrics_, "GetSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto info = engine_->GetSession(request->session_id(), *tenant);
-  if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status(), rpc);
+  // Blocking only when the session must first be restored from the store.
+  if (!engine_->NeedsStoreRead(request->session_id())) {
+    RpcRecord rpc(metrics_, "GetSession");
+    auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
+    if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
+    auto info = engine_->GetSession(request->session_id(), *tenant);
+    if (info.ok()) ToProto(*info, response);
+    return Reply(ctx, info.status(), rpc);
+  }
+  return Offload(ctx, "GetSession", request->session_id(), [this, request, response](const Tenant& tenant) {
+    auto info = engine_->GetSession(request->session_id(), tenant);
+    if (info.ok()) ToProto(*info, response);
+    return info.status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::ListSessions(grpc::CallbackServerContext* ctx,
@@ -72,110 +114,105 @@ grpc::ServerUnaryReactor* BrtService::ListSessions(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* BrtService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteSessionRequest* request,
                                                     v1::DeleteSessionResponse* response) {
-  RpcRecord rpc(metrics_, "DeleteSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  return Reply(ctx, engine_->DeleteSession(request->session_id(), *tenant), rpc);
+  return Offload(ctx, "DeleteSession", request->session_id(), [this, request](const Tenant& tenant) {
+    return engine_->DeleteSession(request->session_id(), tenant);
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::SaveSession(grpc::CallbackServerContext* ctx,
                                                   const v1::SaveSessionRequest* request,
                                                   v1::SaveSessionResponse* response) {
-  RpcRecord rpc(metrics_, "SaveSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
   const bool to_store = !request->has_to_store() || request->to_store();
   if (!to_store && !request->return_bytes()) {
+    RpcRecord rpc(metrics_, "SaveSession");
     return Reply(ctx,
                  absl::InvalidArgumentError(
                      "SaveSession with to_store=false and return_bytes=false saves nothing"),
                  rpc);
   }
-  auto saved = engine_->SaveSession(request->session_id(), to_store, request->return_bytes(), *tenant,
-                                    request->unload());
-  if (saved.ok()) {
-    response->set_snapshot_key(saved->key);
-    response->set_snapshot(std::move(saved->bytes));
-    response->set_size_bytes(saved->size_bytes);
-  }
-  return Reply(ctx, saved.status(), rpc);
+  return Offload(ctx, "SaveSession", request->session_id(),
+                 [this, request, response, to_store](const Tenant& tenant) {
+                   auto saved = engine_->SaveSession(request->session_id(), to_store,
+                                                     request->return_bytes(), tenant, request->unload());
+                   if (saved.ok()) {
+                     response->set_snapshot_key(saved->key);
+                     response->set_snapshot(std::move(saved->bytes));
+                     response->set_size_bytes(saved->size_bytes);
+                   }
+                   return saved.status();
+                 });
 }
 
 grpc::ServerUnaryReactor* BrtService::RestoreSession(grpc::CallbackServerContext* ctx,
                                                      const v1::RestoreSessionRequest* request,
                                                      v1::Session* response) {
-  RpcRecord rpc(metrics_, "RestoreSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  absl::StatusOr<SessionInfo> info;
-  switch (request->source_case()) {
-    case v1::RestoreSessionRequest::kSnapshotKey:
-      info = engine_->RestoreSessionFromStore(request->snapshot_key(), request->new_id(), *tenant);
-      break;
-    case v1::RestoreSessionRequest::kSnapshot:
-      info = engine_->RestoreSession(request->snapshot(), request->new_id(), *tenant);
-      break;
-    default:
-      info = absl::InvalidArgumentError("RestoreSession needs snapshot_key or snapshot");
-  }
-  if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status(), rpc);
+  return Offload(ctx, "RestoreSession", "", [this, request, response](const Tenant& tenant) {
+    absl::StatusOr<SessionInfo> info;
+    switch (request->source_case()) {
+      case v1::RestoreSessionRequest::kSnapshotKey:
+        info = engine_->RestoreSessionFromStore(request->snapshot_key(), request->new_id(), tenant);
+        break;
+      case v1::RestoreSessionRequest::kSnapshot:
+        info = engine_->RestoreSession(request->snapshot(), request->new_id(), tenant);
+        break;
+      default:
+        info = absl::InvalidArgumentError("RestoreSession needs snapshot_key or snapshot");
+    }
+    if (info.ok()) ToProto(*info, response);
+    return info.status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::ForkSession(grpc::CallbackServerContext* ctx,
                                                   const v1::ForkSessionRequest* request,
                                                   v1::Session* response) {
-  RpcRecord rpc(metrics_, "ForkSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto info = request->has_position()
-                  ? engine_->ForkSessionAt(request->session_id(), request->position(), *tenant)
-                  : engine_->ForkSession(request->session_id(), *tenant);
-  if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status(), rpc);
+  return Offload(ctx, "ForkSession", request->session_id(), [this, request, response](const Tenant& tenant) {
+    auto info = request->has_position()
+                    ? engine_->ForkSessionAt(request->session_id(), request->position(), tenant)
+                    : engine_->ForkSession(request->session_id(), tenant);
+    if (info.ok()) ToProto(*info, response);
+    return info.status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::RewindSession(grpc::CallbackServerContext* ctx,
                                                     const v1::RewindSessionRequest* request,
                                                     v1::Session* response) {
-  RpcRecord rpc(metrics_, "RewindSession");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, request->session_id());
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto info = engine_->RewindSession(request->session_id(), request->position(), *tenant);
-  if (info.ok()) ToProto(*info, response);
-  return Reply(ctx, info.status(), rpc);
+  return Offload(ctx, "RewindSession", request->session_id(), [this, request, response](const Tenant& tenant) {
+    auto info = engine_->RewindSession(request->session_id(), request->position(), tenant);
+    if (info.ok()) ToProto(*info, response);
+    return info.status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::DeleteSnapshot(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteSnapshotRequest* request,
                                                      v1::DeleteSnapshotResponse* response) {
-  RpcRecord rpc(metrics_, "DeleteSnapshot");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  return Reply(ctx, engine_->DeleteSnapshot(request->snapshot_key(), *tenant), rpc);
+  return Offload(ctx, "DeleteSnapshot", "", [this, request](const Tenant& tenant) {
+    return engine_->DeleteSnapshot(request->snapshot_key(), tenant);
+  });
 }
 
 grpc::ServerUnaryReactor* BrtService::ListSnapshots(grpc::CallbackServerContext* ctx,
                                                     const v1::ListSnapshotsRequest* request,
                                                     v1::ListSnapshotsResponse* response) {
-  RpcRecord rpc(metrics_, "ListSnapshots");
-  auto tenant = AdmitCall(*ctx, auth_, rpc, "");
-  if (!tenant.ok()) return Reply(ctx, tenant.status(), rpc);
-  auto keys = engine_->ListSnapshots(*tenant);
-  if (keys.ok()) {
-    for (const std::string& k : *keys) response->add_snapshot_keys(k);
-  }
-  return Reply(ctx, keys.status(), rpc);
+  return Offload(ctx, "ListSnapshots", "", [this, response](const Tenant& tenant) {
+    auto keys = engine_->ListSnapshots(tenant);
+    if (keys.ok()) {
+      for (const std::string& k : *keys) response->add_snapshot_keys(k);
+    }
+    return keys.status();
+  });
 }
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* BrtService::Score(
     grpc::CallbackServerContext* ctx) {
-  return NewScoreReactor(engine_, ctx, metrics_, options_, &peers_, auth_);
+  return NewScoreReactor(engine_, ctx, metrics_, options_, &peers_, auth_, &blocking_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* BrtService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  return NewGenerateReactor(engine_, ctx, *request, metrics_, &peers_, auth_);
+  return NewGenerateReactor(engine_, ctx, *request, metrics_, &peers_, auth_, &blocking_);
 }
 
 grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext* ctx,

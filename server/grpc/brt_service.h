@@ -3,16 +3,21 @@
 // Streaming calls get one reactor each, which deletes itself in OnDone and forwards OnCancel to the
 // core.
 //
-// Thread safety: gRPC calls it from many threads; all state lives in the Engine (thread-safe) or in
-// per-call reactors.
+// Calls that may block on the snapshot store or the executor run on the service's BlockingPool, never
+// on gRPC's callback threads.
+//
+// Thread safety: gRPC calls it from many threads; all state lives in the Engine (thread-safe), the
+// blocking pool (thread-safe) or in per-call reactors.
 #ifndef BRT_SERVER_GRPC_BRT_SERVICE_H_
 #define BRT_SERVER_GRPC_BRT_SERVICE_H_
 
 #include <string>
+#include <string_view>
 
 #include "brt/v1/brt.grpc.pb.h"
 #include "server/auth/authenticator.h"
 #include "server/core/engine.h"
+#include "server/grpc/blocking_pool.h"
 #include "server/grpc/peer_limiter.h"
 
 namespace brt {
@@ -37,6 +42,11 @@ struct BrtServiceOptions {
   uint64_t max_pending_reply_bytes = uint64_t{16} << 20;
   // Concurrent Score/Generate calls per client address (--max_calls_per_peer); 0 = no limit.
   uint32_t max_calls_per_peer = 64;
+  // The blocking pool (blocking_pool.h): threads that run calls which may wait on the snapshot store or
+  // the executor (--blocking_threads), and how many such calls may wait for one (--blocking_queue;
+  // UNAVAILABLE beyond).
+  int blocking_threads = 8;
+  size_t blocking_queue = 256;
 };
 
 class BrtService final : public v1::Brt::CallbackService {
@@ -54,7 +64,8 @@ class BrtService final : public v1::Brt::CallbackService {
         metrics_(metrics),
         options_(options),
         peers_(options.max_calls_per_peer),
-        auth_(auth) {}
+        auth_(auth),
+        blocking_(options.blocking_threads, options.blocking_queue) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -75,8 +86,8 @@ class BrtService final : public v1::Brt::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* request,
                                           v1::ServerInfo* response) override;
-  // Persistence. These wait (on the gRPC thread) for the executor to copy memory between host and device
-  // (a millisecond or so) and for the snapshot store.
+  // Persistence. These wait for the executor to copy memory between host and device (a millisecond or
+  // so) and for the snapshot store, on the blocking pool (not on gRPC's threads).
   grpc::ServerUnaryReactor* SaveSession(grpc::CallbackServerContext* ctx,
                                         const v1::SaveSessionRequest* request,
                                         v1::SaveSessionResponse* response) override;
@@ -86,7 +97,7 @@ class BrtService final : public v1::Brt::CallbackService {
   grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx,
                                         const v1::ForkSessionRequest* request,
                                         v1::Session* response) override;
-  // Restores a checkpoint and re-reads up to a few blocks on the executor: waits on the gRPC thread.
+  // Restores a checkpoint and re-reads up to a few blocks on the executor: waits on the blocking pool.
   grpc::ServerUnaryReactor* RewindSession(grpc::CallbackServerContext* ctx,
                                           const v1::RewindSessionRequest* request,
                                           v1::Session* response) override;
@@ -98,12 +109,21 @@ class BrtService final : public v1::Brt::CallbackService {
                                           v1::ListSnapshotsResponse* response) override;
 
  private:
+  // A unary call whose work may block (store I/O, the executor): admits it here, then runs
+  // `work(tenant)` -> absl::Status on the blocking pool under the call's deadline (ScopedStoreDeadline),
+  // and finishes the call with its status. UNAVAILABLE at once when the pool's queue is full;
+  // CANCELLED / DEADLINE_EXCEEDED without running `work` when the call ended while it waited.
+  template <typename Work>
+  grpc::ServerUnaryReactor* Offload(grpc::CallbackServerContext* ctx, std::string_view method,
+                                    std::string_view session_id, Work work);
+
   Engine* engine_;
   std::string version_;
   metrics::Metrics* metrics_;
   const BrtServiceOptions options_;
   PeerLimiter peers_;  // Score/Generate calls per client address
   const auth::Authenticator* const auth_;  // nullptr = single-tenant mode
+  BlockingPool blocking_;  // last: destroyed first, after gRPC has finished every call
 };
 
 }  // namespace brt

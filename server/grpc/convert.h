@@ -18,6 +18,8 @@ void ToProto(const ScoreSummaryResult& s, v1::ScoreSummary* out);
 v1::FinishReason ToProto(FinishReason r);
 // A gRPC deadline (system_clock::time_point::max() when none) as absl::Time.
 absl::Time FromDeadline(std::chrono::system_clock::time_point deadline);
+// The same deadline on the steady clock (time_point::max() when there is none).
+std::chrono::steady_clock::time_point SteadyDeadline(std::chrono::system_clock::time_point deadline);
 
 }  // namespace brt
 

@@ -3,6 +3,7 @@
 #include "server/grpc/streaming_reactors.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <deque>
 #include <memory>
@@ -16,6 +17,7 @@
 #include "server/grpc/call_record.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_util.h"
+#include "server/persistence/snapshot_store.h"
 
 namespace brt {
 namespace {
@@ -39,8 +41,8 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
  public:
   ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
                const BrtServiceOptions& options, PeerLimiter* peers,
-               const auth::Authenticator* auth)
-      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options) {
+               const auth::Authenticator* auth, BlockingPool* blocking)
+      : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options), blocking_(blocking) {
     auto tenant = AdmitCall(*ctx, auth, rpc_, "");
     if (!tenant.ok()) {
       absl::MutexLock lock(&mu_);
@@ -71,6 +73,12 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       return;
     }
     absl::MutexLock lock(&mu_);
+    HandleRequestLocked();
+  }
+
+  // The request just read (request_). The first one starts the core call: on the blocking pool when its
+  // session must first be read from the snapshot store, then the rest of this runs there.
+  void HandleRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finishing_) return;
     if (call_ == nullptr) {
       if (request_.session_id().empty()) {
@@ -81,6 +89,26 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       absl::Status routed = CheckSessionAffinity(*ctx_, request_.session_id());
       if (!routed.ok()) {
         FinishLocked(routed);
+        return;
+      }
+      if (!store_checked_ && engine_->NeedsStoreRead(request_.session_id())) {
+        store_checked_ = true;
+        // Nothing finishes the call while this waits: no read is pending and there is no core call
+        // for OnCancel to stop, so the reactor outlives the task.
+        const bool queued = blocking_->TrySubmit([this, deadline = ctx_->deadline()] {
+          absl::Status loaded;
+          {
+            persistence::ScopedStoreDeadline store_deadline(SteadyDeadline(deadline));
+            loaded = engine_->LoadFromStore(request_.session_id(), tenant_);
+          }
+          absl::MutexLock lock(&mu_);
+          if (!loaded.ok()) {
+            FinishLocked(loaded);
+            return;
+          }
+          HandleRequestLocked();
+        });
+        if (!queued) FinishLocked(blocking_->FullError());
         return;
       }
       ScoreOptions options;
@@ -249,11 +277,13 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   grpc::CallbackServerContext* const ctx_;
   RpcRecord rpc_;  // its tenant is set once, in the constructor
   const BrtServiceOptions options_;
+  BlockingPool* const blocking_;
   Tenant tenant_;  // set in the constructor
   std::unique_ptr<PeerLimiter::Slot> peer_slot_;  // this call's count against its client's limit
   v1::ScoreRequest request_;  // only touched by the read path
   absl::Mutex mu_;
   std::unique_ptr<ScoreCall> call_ ABSL_GUARDED_BY(mu_);
+  bool store_checked_ ABSL_GUARDED_BY(mu_) = false;  // the session was looked for in the store
   std::string session_id_ ABSL_GUARDED_BY(mu_);
   std::deque<Reply> queue_ ABSL_GUARDED_BY(mu_);  // front is being written if writing_
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of queue_[i].bytes
@@ -272,7 +302,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
  public:
   GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
                   const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers,
-                  const auth::Authenticator* auth)
+                  const auth::Authenticator* auth, BlockingPool* blocking)
       : rpc_(metrics, "Generate") {
     absl::MutexLock lock(&mu_);
     auto tenant = AdmitCall(*ctx, auth, rpc_, request.session_id());
@@ -291,12 +321,27 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
     params.sampling = FromProto(request.sampling());
     params.deadline = FromDeadline(ctx->deadline());
-    auto call = engine->StartGenerate(request.session_id(), std::move(params), this, *tenant);
-    if (!call.ok()) {
-      FinishLocked(call.status());
+    if (!engine->NeedsStoreRead(request.session_id())) {
+      StartLocked(engine, request.session_id(), std::move(params), *tenant);
       return;
     }
-    call_ = *std::move(call);
+    // The session must first be read from the store: on the blocking pool. Nothing finishes the call
+    // meanwhile (no core call for OnCancel to stop), so the reactor outlives the task.
+    const bool queued = blocking->TrySubmit(
+        [this, engine, id = request.session_id(), params, tenant = *tenant, deadline = ctx->deadline()] {
+          absl::Status loaded;
+          {
+            persistence::ScopedStoreDeadline store_deadline(SteadyDeadline(deadline));
+            loaded = engine->LoadFromStore(id, tenant);
+          }
+          absl::MutexLock lock(&mu_);
+          if (!loaded.ok()) {
+            FinishLocked(loaded);
+            return;
+          }
+          StartLocked(engine, id, params, tenant);
+        });
+    if (!queued) FinishLocked(blocking->FullError());
   }
 
   void OnToken(GeneratedToken token) override {
@@ -348,6 +393,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void OnDone() override { delete this; }
 
  private:
+  void StartLocked(Engine* engine, const std::string& session_id, GenerateParams params,
+                   const Tenant& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto call = engine->StartGenerate(session_id, std::move(params), this, tenant);
+    if (!call.ok()) {
+      FinishLocked(call.status());
+      return;
+    }
+    call_ = *std::move(call);
+  }
+
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finishing_) return;
     if (!queue_.empty()) {
@@ -381,14 +436,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
 grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>* NewScoreReactor(
     Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
-    const BrtServiceOptions& options, PeerLimiter* peers, const auth::Authenticator* auth) {
-  return new ScoreReactor(engine, ctx, metrics, options, peers, auth);
+    const BrtServiceOptions& options, PeerLimiter* peers, const auth::Authenticator* auth,
+    BlockingPool* blocking) {
+  return new ScoreReactor(engine, ctx, metrics, options, peers, auth, blocking);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* NewGenerateReactor(
     Engine* engine, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
-    metrics::Metrics* metrics, PeerLimiter* peers, const auth::Authenticator* auth) {
-  return new GenerateReactor(engine, ctx, request, metrics, peers, auth);
+    metrics::Metrics* metrics, PeerLimiter* peers, const auth::Authenticator* auth,
+    BlockingPool* blocking) {
+  return new GenerateReactor(engine, ctx, request, metrics, peers, auth, blocking);
 }
 
 }  // namespace brt
