@@ -9,6 +9,23 @@
 #include "server/tokenizer/spm_shim.h"
 
 namespace brt {
+namespace {
+
+// The sanitizer runtimes refuse RTLD_DEEPBIND (they abort in dlopen: google/sanitizers#611). Sanitizer builds
+// (tests/checks/run.sh) link neither gRPC nor LibTorch, so no second libprotobuf is there to keep apart.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kShimDeepBind = 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr int kShimDeepBind = 0;
+#else
+constexpr int kShimDeepBind = RTLD_DEEPBIND;
+#endif
+#else
+constexpr int kShimDeepBind = RTLD_DEEPBIND;
+#endif
+
+}  // namespace
 
 // Function pointers into the dlopen'ed shim. The library is intentionally never dlclose'd:
 // unloading SentencePiece (and its private protobuf) at exit buys nothing and risks
@@ -106,7 +123,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const std::string& 
         absl::StrCat("tokenizer shim library not found: ", shim_path, " (set --tokenizer_shim)"));
   }
   auto shim = std::make_unique<Shim>();
-  shim->library = dlopen(shim_path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  shim->library = dlopen(shim_path.c_str(), RTLD_NOW | RTLD_LOCAL | kShimDeepBind);
   if (shim->library == nullptr) {
     return absl::InternalError(absl::StrCat("dlopen(", shim_path, ") failed: ", dlerror()));
   }
