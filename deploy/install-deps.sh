@@ -13,8 +13,9 @@ for list in build torch-build runtime torch-runtime; do
   PACKAGES+=($(sed -e 's/#.*//' "$PKG_DIR/$list.txt"))
 done
 PACKAGES+=(
-  # Build tools for the fuzz and sanitizer builds.
-  clang-14
+  # Build tools for the fuzz and sanitizer builds (tests/checks/run.sh): clang, its ASan/UBSan/libFuzzer
+  # runtimes (only recommended by clang-14, and recommends are not installed here) and Ninja.
+  clang-14 libclang-rt-14-dev ninja-build
   # C++ unit tests.
   libgtest-dev libgmock-dev
   # Python side: model, reference scorer, integration tests, benchmarks.
