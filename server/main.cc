@@ -557,6 +557,7 @@ int main(int argc, char** argv) {
   });
   server->Wait();
   waiter.join();
-  engine->reset();  // after the server: no reactor can reach the engine any more
+  service.WaitForBlockingWork();  // calls the pool took before the shutdown still use the engine
+  engine->reset();  // after the server and the pool: nothing can reach the engine any more
   return 0;
 }

@@ -26,6 +26,12 @@ bool BlockingPool::TrySubmit(std::function<void()> work) {
   return true;
 }
 
+void BlockingPool::WaitIdle() {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
 absl::Status BlockingPool::FullError() const {
   return absl::UnavailableError(absl::StrCat(max_queue_, " calls already wait for the server's ",
                                              threads_.size(),
@@ -42,8 +48,12 @@ void BlockingPool::Loop() {
       if (queue_.empty()) return;  // stopping, and everything queued has run
       work = std::move(queue_.front());
       queue_.pop_front();
+      ++running_;
     }
     work();
+    work = nullptr;  // its captures are released before the pool counts it done
+    absl::MutexLock lock(&mu_);
+    --running_;
   }
 }
 

@@ -7,8 +7,8 @@
 // calls is refused at once (the caller answers UNAVAILABLE) instead of piling up.
 //
 // Thread safety: every method may be called from any thread. The destructor runs the work already
-// queued, then joins the threads; destroy the pool only after the grpc::Server has shut down (a queued
-// call has not finished, so Shutdown waits for it).
+// queued, then joins the threads. Queued work may use the engine: once the grpc::Server has shut down
+// (no new work), WaitIdle, then destroy the engine.
 #ifndef BRT_SERVER_GRPC_BLOCKING_POOL_H_
 #define BRT_SERVER_GRPC_BLOCKING_POOL_H_
 
@@ -35,6 +35,10 @@ class BlockingPool {
   // Queues `work` to run on a pool thread: false, and nothing queued, when max_queue items already wait.
   bool TrySubmit(std::function<void()> work) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Returns once nothing is queued or running (work submitted meanwhile is waited for too). The server
+  // calls it after gRPC has shut down, before it destroys the engine that queued work may still use.
+  void WaitIdle() ABSL_LOCKS_EXCLUDED(mu_);
+
   // What a call refused by TrySubmit ends with: UNAVAILABLE naming the queue's size and the flag.
   absl::Status FullError() const;
 
@@ -48,6 +52,7 @@ class BlockingPool {
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;  // items taken off the queue and not finished yet
   std::vector<std::thread> threads_;  // set in the constructor, joined in the destructor
 };
 

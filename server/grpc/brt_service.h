@@ -108,6 +108,10 @@ class BrtService final : public v1::Brt::CallbackService {
                                           const v1::ListSnapshotsRequest* request,
                                           v1::ListSnapshotsResponse* response) override;
 
+  // Waits until no call runs or waits on the blocking pool. Call it after the grpc::Server has shut
+  // down and before destroying the engine: work the pool took before the shutdown may still use it.
+  void WaitForBlockingWork() { blocking_.WaitIdle(); }
+
  private:
   // A unary call whose work may block (store I/O, the executor): admits it here, then runs
   // `work(tenant)` -> absl::Status on the blocking pool under the call's deadline (ScopedStoreDeadline),
