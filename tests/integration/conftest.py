@@ -77,12 +77,27 @@ class BrtServer:
 
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # The channel is made once the port accepts connections: a gRPC channel whose first connection is
+        # refused backs off (1 s, 1.6 s, 2.6 s, ...) and would see the server seconds after it is up.
+        self.wait_listening()
         self.credentials = credentials
         self.channel = (grpc.secure_channel(self.address, credentials) if credentials is not None
                         else grpc.insecure_channel(self.address))
         self.stub = STUBS.rpc.BrtStub(self.channel)
         self.health = STUBS.health_rpc.HealthStub(self.channel)
         self.wait_serving()
+
+    def wait_listening(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"brt-server exited with {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"brt-server not listening after {timeout}s:\n{self.read_log()}")
 
     def wait_serving(self, timeout=120):
         import grpc
