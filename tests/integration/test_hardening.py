@@ -555,3 +555,39 @@ def test_one_client_cannot_take_every_queue_slot():
         assert summary.tokens > 0
     finally:
         s.stop()
+
+
+def test_one_connection_runs_at_most_its_stream_limit_and_bad_limits_are_refused():
+    """--grpc_max_streams_per_connection: HTTP/2 makes a connection's extra calls wait in the client, so one
+    connection cannot hold more calls than that however many it opens; other connections are served."""
+    import queue as queue_mod
+    s = BrtServer("--grpc_max_streams_per_connection=3", "--grpc_memory_quota_mb=64")
+    try:
+        gate, calls = queue_mod.Queue(), []
+        # Sessions first: a unary call needs a stream slot too.
+        for sid in [s.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id for _ in range(6)]:
+            def requests(sid=sid):
+                yield pb.ScoreRequest(session_id=sid, text=b"1:1 In the beginning\n")
+                gate.get()
+
+            calls.append(s.stub.Score(requests(), timeout=60))
+        time.sleep(1.0)
+        # A second connection (gRPC Python shares connections between channels unless told not to).
+        other = grpc.insecure_channel(s.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            info = STUBS.rpc.BrtStub(other).GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+        finally:
+            other.close()
+        assert info.executor.active_calls == 3, info.executor
+        for _ in calls:
+            gate.put(None)
+        for c in calls:
+            assert any(r.HasField("summary") for r in c)  # the waiting calls ran afterwards
+    finally:
+        s.stop()
+    for flag, message in (("--grpc_memory_quota_mb=1", "--grpc_memory_quota_mb must be >= 16"),
+                          ("--grpc_max_streams_per_connection=0", "--grpc_max_streams_per_connection must be > 0"),
+                          ("--blocking_threads=0", "--blocking_threads must be in [1, 1024]")):
+        r = subprocess.run([SERVER_BIN, f"--model_dir={MODEL_DIR}", f"--listen=127.0.0.1:{free_port()}", flag],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and message in r.stderr, (flag, r.returncode, r.stderr[-500:])
