@@ -14,6 +14,7 @@
 #include "server/http/handlers.h"
 #include "server/http/http_errors.h"
 #include "server/http/prefix_cache.h"
+#include "server/http/warm_first_pool.h"
 #include "server/core/client_text.h"
 
 namespace brt {
@@ -48,7 +49,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine* engine,
   s->Routes();
   httplib::Server& srv = *s->server_;
   const int threads = s->options_.threads;
-  srv.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  srv.new_task_queue = [threads] { return new WarmFirstPool(threads); };
   srv.set_payload_max_length(s->options_.max_body_bytes);
   srv.set_read_timeout(s->options_.read_timeout_s, 0);
   srv.set_write_timeout(s->options_.write_timeout_s, 0);
