@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/tokenizer/sha256.h"
+#include "server/tokenizer/sanitizer_build.h"
 #include "server/tokenizer/spm_shim.h"
 
 namespace brt {
@@ -13,17 +14,7 @@ namespace {
 
 // The sanitizer runtimes refuse RTLD_DEEPBIND (they abort in dlopen: google/sanitizers#611). Sanitizer builds
 // (tests/checks/run.sh) link neither gRPC nor LibTorch, so no second libprotobuf is there to keep apart.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr int kShimDeepBind = 0;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr int kShimDeepBind = 0;
-#else
-constexpr int kShimDeepBind = RTLD_DEEPBIND;
-#endif
-#else
-constexpr int kShimDeepBind = RTLD_DEEPBIND;
-#endif
+constexpr int kShimDeepBind = kAddressSanitizerBuild ? 0 : RTLD_DEEPBIND;
 
 }  // namespace
 

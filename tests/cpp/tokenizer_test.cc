@@ -7,6 +7,7 @@
 #include <random>
 
 #include "server/tokenizer/incremental_tokenizer.h"
+#include "server/tokenizer/sanitizer_build.h"
 #include "server/tokenizer/sha256.h"
 #include "tests/cpp/testing/fake_backend.h"
 #include "tests/cpp/testing/status_matchers.h"
@@ -186,17 +187,7 @@ TEST(TokenizerTest, LinearSplittingMatchesTheOldSplittingOnMixedText) {
 }
 
 // Sanitizer builds (tests/checks/run.sh: ASan + UBSan at -O0) run this code about 10x slower.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr double kSlowdown = 10;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr double kSlowdown = 10;
-#else
-constexpr double kSlowdown = 1;
-#endif
-#else
-constexpr double kSlowdown = 1;
-#endif
+constexpr double kSlowdown = kAddressSanitizerBuild ? 10 : 1;
 
 TEST(TokenizerTest, AdversarialMarkerTextTokenizesInLinearTime) {
   auto tok = TinyTokenizer();
