@@ -36,7 +36,9 @@ ABSL_FLAG(std::string, text, "", "Text file to score (each session scores its ow
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (block scoring)");
-ABSL_FLAG(int, decode_threads, 0, "Intra-op threads for decode steps; 0 = --threads");
+ABSL_FLAG(int, decode_threads, 0, "Intra-op threads for decode steps (row shards off); 0 = --threads");
+ABSL_FLAG(int, row_shards, 0, "Row shards of batched CPU calls (brt-server --row_shards); 0 = --threads");
+ABSL_FLAG(int, row_shard_min_rows, 2, "brt-server --row_shard_min_rows");
 ABSL_FLAG(bool, jit_optimize, false, "TorchScript's profiling executor");
 ABSL_FLAG(std::string, score_sessions, "1,8", "Concurrent Score sessions to measure");
 ABSL_FLAG(std::string, generate_sessions, "1,32", "Concurrent Generate sessions to measure");
@@ -193,6 +195,8 @@ int main(int argc, char** argv) {
   ro.dtype = absl::GetFlag(FLAGS_dtype);
   ro.threads = absl::GetFlag(FLAGS_threads);
   ro.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  ro.shards = absl::GetFlag(FLAGS_row_shards);
+  ro.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
   ro.jit_optimize = absl::GetFlag(FLAGS_jit_optimize);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);

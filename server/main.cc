@@ -49,9 +49,13 @@ ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: 
 ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (GPU)");
 ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch's block scoring; 0 = number of cores");
 ABSL_FLAG(int, decode_threads, 0,
-          "Intra-op threads for decode steps (generation, partial blocks); 0 = --threads. One decodes "
-          "15-20% faster on a 2-core CPU, but switching the thread count between steps makes results "
-          "depend on history in the last bits (a restored session then no longer continues bitwise)");
+          "Intra-op threads for decode steps when --row_shards=1; 0 = --threads. Switching the thread "
+          "count between steps makes results depend on history in the last bits");
+ABSL_FLAG(int, row_shards, 0,
+          "CPU: batched model calls of >= --row_shard_min_rows rows are split into this many shards, run "
+          "at once on workers of one intra-op thread each, and every decode step runs on them (many "
+          "small operations are faster on one thread each than on several). 0 = --threads; 1 = off");
+ABSL_FLAG(int, row_shard_min_rows, 2, "Fewest rows of a block-scoring call that is split into shards");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -263,6 +267,13 @@ int main(int argc, char** argv) {
   runner_options.dtype = absl::GetFlag(FLAGS_dtype);
   runner_options.threads = absl::GetFlag(FLAGS_threads);
   runner_options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  runner_options.shards = absl::GetFlag(FLAGS_row_shards);
+  runner_options.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
+  if (runner_options.shards < 0 || runner_options.shard_min_rows < 1) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--row_shards must be >= 0 (0 = --threads, 1 = off) and --row_shard_min_rows >= 1; got ",
+        runner_options.shards, " and ", runner_options.shard_min_rows)));
+  }
   runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/model/shard_pool.h"
 
 namespace brt {
 namespace {
@@ -40,6 +41,16 @@ at::Tensor LongTensor(const std::vector<int64_t>& v, const c10::Device& device) 
   return at::tensor(at::ArrayRef<int64_t>(v), at::TensorOptions().dtype(at::kLong)).to(device);
 }
 
+// Sets the calling thread's intra-op thread count. OpenMP keeps the count per thread, and ATen sets a
+// thread's count lazily, on its first parallel operation, to the count that any thread set last: so a
+// thread that had not run one yet could later switch itself to another thread's count (seen: the
+// executor and the shard workers each set theirs, and one of them ran at the other's). Doing the lazy
+// step first makes the count stick.
+void SetThisThreadsThreads(int n) {
+  at::internal::lazy_init_num_threads();
+  at::set_num_threads(n);
+}
+
 }  // namespace
 
 struct ModelRunner::Impl {
@@ -56,11 +67,38 @@ struct ModelRunner::Impl {
   int decode_threads = 1;
   bool jit_optimize = false;
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
+  // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
+  // workers of one intra-op thread each. Null when off (one shard, or a GPU).
+  std::unique_ptr<ShardPool> shards;
+  int shard_min_rows = 2;
+
+  // Runs fn(begin, end) over [0, rows): in shards on the workers when the pool is on and the call has
+  // enough rows (or always_pool), else on the calling thread with `threads` intra-op threads. Each
+  // shard's status is kept; the first failure is returned.
+  absl::Status ForShards(int64_t rows, int threads_here, bool always_pool,
+                         const std::function<absl::Status(int64_t, int64_t)>& fn) {
+    if (shards == nullptr || (rows < shard_min_rows && !always_pool)) {
+      UseThreads(threads_here);
+      return fn(0, rows);
+    }
+    const int64_t k = rows < shard_min_rows ? 1 : std::min<int64_t>(shards->threads(), rows);
+    std::vector<absl::Status> status(static_cast<size_t>(k));
+    std::vector<std::function<void()>> jobs;
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t begin = rows * i / k, end = rows * (i + 1) / k;
+      jobs.push_back([&fn, &status, i, begin, end] { status[static_cast<size_t>(i)] = fn(begin, end); });
+    }
+    shards->Run(jobs);
+    for (auto& st : status) {
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
 
   // Switches the executor thread's intra-op thread count (OpenMP keeps it per thread; cheap).
   void UseThreads(int n) {
     if (n != current_threads) {
-      at::set_num_threads(n);
+      SetThisThreadsThreads(n);
       current_threads = n;
     }
   }
@@ -219,6 +257,14 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   } catch (const std::exception& e) {
     return TorchError("allocating the session memory pools failed", e);
   }
+  const int shards = options.shards > 0 ? options.shards : threads;
+  if (shards > 1 && !impl->device.is_cuda()) {
+    impl->shard_min_rows = std::max(1, options.shard_min_rows);
+    impl->shards = std::make_unique<ShardPool>(shards, [] {
+      SetThisThreadsThreads(1);
+      torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
+    });
+  }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
 
@@ -299,38 +345,50 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   }
   try {
     c10::InferenceMode guard;
-    impl_->UseThreads(impl_->threads);
     impl_->Reserve(max_slot);
-    at::Tensor tokens = at::from_blob(flat.data(), {b, n}, at::kLong).to(impl_->device);
-    auto out = impl_->module.get_method("score_slots")(
-                                 {tokens, LongTensor(starts, impl_->device),
-                                  LongTensor(slots, impl_->device), impl_->KvList(), impl_->state,
-                                  int64_t{top_k}})
-                   .toTuple();
-    const auto& e = out->elements();
-    at::Tensor target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    at::Tensor topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    at::Tensor topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
-    at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    std::vector<ScoreBlocksResult> results(b);
-    const int64_t v = next.size(1);
-    for (int64_t i = 0; i < b; ++i) {
-      ScoreBlocksResult& r = results[i];
-      const float* tp = target.data_ptr<float>() + i * (n - 1);
-      r.target_logprobs.assign(tp, tp + (n - 1));
-      if (top_k > 0) {
-        const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
-        r.topk_logprobs.assign(kp, kp + n * top_k);
-        const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
-        r.topk_ids.assign(ip, ip + n * top_k);
-      }
-      const float* np = next.data_ptr<float>() + i * v;
-      r.next_logprobs.assign(np, np + v);
-    }
-    return results;
   } catch (const std::exception& e) {
-    return TorchError("score_slots failed", e);
+    return TorchError("growing the session memory pools failed", e);
   }
+  std::vector<ScoreBlocksResult> results(b);
+  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      const int64_t rows = end - begin;
+      at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows, n}, at::kLong).to(impl_->device);
+      std::vector<int64_t> my_starts(starts.begin() + begin, starts.begin() + end);
+      std::vector<int64_t> my_slots(slots.begin() + begin, slots.begin() + end);
+      auto out = impl_->module.get_method("score_slots")(
+                                   {tokens, LongTensor(my_starts, impl_->device),
+                                    LongTensor(my_slots, impl_->device), impl_->KvList(), impl_->state,
+                                    int64_t{top_k}})
+                     .toTuple();
+      const auto& e = out->elements();
+      at::Tensor target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
+      at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
+      const int64_t v = next.size(1);
+      for (int64_t i = 0; i < rows; ++i) {
+        ScoreBlocksResult& r = results[static_cast<size_t>(begin + i)];
+        const float* tp = target.data_ptr<float>() + i * (n - 1);
+        r.target_logprobs.assign(tp, tp + (n - 1));
+        if (top_k > 0) {
+          const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
+          r.topk_logprobs.assign(kp, kp + n * top_k);
+          const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
+          r.topk_ids.assign(ip, ip + n * top_k);
+        }
+        const float* np = next.data_ptr<float>() + i * v;
+        r.next_logprobs.assign(np, np + v);
+      }
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("score_slots failed", e);
+    }
+  };
+  absl::Status ok = impl_->ForShards(b, impl_->threads, /*always_pool=*/false, shard);
+  if (!ok.ok()) return ok;
+  return results;
 }
 
 absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
@@ -338,7 +396,7 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
   const int64_t b = static_cast<int64_t>(rows.size());
   if (b == 0) return absl::InvalidArgumentError("DecodeStep: no rows");
   const int64_t w = impl_->meta.window;
-  std::vector<int64_t> tokens(b), positions(b), slots(b), done;
+  std::vector<int64_t> tokens(b), positions(b), slots(b);
   int32_t max_slot = 0;
   for (int64_t i = 0; i < b; ++i) {
     absl::Status ok = impl_->CheckSlot(rows[i].slot);
@@ -347,34 +405,51 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     tokens[i] = rows[i].token;
     positions[i] = rows[i].position;
     slots[i] = rows[i].slot;
-    // Known on the host: no device sync to find the rows that complete a block.
-    if (rows[i].position % w == w - 1) done.push_back(rows[i].slot);
   }
   try {
     c10::InferenceMode guard;
-    impl_->UseThreads(impl_->decode_threads);
     impl_->Reserve(max_slot);
-    c10::IValue kv = impl_->KvList();
-    at::Tensor out = impl_->module
-                         .get_method("decode_slots")({LongTensor(tokens, impl_->device),
-                                                      LongTensor(positions, impl_->device),
-                                                      LongTensor(slots, impl_->device), kv,
-                                                      impl_->state})
-                         .toTensor();
-    if (!done.empty()) {
-      impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
-    }
-    at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
-    const int64_t v = logprobs.size(1);
-    std::vector<DecodeResult> results(b);
-    for (int64_t i = 0; i < b; ++i) {
-      const float* lp = logprobs.data_ptr<float>() + i * v;
-      results[i].logprobs.assign(lp, lp + v);
-    }
-    return results;
   } catch (const std::exception& e) {
-    return TorchError("decode_slots failed", e);
+    return TorchError("growing the session memory pools failed", e);
   }
+  std::vector<DecodeResult> results(b);
+  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      std::vector<int64_t> my_tokens(tokens.begin() + begin, tokens.begin() + end);
+      std::vector<int64_t> my_positions(positions.begin() + begin, positions.begin() + end);
+      std::vector<int64_t> my_slots(slots.begin() + begin, slots.begin() + end);
+      // Known on the host: no device sync to find the rows that complete a block.
+      std::vector<int64_t> done;
+      for (int64_t i = begin; i < end; ++i) {
+        if (positions[i] % w == w - 1) done.push_back(slots[i]);
+      }
+      c10::IValue kv = impl_->KvList();
+      at::Tensor out = impl_->module
+                           .get_method("decode_slots")({LongTensor(my_tokens, impl_->device),
+                                                        LongTensor(my_positions, impl_->device),
+                                                        LongTensor(my_slots, impl_->device), kv,
+                                                        impl_->state})
+                           .toTensor();
+      if (!done.empty()) {
+        impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
+      }
+      at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
+      const int64_t v = logprobs.size(1);
+      for (int64_t i = 0; i < end - begin; ++i) {
+        const float* lp = logprobs.data_ptr<float>() + i * v;
+        results[static_cast<size_t>(begin + i)].logprobs.assign(lp, lp + v);
+      }
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("decode_slots failed", e);
+    }
+  };
+  // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
+  // decodes faster than two here, and the executor's own thread count then never changes.
+  absl::Status ok = impl_->ForShards(b, impl_->decode_threads, /*always_pool=*/true, shard);
+  if (!ok.ok()) return ok;
+  return results;
 }
 
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {

@@ -7,7 +7,8 @@
 // them with slot indices to the export's methods, which read and write them in place. Every torch
 // call runs under c10::InferenceMode and every c10::Error / std::exception becomes an absl::Status.
 //
-// Thread safety: NOT thread-safe (see ModelBackend); one executor thread owns it.
+// Thread safety: NOT thread-safe (see ModelBackend); one executor thread owns it. Internally a call may
+// run its rows in shards on the runner's own worker threads (ShardPool), and returns when they are done.
 #ifndef BRT_SERVER_MODEL_MODEL_RUNNER_H_
 #define BRT_SERVER_MODEL_MODEL_RUNNER_H_
 
@@ -34,7 +35,14 @@ struct ModelRunnerOptions {
   // But a thread count that differs from `threads` is switched between calls, and then results were
   // not reproducible in their last bits (the first session of a process differed from later ones), so
   // the default keeps one count and bitwise save/restore/fork continuation.
+  // Used only when row shards are off (shards == 1, or a GPU).
   int decode_threads = 0;
+  // Row shards (CPU only; see shard_pool.h): a batched call of at least shard_min_rows rows is split
+  // into up to `shards` parts run at once on workers of one intra-op thread each, and every decode
+  // step runs on them (one row on one worker). 0 = `threads`; 1 = off (calls run on the executor).
+  // Block scoring of fewer rows stays on the executor with `threads` intra-op threads.
+  int shards = 0;
+  int shard_min_rows = 2;
   // TorchScript's profiling executor (re-specialises methods on new input shapes). Off by default: see
   // model_runner.cc, InitExecutorThread.
   bool jit_optimize = false;

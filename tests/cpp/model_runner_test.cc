@@ -14,11 +14,12 @@ namespace {
 using ::brt::testing::StatusIs;
 using ::brt::testing::TinyDir;
 
-std::unique_ptr<ModelRunner> LoadTiny() {
+std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0) {
   ModelRunnerOptions o;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
-  o.threads = 1;
+  o.threads = threads;
+  o.shards = shards;
   o.max_slots = 16;
   o.initial_slots = 2;  // small, so the tests make the pools grow
   auto r = ModelRunner::Create(o);
@@ -155,6 +156,79 @@ TEST(ModelRunnerTest, BatchedEqualsAloneAndOtherSlotsAreUntouched) {
   auto after7 = r->ExportSlot(7);
   EXPECT_EQ(before->kv.data, after7->kv.data);
   EXPECT_EQ(before->state.data, after7->state.data);
+}
+
+// Row shards: a batched call split across the runner's workers gives each row what the row gets alone on
+// an unsharded runner (to fp32 rounding), touches only its own slots, and is reproducible bit for bit.
+TEST(ModelRunnerTest, ShardedCallsEqualUnshardedOnesAndAreReproducible) {
+  auto sharded = LoadTiny(/*threads=*/2, /*shards=*/2);
+  auto plain = LoadTiny(/*threads=*/1, /*shards=*/1);
+  ASSERT_NE(sharded, nullptr);
+  ASSERT_NE(plain, nullptr);
+  const int w = sharded->metadata().window;
+  std::vector<std::vector<int32_t>> texts;
+  for (uint32_t i = 0; i < 5; ++i) texts.push_back(RandomTokens(2 * w, 10 + i));
+  ASSERT_TRUE(sharded->InitSlots({0, 1, 2, 3, 4, 9, 10, 11, 12, 13, 15}).ok());
+  ASSERT_TRUE(plain->InitSlots({0, 1, 2, 3, 4}).ok());
+  // Slot 15 is left alone: nothing below may change it.
+  ASSERT_TRUE(sharded->ScoreBlocks({ScoreBlocksRow{15, 0, texts[0]}}, 0).ok());
+  auto before = sharded->ExportSlot(15);
+  // Five rows in two shards (slots out of order), with top-k.
+  std::vector<ScoreBlocksRow> rows;
+  for (int i = 0; i < 5; ++i) rows.push_back(ScoreBlocksRow{4 - i, 0, texts[i]});
+  auto got = sharded->ScoreBlocks(rows, 3);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (int i = 0; i < 5; ++i) {
+    auto alone = plain->ScoreBlocks({ScoreBlocksRow{i, 0, texts[i]}}, 3);
+    ASSERT_TRUE(alone.ok());
+    const ScoreBlocksResult& a = (*alone)[0];
+    const ScoreBlocksResult& g = (*got)[i];
+    ASSERT_EQ(g.target_logprobs.size(), a.target_logprobs.size());
+    for (size_t t = 0; t < a.target_logprobs.size(); ++t) {
+      ASSERT_NEAR(g.target_logprobs[t], a.target_logprobs[t], 1e-5) << "row " << i << " token " << t;
+    }
+    EXPECT_EQ(g.topk_ids, a.topk_ids) << "row " << i;
+    for (size_t v = 0; v < a.next_logprobs.size(); v += 53) ASSERT_NEAR(g.next_logprobs[v], a.next_logprobs[v], 1e-5);
+  }
+  // Decode: the five rows, one of which completes a block (the state update runs in its shard).
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(sharded->CopySlot(4 - i, 9 + i).ok());  // copies to repeat
+  auto step = [&](ModelRunner& r, int32_t base) {
+    std::vector<DecodeRow> d;
+    for (int i = 0; i < 5; ++i) d.push_back(DecodeRow{base + i, texts[i][0], 2 * w});
+    return r.DecodeStep(d);
+  };
+  auto d1 = step(*sharded, 9);   // slots 9..13 hold rows 0..4
+  ASSERT_TRUE(d1.ok()) << d1.status();
+  for (int i = 0; i < 5; ++i) {
+    auto alone = plain->DecodeStep({DecodeRow{i, texts[i][0], 2 * w}});
+    ASSERT_TRUE(alone.ok());
+    for (size_t v = 0; v < 4096; v += 61) ASSERT_NEAR((*d1)[i].logprobs[v], (*alone)[0].logprobs[v], 1e-5);
+  }
+  // The same call on the same memory gives the same bits: rows 0..4 again from their copies in 4..0.
+  std::vector<DecodeRow> again;
+  for (int i = 0; i < 5; ++i) again.push_back(DecodeRow{4 - i, texts[i][0], 2 * w});
+  auto d2 = sharded->DecodeStep(again);
+  ASSERT_TRUE(d2.ok());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ((*d1)[i].logprobs, (*d2)[i].logprobs) << "row " << i;
+  // A block completes in every row (position 3W-1 after W-1 more steps): state updates in both shards.
+  for (int t = 1; t < w; ++t) {
+    std::vector<DecodeRow> a, b;
+    for (int i = 0; i < 5; ++i) {
+      a.push_back(DecodeRow{9 + i, texts[i][t], 2 * w + t});
+      b.push_back(DecodeRow{4 - i, texts[i][t], 2 * w + t});
+    }
+    ASSERT_TRUE(sharded->DecodeStep(a).ok());
+    ASSERT_TRUE(sharded->DecodeStep(b).ok());
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto x = sharded->ExportSlot(9 + i), y = sharded->ExportSlot(4 - i);
+    ASSERT_TRUE(x.ok() && y.ok());
+    EXPECT_EQ(x->state.data, y->state.data) << "row " << i;
+    EXPECT_EQ(x->kv.data, y->kv.data) << "row " << i;
+  }
+  auto after = sharded->ExportSlot(15);
+  EXPECT_EQ(before->kv.data, after->kv.data);
+  EXPECT_EQ(before->state.data, after->state.data);
 }
 
 TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {

@@ -1,0 +1,55 @@
+#include "server/model/shard_pool.h"
+
+namespace brt {
+
+ShardPool::ShardPool(int threads, std::function<void()> init) {
+  workers_.reserve(static_cast<size_t>(threads));
+  for (int i = 0; i < threads; ++i) {
+    workers_.emplace_back([this, i, init] { Loop(i, init); });
+  }
+}
+
+ShardPool::~ShardPool() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& t : workers_) t.join();
+}
+
+void ShardPool::Run(const std::vector<std::function<void()>>& jobs) {
+  absl::MutexLock lock(&mu_);
+  jobs_ = &jobs;
+  running_ = static_cast<int>(jobs.size());
+  ++generation_;
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  mu_.Await(absl::Condition(&done));
+  jobs_ = nullptr;
+}
+
+void ShardPool::Loop(int index, const std::function<void()>& init) {
+  init();
+  uint64_t seen = 0;
+  while (true) {
+    const std::function<void()>* job = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this, &seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || generation_ != seen;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      seen = generation_;
+      // jobs_ is null when the Run this worker woke for had no job for it and has already returned.
+      if (jobs_ != nullptr && index < static_cast<int>(jobs_->size())) {
+        job = &(*jobs_)[static_cast<size_t>(index)];
+      }
+    }
+    if (job == nullptr) continue;  // this Run has fewer jobs than workers
+    (*job)();
+    absl::MutexLock lock(&mu_);
+    --running_;
+  }
+}
+
+}  // namespace brt
