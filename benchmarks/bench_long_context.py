@@ -17,15 +17,17 @@ brt-server (build/bin/brt-server on loopback, --threads=N, the shipped model mod
   ending at C (the window starts at the previous length when that is closer: 1k -> [0,1k), 4k -> [1k,4k)).
   The window is one Score call of whole lines, padded with newline tokens (always one token each) so that it
   starts and ends on a block boundary: it runs whole blocks only, like the baseline below. Before the window
-  the session is brought to a block boundary with a short untimed call of newlines. The window is scored
-  --reps times at the same context: in --reps - 1 forks of the session (ForkSession, deleted after) and then
-  in the session itself; the median time / tokens is the per-token cost AT that context. Recorded at each C:
+  the session is brought to a block boundary with a short untimed call of newlines; a fork of the session is
+  parked there, and the session reads the window (untimed) to go on. After the stream, --reps timed rounds
+  each score every length's window in a fresh fork of its parked session, the lengths in alternating order
+  from round to round, so that the machine's drift over minutes (this VM's speed moves by a fifth) is not read
+  as a cost of position; the median time / tokens is the per-token cost AT that context. Recorded at each C:
   the session's state_bytes (GetSession) and the server's resident memory (VmRSS of /proc/PID/status).
   The server figure is end to end (client gRPC, tokenization, scheduling, the model).
 
 BRT bare model (an extra, for a like-for-like ratio): the same export in-process (torch.jit.load); one block
 of W tokens per score_slots call (format 2) with the session's ring at start position C, or score_blocks
-(format 1); per-token cost = median call time / W.
+(format 1), 3 calls per length in each timed round above; per-token cost = median call time / W.
 
 Full-attention baseline (eager PyTorch, defined in this file): L=4, D=256, 4 heads, d_ff from the shipped
 config (brt_meta.json), vocab 4096, random weights, pre-norm RMSNorm, ReLU FFN, tied embeddings, no position
@@ -277,8 +279,8 @@ def main():
     rng_row = torch.randint(0, int(meta["vocab_size"]), (W,)).tolist()
 
     rows = []
+    parked = []  # (row, parked session id, window chunks)
     server = BrtServer(threads=args.threads)
-    fork_ok = True
     try:
         info = server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
         # Warm-up: a throwaway session scores a few blocks (TorchScript profiling runs).
@@ -320,39 +322,25 @@ def main():
             text += b"\n" * pad
             row["window_pad_newlines"] = pad
             chunks = chunks_of(text)
-            times, counts = [], []
-            for r in range(reps):
-                target = sid
-                if r < reps - 1 and fork_ok:
-                    try:
-                        target = server.stub.ForkSession(pb.ForkSessionRequest(session_id=sid), timeout=10).id
-                    except grpc.RpcError as e:
-                        fork_ok = False
-                        row["fork_error"] = f"{e.code().name}: {e.details()}"
-                        continue
-                elif r < reps - 1:
-                    continue
-                t0 = time.perf_counter()
-                _, summ = score(server.stub, target, chunks, omit_tokens=True)
-                times.append(time.perf_counter() - t0)
-                counts.append(summ.tokens)
-                if target != sid:
-                    server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=target), timeout=10)
+            # Park a fork of the session here (its memory at the window's start), then read the window in
+            # the session itself, untimed, so the stream goes on from the window's end. The window is timed
+            # later, in forks of the parked one, alternating the lengths round by round (see timed_rounds).
+            try:
+                park = server.stub.ForkSession(pb.ForkSessionRequest(session_id=sid), timeout=10).id
+            except grpc.RpcError as e:
+                raise SystemExit(f"ForkSession failed ({e.code().name}: {e.details()}); the benchmark needs it")
+            t0 = time.perf_counter()
+            _, summ = score(server.stub, sid, chunks, omit_tokens=True)
+            fill_s += time.perf_counter() - t0
             s = session()
             row["brt_server"] = {
-                "window_tokens": counts[-1], "window_seconds": times, "window_tokens_each": counts,
-                "per_token_s": statistics.median(t / c for t, c in zip(times, counts)),
+                "window_tokens": summ.tokens, "window_seconds": [], "window_tokens_each": [],
                 "tokens_consumed_after": s.tokens_consumed, "block_offset_after": s.block_offset,
                 "window_on_block_boundaries": row["window_start_tokens"] % W == W - 1 and s.block_offset == 0,
                 "state_bytes": s.state_bytes, "server_rss_bytes": rss_bytes(server.proc.pid)}
             # (position = tokens_consumed + 1: a block boundary means tokens_consumed % W == W - 1.)
-            print(f"{label(C)}: brt-server {1e6 * row['brt_server']['per_token_s']:.1f} us/token over "
-                  f"{counts[-1]} tokens x{len(times)}, state {s.state_bytes} B, rss {row['brt_server']['server_rss_bytes']} B",
-                  flush=True)
-
-            # The BRT bare model at the same context (position only moves the ring index).
-            bt = measure_brt_bare(module, meta, C, max(reps, 3), rng_row)
-            row["brt_bare"] = {"block_seconds": bt, "per_token_s": statistics.median(bt) / W}
+            parked.append((row, park, chunks))
+            row["brt_bare"] = {"block_seconds": []}
 
             # The full-attention baseline with N = C tokens in its cache.
             cache_bytes = 2 * L * C * D * 4
@@ -382,6 +370,31 @@ def main():
             rows.append(row)
             prev = C
         server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=10)
+
+        # Timed rounds. The machine's speed drifts over minutes (seen: a step of +20% in the middle of one
+        # in-process pass, at early and late positions alike), and the fill above reaches the lengths in
+        # time order, so measuring each length when it is reached would read that drift as a cost of
+        # position. Here every round measures every length, in alternating order, each in a fresh fork of
+        # the session parked at it; the bare model likewise, at the same positions, in the same rounds.
+        for r in range(reps):
+            order = parked if r % 2 == 0 else list(reversed(parked))
+            for row, park, chunks in order:
+                f = server.stub.ForkSession(pb.ForkSessionRequest(session_id=park), timeout=10).id
+                t0 = time.perf_counter()
+                _, summ = score(server.stub, f, chunks, omit_tokens=True)
+                row["brt_server"]["window_seconds"].append(time.perf_counter() - t0)
+                row["brt_server"]["window_tokens_each"].append(summ.tokens)
+                server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=f), timeout=10)
+                row["brt_bare"]["block_seconds"] += measure_brt_bare(module, meta, row["context_tokens"], 3, rng_row)
+        for row, park, _ in parked:
+            b = row["brt_server"]
+            b["per_token_s"] = statistics.median(t / c for t, c in zip(b["window_seconds"], b["window_tokens_each"]))
+            row["brt_bare"]["per_token_s"] = statistics.median(row["brt_bare"]["block_seconds"]) / W
+            server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=park), timeout=10)
+            print(f"{label(row['context_tokens'])}: brt-server {1e6 * b['per_token_s']:.1f} us/token over "
+                  f"{b['window_tokens']} tokens x{len(b['window_seconds'])}, bare "
+                  f"{1e6 * row['brt_bare']['per_token_s']:.1f} us/token, state {b['state_bytes']} B, "
+                  f"rss {b['server_rss_bytes']} B", flush=True)
         server_info = {"state_bytes_per_session": info.model.state_bytes_per_session, "window": info.model.window,
                        "version": info.version, "device": info.model.device, "dtype": info.model.dtype}
     finally:
@@ -410,7 +423,7 @@ def main():
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "threads": args.threads, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
         "lengths": lengths, "window_tokens_target": WINDOW_TOKENS, "reps": reps, "baseline_reps": base_reps,
-        "fork_used_for_reps": fork_ok,
+        "timed_in_alternating_rounds": True,
         "stream": {"lines": len(stream.lines), "tokens": sum(c for _, c in stream.lines),
                    "sources_first": stream.sources[:5], "documents": len(stream.sources),
                    "tokenize_seconds": tokenize_s, "untimed_fill_seconds": fill_s},
