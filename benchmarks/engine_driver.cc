@@ -44,6 +44,8 @@ ABSL_FLAG(std::string, score_sessions, "1,8", "Concurrent Score sessions to meas
 ABSL_FLAG(std::string, generate_sessions, "1,32", "Concurrent Generate sessions to measure");
 ABSL_FLAG(int, score_bytes, 60000, "Bytes of text each Score session reads");
 ABSL_FLAG(int, generate_tokens, 64, "Tokens each Generate session produces");
+ABSL_FLAG(double, generate_temperature, 0, "Generate's temperature (0 = greedy); seeds are 1..sessions");
+ABSL_FLAG(double, generate_top_p, 1, "Generate's top_p");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 
@@ -153,7 +155,9 @@ std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
     brt::GenerateParams p;
     p.prompt = "And it came to pass in the " + std::to_string(i + 1) + " year";
     p.max_tokens = max_tokens;
-    p.sampling.temperature = 0;
+    p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_generate_temperature));
+    p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_generate_top_p));
+    p.sampling.seed = static_cast<uint64_t>(i + 1);
     sinks.push_back(std::make_unique<TimingGenerateSink>());
     calls.push_back(*engine.StartGenerate(ids[i], p, sinks.back().get()));
   }

@@ -27,11 +27,15 @@ class Sampler {
 
  private:
   double Uniform();  // [0, 1)
+  // Makes order_[0, n') the n' >= n best candidates (n' <= limit), sorted, leaving the rest unordered.
+  void SortedPrefix(size_t n, size_t limit);
 
   SamplingConfig config_;
   std::mt19937_64 rng_;
   std::vector<float> scratch_;
   std::vector<int32_t> order_;
+  size_t sorted_ = 0;           // order_[0, sorted_) is sorted, best first
+  std::vector<double> probs_;   // probabilities of order_[0, probs_.size())
 };
 
 }  // namespace brt
