@@ -177,11 +177,19 @@ def server_score(server, pb, score, texts):
     return sum(counts) / dt, sum(counts)
 
 
-def server_generate(server, pb, prompts, max_tokens):
-    """Greedy Generate in len(prompts) concurrent sessions. Returns aggregate tokens/s, gaps (s), tokens."""
+def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0):
+    """Generate in len(prompts) concurrent sessions (greedy unless temperature > 0; session i's seed is i + 1).
+    stagger > 0: session i first reads i * stagger newline tokens (untimed), so the sessions sit at different
+    offsets in their blocks and complete blocks in different steps; 0: they all start at position 0 and
+    complete their blocks in the same step. Returns aggregate tokens/s, gaps (s), tokens."""
     n = len(prompts)
     sids = [server.stub.CreateSession(pb.CreateSessionRequest(label="bench_engine"), timeout=10).id
             for _ in range(n)]
+    if stagger:
+        from conftest import score
+        for i, sid in enumerate(sids):
+            if i:
+                score(server.stub, sid, [b"\n" * (i * stagger)], omit_tokens=True)
     stamps = [None] * n
     errors = []
     barrier = threading.Barrier(n + 1)
@@ -189,7 +197,8 @@ def server_generate(server, pb, prompts, max_tokens):
     def one(i):
         try:
             req = pb.GenerateRequest(session_id=sids[i], prompt=prompts[i], max_tokens=max_tokens,
-                                     sampling=pb.SamplingParams(temperature=0.0))
+                                     sampling=pb.SamplingParams(temperature=temperature, top_p=top_p,
+                                                                seed=i + 1))
             mine = []
             barrier.wait()
             for msg in server.stub.Generate(req, timeout=600):
@@ -242,6 +251,12 @@ FIGURES = [  # key, label, unit
     ("generate_1_gap_p99_ms", "Generate 1: inter-token gap p99", "ms"),
     ("generate_32_gap_p50_ms", "Generate 32: inter-token gap p50", "ms"),
     ("generate_32_gap_p99_ms", "Generate 32: inter-token gap p99", "ms"),
+    ("generate_32_sampled_tps", "server Generate, 32 sessions, sampled (temperature 0.8, top-p 0.95)", "tokens/s"),
+    ("generate_32_sampled_gap_p50_ms", "Generate 32 sampled: inter-token gap p50", "ms"),
+    ("generate_32_sampled_gap_p99_ms", "Generate 32 sampled: inter-token gap p99", "ms"),
+    ("generate_32_staggered_tps", "server Generate, 32 sessions at staggered block offsets (greedy)", "tokens/s"),
+    ("generate_32_staggered_gap_p50_ms", "Generate 32 staggered: inter-token gap p50", "ms"),
+    ("generate_32_staggered_gap_p99_ms", "Generate 32 staggered: inter-token gap p99", "ms"),
     ("reference_greedy_tps", "eager reference greedy decode, 1 session", "tokens/s"),
     ("server_max_score_batch", "server executor max_score_batch (cumulative)", "rows"),
 ]
@@ -257,6 +272,9 @@ RATIOS = [  # key, label, numerator, denominator (None: % of roofline)
      "server_score_8_tps"),
     ("generate_32_gap_p99_over_p50", "gen32 inter-token p99 / p50", "generate_32_gap_p99_ms",
      "generate_32_gap_p50_ms"),
+    ("generate_32_staggered_gap_p99_over_p50", "gen32 staggered inter-token p99 / p50",
+     "generate_32_staggered_gap_p99_ms", "generate_32_staggered_gap_p50_ms"),
+    ("generate_32_sampled_over_greedy", "generate_32 sampled / greedy", "generate_32_sampled_tps", "generate_32_tps"),
     ("generate_1_over_reference_greedy", "generate_1 / reference_greedy", "generate_1_tps", "reference_greedy_tps"),
 ]
 
@@ -382,11 +400,25 @@ def main():
                     "generate_32_gap_p99_ms": 1000 * percentile(gaps, 99),
                     "server_max_decode_batch": ex.max_decode_batch}
 
+        def m_gen32_sampled():
+            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, temperature=0.8, top_p=0.95)
+            return {"generate_32_sampled_tps": tps, "generate_32_sampled_tokens": n,
+                    "generate_32_sampled_gap_p50_ms": 1000 * percentile(gaps, 50),
+                    "generate_32_sampled_gap_p99_ms": 1000 * percentile(gaps, 99)}
+
+        def m_gen32_staggered():
+            # Session i at offset 2i: the 32 sessions' block ends fall in different steps.
+            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, stagger=2)
+            return {"generate_32_staggered_tps": tps, "generate_32_staggered_tokens": n,
+                    "generate_32_staggered_gap_p50_ms": 1000 * percentile(gaps, 50),
+                    "generate_32_staggered_gap_p99_ms": 1000 * percentile(gaps, 99)}
+
         def m_ref_greedy():
             tps, n = reference_greedy(ref_model, greedy, prompt_ids, gen_tokens, meta["eos_id"])
             return {"reference_greedy_tps": tps, "reference_greedy_tokens": n}
 
-        order = [m_roofline, m_bare1, m_score1, m_reference, m_bare8, m_score8, m_gen1, m_ref_greedy, m_gen32]
+        order = [m_roofline, m_bare1, m_score1, m_reference, m_bare8, m_score8, m_gen1, m_ref_greedy, m_gen32,
+                 m_gen32_sampled, m_gen32_staggered]
         for r in range(args.rounds):
             fig = {"round": r, "order": []}
             for fn in (order if r % 2 == 0 else list(reversed(order))):
