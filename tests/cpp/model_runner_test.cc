@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "tests/cpp/testing/fake_backend.h"
@@ -147,12 +149,23 @@ TEST(ModelRunnerTest, BatchedEqualsAloneAndOtherSlotsAreUntouched) {
   ASSERT_TRUE(mixed.ok());
   auto chain4 = DecodeChain(*r, 4, 2 * w, {a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]});
   ASSERT_EQ(chain4.size(), 8u);
+  // Equal to fp32 rounding, not bit for bit: a one-row step multiplies by matrix-vector products (see
+  // model/brt/model.py, linear), a batched one by matrix products.
   for (size_t v = 0; v < 4096; v += 101) {
-    EXPECT_EQ((*mixed)[1].logprobs[v], chain4[7][v]) << "batched decode differs from alone";
+    EXPECT_NEAR((*mixed)[1].logprobs[v], chain4[7][v], 1e-5) << "batched decode differs from alone";
   }
   auto after3 = r->ExportSlot(3), after4 = r->ExportSlot(4);
-  EXPECT_EQ(after3->kv.data, after4->kv.data);
-  EXPECT_EQ(after3->state.data, after4->state.data);
+  ASSERT_EQ(after3->kv.data.size(), after4->kv.data.size());
+  ASSERT_EQ(after3->state.data.size(), after4->state.data.size());
+  auto near = [](const std::string& a, const std::string& b) {
+    const float* x = reinterpret_cast<const float*>(a.data());
+    const float* y = reinterpret_cast<const float*>(b.data());
+    double worst = 0;
+    for (size_t i = 0; i < a.size() / 4; ++i) worst = std::max(worst, static_cast<double>(std::fabs(x[i] - y[i])));
+    return worst;
+  };
+  EXPECT_LT(near(after3->kv.data, after4->kv.data), 1e-5);
+  EXPECT_LT(near(after3->state.data, after4->state.data), 1e-5);
   auto after7 = r->ExportSlot(7);
   EXPECT_EQ(before->kv.data, after7->kv.data);
   EXPECT_EQ(before->state.data, after7->state.data);
