@@ -29,13 +29,8 @@ struct ModelRunnerOptions {
   std::string dtype =
       "float32";    // "float32", "bfloat16" or "float16" (memory dtype; logprobs stay fp32)
   int threads = 0;  // intra-op threads for block scoring; 0 = number of cores
-  // Intra-op threads for decode steps; 0 = `threads`. A decode step is many small operations, for which
-  // waking a second OpenMP thread costs more than it saves on a small CPU (measured on 2 cores: one
-  // thread decodes 15-20% faster at 1 and at 32 sessions), while block scoring gains from every core.
-  // But a thread count that differs from `threads` is switched between calls, and then results were
-  // not reproducible in their last bits (the first session of a process differed from later ones), so
-  // the default keeps one count and bitwise save/restore/fork continuation.
-  // Used only when row shards are off (shards == 1, or a GPU).
+  // Intra-op threads for decode steps when row shards are off; 0 = `threads`. A thread count that
+  // differs from `threads` is switched between calls on the executor thread.
   int decode_threads = 0;
   // Row shards (CPU only; see shard_pool.h): a batched call of at least shard_min_rows rows is split
   // into up to `shards` parts run at once on workers of one intra-op thread each, and every decode
