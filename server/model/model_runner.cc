@@ -37,8 +37,13 @@ absl::Status TorchError(const char* what, const std::exception& e) {
   return absl::InternalError(absl::StrCat(what, ": ", msg));
 }
 
-at::Tensor LongTensor(const std::vector<int64_t>& v, const c10::Device& device) {
-  return at::tensor(at::ArrayRef<int64_t>(v), at::TensorOptions().dtype(at::kLong)).to(device);
+at::Tensor LongTensor(at::ArrayRef<int64_t> v, const c10::Device& device) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
+// v[begin, end) without a copy.
+at::ArrayRef<int64_t> Span(const std::vector<int64_t>& v, int64_t begin, int64_t end) {
+  return at::ArrayRef<int64_t>(v.data() + begin, static_cast<size_t>(end - begin));
 }
 
 // Sets the calling thread's intra-op thread count. OpenMP keeps the count per thread, and ATen sets a
@@ -128,6 +133,16 @@ struct ModelRunner::Impl {
     if (capacity > 0) grown.narrow(0, 0, capacity).copy_(state);
     state = grown;
     capacity = static_cast<int32_t>(want);
+  }
+  // Reserve, as a status (for calls that then run their shards outside one try block).
+  absl::Status Grow(int32_t slot) {
+    try {
+      c10::InferenceMode guard;
+      Reserve(slot);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("growing the session memory pools failed", e);
+    }
   }
   absl::Status CheckSlot(int32_t slot) const {
     if (slot < 0 || slot >= max_slots) {
@@ -343,23 +358,17 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
     starts.push_back(r.start);
     slots.push_back(r.slot);
   }
-  try {
-    c10::InferenceMode guard;
-    impl_->Reserve(max_slot);
-  } catch (const std::exception& e) {
-    return TorchError("growing the session memory pools failed", e);
-  }
+  if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   std::vector<ScoreBlocksResult> results(b);
   auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
       const int64_t rows = end - begin;
       at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows, n}, at::kLong).to(impl_->device);
-      std::vector<int64_t> my_starts(starts.begin() + begin, starts.begin() + end);
-      std::vector<int64_t> my_slots(slots.begin() + begin, slots.begin() + end);
       auto out = impl_->module.get_method("score_slots")(
-                                   {tokens, LongTensor(my_starts, impl_->device),
-                                    LongTensor(my_slots, impl_->device), impl_->KvList(), impl_->state,
+                                   {tokens, LongTensor(Span(starts, begin, end), impl_->device),
+                                    LongTensor(Span(slots, begin, end), impl_->device), impl_->KvList(),
+                                    impl_->state,
                                     int64_t{top_k}})
                      .toTuple();
       const auto& e = out->elements();
@@ -406,19 +415,11 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     positions[i] = rows[i].position;
     slots[i] = rows[i].slot;
   }
-  try {
-    c10::InferenceMode guard;
-    impl_->Reserve(max_slot);
-  } catch (const std::exception& e) {
-    return TorchError("growing the session memory pools failed", e);
-  }
+  if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   std::vector<DecodeResult> results(b);
   auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
-      std::vector<int64_t> my_tokens(tokens.begin() + begin, tokens.begin() + end);
-      std::vector<int64_t> my_positions(positions.begin() + begin, positions.begin() + end);
-      std::vector<int64_t> my_slots(slots.begin() + begin, slots.begin() + end);
       // Known on the host: no device sync to find the rows that complete a block.
       std::vector<int64_t> done;
       for (int64_t i = begin; i < end; ++i) {
@@ -426,9 +427,9 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
       }
       c10::IValue kv = impl_->KvList();
       at::Tensor out = impl_->module
-                           .get_method("decode_slots")({LongTensor(my_tokens, impl_->device),
-                                                        LongTensor(my_positions, impl_->device),
-                                                        LongTensor(my_slots, impl_->device), kv,
+                           .get_method("decode_slots")({LongTensor(Span(tokens, begin, end), impl_->device),
+                                                        LongTensor(Span(positions, begin, end), impl_->device),
+                                                        LongTensor(Span(slots, begin, end), impl_->device), kv,
                                                         impl_->state})
                            .toTensor();
       if (!done.empty()) {
