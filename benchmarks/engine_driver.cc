@@ -48,6 +48,7 @@ ABSL_FLAG(double, generate_temperature, 0, "Generate's temperature (0 = greedy);
 ABSL_FLAG(double, generate_top_p, 1, "Generate's top_p");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
+ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 
 namespace {
 
@@ -211,6 +212,7 @@ int main(int argc, char** argv) {
   brt::EngineOptions eo;
   eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
+  eo.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   eo.max_queue = 1024;
   auto engine = brt::Engine::Create(eo, *std::move(runner),
                                     std::shared_ptr<const brt::Tokenizer>(*std::move(tok)));

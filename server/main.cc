@@ -66,6 +66,9 @@ ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode s
 ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
           "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
           "max_batch_size * max_blocks_per_call blocks");
+ABSL_FLAG(bool, feed_spans, true,
+          "Feed up to a block's worth of tokens that stay inside one block (a prompt, the end of a Score "
+          "call) in one batched call instead of token by token (exports with span_slots)");
 ABSL_FLAG(uint64_t, max_chunk_bytes, 1 << 20, "Maximum bytes per Score chunk and Generate prompt");
 ABSL_FLAG(uint64_t, max_line_bytes, uint64_t{1} << 20,
           "Maximum bytes of a Score call's text that may wait for a newline before it can be tokenized "
@@ -284,6 +287,7 @@ int main(int argc, char** argv) {
   options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
   options.max_blocks_per_call = absl::GetFlag(FLAGS_max_blocks_per_call);
+  options.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);
   options.max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
   if (options.max_line_bytes == 0) {

@@ -175,6 +175,11 @@ class BRTLayer(nn.Module):
         ddist = (ring.view(C, 1) - ring.view(1, C) - 1) % C + 1
         self.register_buffer("dec_bucket", relative_bucket(ddist, cfg.num_buckets, cfg.max_distance), persistent=False)
         self.register_buffer("dec_mask", ddist <= W, persistent=False)
+        # Spans (span_slots): raw ring distances, and the bucket of every distance a span can see
+        # (a ring slot's distance plus the query's offset in the span: at most C + W - 1).
+        self.register_buffer("dec_dist", ddist, persistent=False)
+        self.register_buffer("dist_bucket", relative_bucket(torch.arange(C + W), cfg.num_buckets, cfg.max_distance),
+                             persistent=False)
         self.register_buffer("ring_all", ring, persistent=False)
         # Row of (kv, head) inside one slot of the pool viewed as (P*2*H*C, dh): (slot*2H + j)*C + ring.
         self.register_buffer("ring_rows", torch.arange(2 * h), persistent=False)
@@ -396,6 +401,44 @@ class BRTLayer(nn.Module):
             q2 = empty
         y = self.mix(x, a1, q2, st, state_scale)
         self.write_span(pool, slots, pos, k, v)
+        return y
+
+
+    def span_slots_layer(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, valid: Tensor, st: Tensor,
+                         state_scale: float) -> Tensor:
+        """x (B,n,D): n tokens per row at positions pos..pos+n-1 inside one block; valid (B,n) marks each row's
+        real tokens (a prefix; the rest is padding). Like n step_slots calls at once: token i attends to the
+        positions pos+i-W..pos+i-1, from the ring and from the span itself. Writes the valid tokens'
+        keys/values at their ring indices. Returns the output (B,n,D)."""
+        B = x.shape[0]
+        n = x.shape[1]
+        C = self.C
+        xn = self.norm1(x)
+        q = l2norm(self.heads(linear(xn, self.wq.weight)))
+        k = l2norm(self.heads(linear(xn, self.wk.weight)))
+        v = self.heads(linear(xn, self.wv.weight))
+        kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
+        keys = torch.cat([kv_rows[:B].view(B, self.h, C, self.dh), k], dim=2)  # (B,H,C+n,dh)
+        values = torch.cat([kv_rows[B:].view(B, self.h, C, self.dh), v], dim=2)
+        offs = self.ring_all[:n] if n <= C else torch.arange(n, device=x.device)
+        ring_d = self.dec_dist.index_select(0, pos % C)  # (B,C): distance of each ring slot from pos
+        d_ring = ring_d.view(B, 1, C) + offs.view(1, n, 1)  # (B,n,C)
+        d_new = (offs.view(n, 1) - offs.view(1, n)).view(1, n, n).expand(B, n, n)
+        dist = torch.cat([d_ring, d_new], dim=2)  # (B,n,C+n)
+        mask = ((dist >= 1) & (dist <= self.W)).view(B, 1, n, C + n)
+        bucket = self.dist_bucket.index_select(0, dist.clamp(0, C + self.W - 1).reshape(-1)).view(B, n, C + n)
+        bias = self.rel_bias[:, bucket].permute(1, 0, 2, 3)  # (B,H,n,C+n)
+        a1 = attend(q, keys, values, bias, mask, self.alpha, True, True)
+        q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
+        if self.rec_index >= 0:
+            q2 = l2norm(self.heads(self.wq2(xn)))
+        y = self.mix(x, a1, q2, st, state_scale)
+        # The valid tokens' keys/values into the ring, in place.
+        ring = (pos.view(B, 1) + offs.view(1, n)) % C
+        idx = self.ring_index(slots, ring)  # (B,2H,n)
+        keep = valid.view(B, 1, n).expand(B, 2 * self.h, n)
+        src = torch.stack([k, v], dim=1).reshape(B, 2 * self.h, n, self.dh)
+        pool.view(-1, self.dh).index_copy_(0, idx[keep], src[keep])
         return y
 
 
@@ -624,6 +667,42 @@ class BlockRecurrentTransformer(nn.Module):
             st = st_rows[:, r] if r >= 0 else empty
             x = layer.step_slots(x, kv[i], slots, positions, st, self.state_scale)
         return torch.log_softmax(self.logits_of(x)[:, 0].float(), dim=-1)
+
+    @torch.jit.export
+    def span_slots(self, tokens: Tensor, lengths: Tensor, positions: Tensor, slots: Tensor, kv: List[Tensor],
+                   state: Tensor, top_k: int, all_positions: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Feeds lengths[b] >= 1 tokens (tokens (B,n), padded after them) per row at positions[b].., all inside
+        one block (positions[b] % W + lengths[b] <= W), like that many decode_slots calls; writes their
+        keys/values into the rings (not the state: a row whose span completes its block then needs
+        finish_slots). Returns target_logprobs (B,n-1) (of tokens[:, i+1] after tokens[:, ..i]), top-k
+        log-probs and ids (B,n,top_k), and the log-probs (B,V) of the token after each row's last one. With
+        all_positions false only that last distribution is computed (a prompt); the others are empty."""
+        B = tokens.shape[0]
+        n = tokens.shape[1]
+        offs = torch.arange(n, device=tokens.device)
+        valid = offs.view(1, n) < lengths.view(B, 1)
+        st_rows = take_rows(state, slots)
+        empty = st_rows[:, 0:0]
+        x = self.embed(tokens)
+        for i, layer in enumerate(self.layers):
+            r = layer.rec_index
+            st = st_rows[:, r] if r >= 0 else empty
+            x = layer.span_slots_layer(x, kv[i], slots, positions, valid, st, self.state_scale)
+        last = (lengths - 1).view(B, 1, 1).expand(B, 1, x.shape[2])
+        if not all_positions:
+            h = x.gather(1, last)
+            nxt = torch.log_softmax(self.logits_of(h)[:, 0].float(), dim=-1)
+            none = torch.zeros(B, 0, dtype=nxt.dtype, device=nxt.device)
+            return none, none.view(B, 0, 0), none.view(B, 0, 0).to(torch.long), nxt
+        logp = torch.log_softmax(self.logits_of(x).float(), dim=-1)  # (B,n,V)
+        target = logp[:, :-1].gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2)
+        if top_k > 0:
+            top_lp, top_ids = torch.topk(logp, top_k, dim=-1)
+        else:
+            top_lp = torch.zeros(B, n, 0, dtype=logp.dtype, device=logp.device)
+            top_ids = torch.zeros(B, n, 0, dtype=torch.long, device=logp.device)
+        nxt = logp.gather(1, (lengths - 1).view(B, 1, 1).expand(B, 1, logp.shape[2]))[:, 0].contiguous()
+        return target, top_lp, top_ids, nxt
 
     @torch.jit.export
     def finish_slots(self, slots: Tensor, kv: List[Tensor], state: Tensor) -> None:

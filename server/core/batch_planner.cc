@@ -4,16 +4,25 @@
 
 namespace brt {
 
+size_t BatchPlanner::SpanTokens(const RowCandidate& c) const {
+  const size_t room = static_cast<size_t>(options_.window - c.fed % options_.window);
+  return std::min(c.pending, room);
+}
+
 BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
   BatchPlan plan;
   const size_t w = static_cast<size_t>(options_.window);
-  std::vector<size_t> decodable, scorable;
+  std::vector<size_t> decodable, spannable, scorable;
   for (size_t i = 0; i < candidates.size(); ++i) {
     const RowCandidate& c = candidates[i];
     if (c.pending == 0) continue;
     const bool at_boundary = c.fed % options_.window == 0;
     if (!at_boundary || (c.pending < w && !c.more_may_come)) {
-      decodable.push_back(i);
+      if (options_.spans && SpanTokens(c) >= 2) {
+        spannable.push_back(i);
+      } else {
+        decodable.push_back(i);
+      }
     } else if (c.pending >= w) {
       scorable.push_back(i);
     }
@@ -25,6 +34,19 @@ BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
     const size_t take = std::min<size_t>(n, options_.max_decode_batch);
     for (size_t k = 0; k < take; ++k) plan.decode.push_back(decodable[(first + k) % n]);
     decode_cursor_ = first + take;
+  }
+  // Spans: up to a full score call's token budget in rows (each row is at most one block).
+  if (!spannable.empty()) {
+    const size_t n = spannable.size();
+    const size_t first = span_cursor_ % n;
+    const size_t cap = static_cast<size_t>(options_.max_batch_size) * options_.max_blocks_per_call;
+    const size_t take = std::min<size_t>(n, std::max<size_t>(1, cap));
+    for (size_t k = 0; k < take; ++k) {
+      const size_t i = spannable[(first + k) % n];
+      plan.span.push_back(i);
+      plan.span_tokens.push_back(SpanTokens(candidates[i]));
+    }
+    span_cursor_ = first + take;
   }
   if (scorable.empty()) return plan;
   const size_t n = scorable.size();

@@ -4,10 +4,13 @@
 //
 // Every active call is one candidate: its session's position (`fed`), how many tokens wait to be fed
 // (`pending`), and whether more may still arrive (a Score call whose input is open). The planner puts
-// each candidate in at most one of two batches:
+// each candidate in at most one of three batches:
 //   decode  one token each, through the token-by-token path: a session mid-block, or at a block
-//           boundary with fewer than W tokens and nothing more to come (a prompt tail, the end of a
-//           Score call, a generated token);
+//           boundary with fewer than W tokens and nothing more to come (a generated token, a one-token
+//           tail), when only one token can be fed before its block ends (or spans are off);
+//   span    the same sessions when 2 or more of their tokens fit before the end of their block (a
+//           prompt, the end of a Score call, text that arrived mid-block): span_tokens[k] of them at once,
+//           min(pending, W - fed % W);
 //   score   `blocks` whole blocks each, through the block-parallel path: sessions at a block boundary
 //           with at least W pending tokens.
 // Invariants (tested in tests/cpp/batch_planner_test.cc):
@@ -15,6 +18,8 @@
 //   - blocks * |score| <= max_batch_size * max_blocks_per_call (one call's latency stays bounded, so a
 //     book being scored delays generation by at most one such call), and fewer rows get more blocks;
 //   - every score row is at a boundary with pending >= blocks * W;
+//   - |span| <= max_batch_size * max_blocks_per_call (a span is at most a block); each span row feeds
+//     2 <= span_tokens <= min(pending, W - fed % W) tokens; no span rows when spans are off;
 //   - when more candidates are eligible than fit, successive plans rotate through them (no starvation).
 //
 // Thread safety: NOT thread-safe (the round-robin cursors); the executor owns one.
@@ -32,6 +37,7 @@ struct PlannerOptions {
   uint32_t max_batch_size = 8;       // rows per score call
   uint32_t max_decode_batch = 64;    // rows per decode call
   uint32_t max_blocks_per_call = 2;  // blocks per row when the score batch is full
+  bool spans = false;                // the backend feeds spans (ModelBackend::SupportsSpans)
 };
 
 struct RowCandidate {
@@ -44,6 +50,8 @@ struct BatchPlan {
   std::vector<size_t> decode;  // indices into the candidates
   std::vector<size_t> score;   // indices into the candidates
   size_t blocks = 0;           // whole blocks per score row
+  std::vector<size_t> span;         // indices into the candidates
+  std::vector<size_t> span_tokens;  // tokens each span row feeds, parallel to span
 };
 
 class BatchPlanner {
@@ -51,11 +59,14 @@ class BatchPlanner {
   explicit BatchPlanner(PlannerOptions options) : options_(options) {}
   BatchPlan Plan(const std::vector<RowCandidate>& candidates);
   const PlannerOptions& options() const { return options_; }
+  // Tokens a span of this candidate would feed: min(pending, W - fed % W).
+  size_t SpanTokens(const RowCandidate& c) const;
 
  private:
   PlannerOptions options_;
   size_t decode_cursor_ = 0;
   size_t score_cursor_ = 0;
+  size_t span_cursor_ = 0;
 };
 
 }  // namespace brt

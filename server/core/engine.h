@@ -75,6 +75,10 @@ struct EngineOptions {
   // max_batch_size * max_blocks_per_call blocks in all (fewer rows get more blocks each), which bounds the
   // latency one call adds to other sessions' generation.
   uint32_t max_blocks_per_call = 2;
+  // Feed 2..W tokens that stay inside one block (a prompt, the end of a Score call) in one batched span
+  // call instead of token by token, when the backend can (ModelBackend::SupportsSpans). Same results to
+  // fp32 rounding; a span call's rows are bounded like a score call's blocks.
+  bool feed_spans = true;
   // Bytes per Score chunk and per Generate prompt; RESOURCE_EXHAUSTED beyond.
   uint64_t max_chunk_bytes = 1 << 20;
   // Bytes of a Score call's text that may wait for a newline (IncrementalTokenizer); RESOURCE_EXHAUSTED
@@ -351,6 +355,11 @@ class Engine {
   void RunPlan(Plan* plan);
   void RunDecode(Plan* plan);
   void RunScore(Plan* plan);
+  void RunSpans(Plan* plan);
+  // Applies the results of a score or span call (row r fed counts[r] tokens) to its jobs' sessions.
+  void ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs, const std::vector<size_t>& counts,
+                const std::vector<const std::vector<int32_t>*>& fed_tokens,
+                absl::StatusOr<std::vector<ScoreBlocksResult>>& results, int top_k);
   void FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SampleLocked(Job& job, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

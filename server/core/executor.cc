@@ -23,6 +23,10 @@ struct Engine::Plan {
   std::vector<std::shared_ptr<Job>> score_jobs;
   std::vector<ScoreBlocksRow> score_rows;
   int score_top_k = 0;
+  std::vector<std::shared_ptr<Job>> span_jobs;
+  std::vector<SpanRow> span_rows;
+  int span_top_k = 0;
+  bool span_all_positions = false;  // some span row has tokens whose scores are reported
 };
 
 namespace {
@@ -312,6 +316,26 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     plan->decode_jobs.push_back(job);
     plan->decode_rows.push_back(DecodeRow{s.slot, s.pending.front().id, s.fed});
   }
+  for (size_t k = 0; k < batch.span.size(); ++k) {
+    const auto& job = ready[batch.span[k]];
+    if (!give_slot(job)) continue;
+    SessionState& s = *job->session;
+    RecordStartedLocked(*job, now);
+    SpanRow row;
+    row.slot = s.slot;
+    row.start = s.fed;
+    const size_t n = batch.span_tokens[k];
+    row.tokens.reserve(n);
+    for (size_t t = 0; t < n; ++t) {
+      row.tokens.push_back(s.pending[t].id);
+      if (job->kind == JobKind::kScore && s.pending[t].report) plan->span_all_positions = true;
+    }
+    plan->span_jobs.push_back(job);
+    plan->span_rows.push_back(std::move(row));
+    if (job->kind == JobKind::kScore && !job->omit_tokens) {
+      plan->span_top_k = std::max(plan->span_top_k, job->top_k);
+    }
+  }
   const size_t w = static_cast<size_t>(window_);
   for (size_t i : batch.score) {
     const auto& job = ready[i];
@@ -357,6 +381,7 @@ void Engine::RunPlan(Plan* plan) {
     }
   }
   RunDecode(plan);
+  RunSpans(plan);
   RunScore(plan);
 }
 
@@ -421,14 +446,42 @@ void Engine::RunScore(Plan* plan) {
   const size_t n = plan->score_rows[0].tokens.size();
   stats_.RecordScore(static_cast<uint32_t>(plan->score_rows.size()), n * plan->score_rows.size());
   ObserveCall(options_.metrics, metrics::BatchKind::kScoreBlock, plan->score_rows.size(), t0);
+  std::vector<size_t> counts(plan->score_rows.size(), n);
+  std::vector<const std::vector<int32_t>*> fed;
+  for (const auto& row : plan->score_rows) fed.push_back(&row.tokens);
+  ApplyFed(plan->score_jobs, counts, fed, results, top_k);
+}
+
+void Engine::RunSpans(Plan* plan) {
+  if (plan->span_rows.empty()) return;
+  const int top_k = plan->span_all_positions ? plan->span_top_k : 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto results = backend_->FeedSpans(plan->span_rows, top_k, plan->span_all_positions);
+  std::vector<size_t> counts;
+  std::vector<const std::vector<int32_t>*> fed;
+  size_t tokens = 0;
+  for (const auto& row : plan->span_rows) {
+    counts.push_back(row.tokens.size());
+    fed.push_back(&row.tokens);
+    tokens += row.tokens.size();
+  }
+  stats_.RecordSpan(static_cast<uint32_t>(plan->span_rows.size()), tokens);
+  ObserveCall(options_.metrics, metrics::BatchKind::kSpan, plan->span_rows.size(), t0);
+  ApplyFed(plan->span_jobs, counts, fed, results, top_k);
+}
+
+void Engine::ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs, const std::vector<size_t>& counts,
+                      const std::vector<const std::vector<int32_t>*>& fed_tokens,
+                      absl::StatusOr<std::vector<ScoreBlocksResult>>& results, int top_k) {
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
   std::vector<std::shared_ptr<SessionState>> checkpoint;  // sessions due for a checkpoint
   {
     absl::MutexLock lock(&mu_);
-    for (size_t row = 0; row < plan->score_jobs.size(); ++row) {
-      const auto& job = plan->score_jobs[row];
+    for (size_t row = 0; row < jobs.size(); ++row) {
+      const auto& job = jobs[row];
+      const size_t n = counts[row];
       if (job->finished || job->session->deleted) continue;
       SessionState& s = *job->session;
       if (!results.ok()) {
@@ -473,7 +526,7 @@ void Engine::RunScore(Plan* plan) {
         d.raw.push_back(std::move(t));
       }
       s.next_logprobs = std::move(r.next_logprobs);
-      if (LogFedLocked(s, s.fed, plan->score_rows[row].tokens.data(), n)) {
+      if (LogFedLocked(s, s.fed, fed_tokens[row]->data(), n)) {
         checkpoint.push_back(job->session);
       }
       s.fed += static_cast<int64_t>(n);

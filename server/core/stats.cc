@@ -23,6 +23,11 @@ void ExecutorStats::RecordDecode(uint32_t batch) {
   Record(&stats_.decode, batch, batch);
 }
 
+void ExecutorStats::RecordSpan(uint32_t batch, uint64_t tokens) {
+  absl::MutexLock lock(&mu_);
+  Record(&stats_.span, batch, tokens);
+}
+
 StatsSnapshot ExecutorStats::Snapshot() const {
   absl::MutexLock lock(&mu_);
   return stats_;

@@ -26,12 +26,14 @@ struct BatchStats {
 struct StatsSnapshot {
   BatchStats score;
   BatchStats decode;
+  BatchStats span;
 };
 
 class ExecutorStats {
  public:
   void RecordScore(uint32_t batch, uint64_t tokens);
   void RecordDecode(uint32_t batch);
+  void RecordSpan(uint32_t batch, uint64_t tokens);
   StatsSnapshot Snapshot() const;
 
  private:

@@ -262,7 +262,13 @@ grpc::ServerUnaryReactor* BrtService::GetServerInfo(grpc::CallbackServerContext*
     b = ex->add_decode_batch_histogram();
     b->set_le(kBatchBuckets[i]);
     b->set_count(st.decode.histogram[i]);
+    b = ex->add_span_batch_histogram();
+    b->set_le(kBatchBuckets[i]);
+    b->set_count(st.span.histogram[i]);
   }
+  ex->set_span_calls(st.span.calls);
+  ex->set_max_span_batch(st.span.max_batch);
+  ex->set_span_tokens(st.span.tokens);
   ex->set_scored_block_tokens(st.score.tokens);
   ex->set_decoded_tokens(st.decode.tokens);
   ex->set_active_calls(engine_->active_calls());

@@ -175,7 +175,12 @@ const std::vector<double> kRequestBuckets = {
 const std::vector<double> kBatchRowBuckets = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
 
 std::string_view BatchKindName(BatchKind kind) {
-  return kind == BatchKind::kScoreBlock ? "score_block" : "decode";
+  switch (kind) {
+    case BatchKind::kScoreBlock: return "score_block";
+    case BatchKind::kDecode: return "decode";
+    case BatchKind::kSpan: return "span";
+  }
+  return "unknown";
 }
 std::string_view StateLocationName(StateLocation location) {
   return location == StateLocation::kDevice ? "device" : "host";
@@ -251,7 +256,7 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> registry, const MetricsOp
 
   auto& batch_rows = HistogramFamily(r, "brt_executor_batch_rows");
   auto& step_duration = HistogramFamily(r, "brt_executor_step_duration_seconds");
-  for (BatchKind kind : {BatchKind::kScoreBlock, BatchKind::kDecode}) {
+  for (BatchKind kind : {BatchKind::kScoreBlock, BatchKind::kDecode, BatchKind::kSpan}) {
     const prometheus::Labels labels = {{"kind", std::string(BatchKindName(kind))}};
     batch_rows_[Index(kind)] = &batch_rows.Add(labels, kBatchRowBuckets);
     step_duration_[Index(kind)] = &step_duration.Add(labels, kLatencyBuckets);

@@ -41,7 +41,7 @@
 namespace brt::metrics {
 
 // Label value sets. Adding a value means adding an enumerator and its name in metrics.cc.
-enum class BatchKind { kScoreBlock = 0, kDecode = 1 };  // label kind="score_block"|"decode"
+enum class BatchKind { kScoreBlock = 0, kDecode = 1, kSpan = 2 };  // kind="score_block"|"decode"|"span"
 enum class StateLocation { kDevice = 0, kHost = 1 };    // label location="device"|"host"
 enum class SnapshotOp { kSave = 0, kRestore = 1 };      // label op="save"|"restore"
 enum class EvictionReason {
@@ -203,8 +203,8 @@ class Metrics {
   prometheus::Gauge* queue_capacity_ = nullptr;
   prometheus::Histogram* queue_wait_ = nullptr;
 
-  std::array<prometheus::Histogram*, 2> batch_rows_{};     // by BatchKind
-  std::array<prometheus::Histogram*, 2> step_duration_{};  // by BatchKind
+  std::array<prometheus::Histogram*, 3> batch_rows_{};     // by BatchKind
+  std::array<prometheus::Histogram*, 3> step_duration_{};  // by BatchKind
 
   prometheus::Gauge* sessions_resident_ = nullptr;
   prometheus::Gauge* sessions_capacity_ = nullptr;

@@ -57,6 +57,17 @@ struct ScoreBlocksResult {
   std::vector<float> next_logprobs;    // V: distribution of the token after the last one
 };
 
+// A span: 1..W tokens of one row that stay inside one block (start % W + tokens.size() <= W), fed at once
+// as if token by token (the prompt of a Generate call, a Score call's text that does not fill a block).
+struct SpanRow {
+  int32_t slot = 0;
+  int64_t start = 0;            // position of tokens[0]
+  std::vector<int32_t> tokens;  // rows of one call may have different lengths
+};
+// A span's result has ScoreBlocksResult's fields, sized by the row's n = tokens.size(): target_logprobs
+// n-1 and top-k n*top_k (both empty when the call did not ask for every position), next_logprobs V.
+using SpanResult = ScoreBlocksResult;
+
 struct DecodeRow {
   int32_t slot = 0;
   int32_t token = 0;
@@ -102,6 +113,16 @@ class ModelBackend {
   // state update runs only for rows whose token completes a block). REQUIRES: rows non-empty, distinct
   // slots.
   virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) = 0;
+  // Whether FeedSpans works (the export has span_slots). When false the core feeds spans token by token.
+  virtual bool SupportsSpans() const { return false; }
+  // Feeds each row's span in one batched call and advances the rows' slots in place, the state update
+  // included for rows whose span completes its block. all_positions: also the per-token log-probs (and
+  // top-k), for scoring; else only each row's next-token distribution (a prompt).
+  // REQUIRES: rows non-empty, distinct slots, each span inside one block; top_k in [0, V].
+  virtual absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
+                                                            bool all_positions) {
+    return absl::UnimplementedError("this model backend cannot feed spans");
+  }
 
   // Session persistence. ExportSlot copies a slot to host bytes, exactly; ImportSlot puts such bytes
   // into a slot. ImportSlot checks dtype and shapes against this model's memory (INVALID_ARGUMENT

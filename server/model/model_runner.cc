@@ -6,6 +6,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -72,6 +73,7 @@ struct ModelRunner::Impl {
   int decode_threads = 1;
   bool jit_optimize = false;
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
+  bool has_spans = false;   // the export has span_slots
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).
   std::unique_ptr<ShardPool> shards;
@@ -199,6 +201,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     c10::InferenceMode guard;
     impl->module = torch::jit::load(options.model_path, at::kCPU, extra);
     impl->module.eval();
+    impl->has_spans = impl->module.find_method("span_slots").has_value();
     impl->module.to(impl->device);
     if (dtype != at::kFloat) impl->module.to(dtype);
   } catch (const std::exception& e) {
@@ -449,6 +452,92 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
   // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
   // decodes faster than two here, and the executor's own thread count then never changes.
   absl::Status ok = impl_->ForShards(b, impl_->decode_threads, /*always_pool=*/true, shard);
+  if (!ok.ok()) return ok;
+  return results;
+}
+
+bool ModelRunner::SupportsSpans() const { return impl_->has_spans; }
+
+absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows,
+                                                               int top_k, bool all_positions) {
+  const int64_t b = static_cast<int64_t>(rows.size());
+  if (b == 0) return absl::InvalidArgumentError("FeedSpans: no rows");
+  if (!impl_->has_spans) return absl::UnimplementedError("this export has no span_slots; re-export it");
+  const int64_t w = impl_->meta.window;
+  int64_t n = 0;
+  int32_t max_slot = 0;
+  for (const auto& r : rows) {
+    const int64_t len = static_cast<int64_t>(r.tokens.size());
+    if (len == 0 || r.start < 0 || r.start % w + len > w) {
+      return absl::InvalidArgumentError(absl::StrCat("FeedSpans: ", len, " tokens at position ", r.start,
+                                                     " do not fit in one block of W=", w));
+    }
+    absl::Status ok = impl_->CheckSlot(r.slot);
+    if (!ok.ok()) return ok;
+    max_slot = std::max(max_slot, r.slot);
+    n = std::max(n, len);
+  }
+  // Padded to the longest span; the padding (token 0) is neither attended to nor written.
+  std::vector<int64_t> flat(static_cast<size_t>(b * n), 0), lengths(b), starts(b), slots(b);
+  for (int64_t i = 0; i < b; ++i) {
+    const SpanRow& r = rows[static_cast<size_t>(i)];
+    std::copy(r.tokens.begin(), r.tokens.end(), flat.begin() + i * n);
+    lengths[i] = static_cast<int64_t>(r.tokens.size());
+    starts[i] = r.start;
+    slots[i] = r.slot;
+  }
+  if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
+  std::vector<SpanResult> results(b);
+  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      const int64_t rows_here = end - begin;
+      std::vector<int64_t> done;  // rows whose span completes their block: known on the host
+      for (int64_t i = begin; i < end; ++i) {
+        if ((starts[i] % w) + lengths[i] == w) done.push_back(slots[i]);
+      }
+      c10::IValue kv = impl_->KvList();
+      at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows_here, n}, at::kLong).to(impl_->device);
+      auto out = impl_->module.get_method("span_slots")(
+                                   {tokens, LongTensor(Span(lengths, begin, end), impl_->device),
+                                    LongTensor(Span(starts, begin, end), impl_->device),
+                                    LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state,
+                                    int64_t{top_k}, all_positions})
+                     .toTuple();
+      if (!done.empty()) {
+        impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
+      }
+      const auto& e = out->elements();
+      at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor target, topk_lp, topk_id;
+      if (all_positions) {
+        target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
+        topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
+        topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
+      }
+      const int64_t v = next.size(1);
+      for (int64_t i = 0; i < rows_here; ++i) {
+        SpanResult& r = results[static_cast<size_t>(begin + i)];
+        const int64_t len = lengths[begin + i];
+        if (all_positions) {
+          const float* tp = target.data_ptr<float>() + i * (n - 1);
+          r.target_logprobs.assign(tp, tp + (len - 1));
+          if (top_k > 0) {
+            const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
+            r.topk_logprobs.assign(kp, kp + len * top_k);
+            const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
+            r.topk_ids.assign(ip, ip + len * top_k);
+          }
+        }
+        const float* np = next.data_ptr<float>() + i * v;
+        r.next_logprobs.assign(np, np + v);
+      }
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("span_slots failed", e);
+    }
+  };
+  absl::Status ok = impl_->ForShards(b, impl_->threads, /*always_pool=*/false, shard);
   if (!ok.ok()) return ok;
   return results;
 }

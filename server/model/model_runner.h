@@ -60,6 +60,10 @@ class ModelRunner : public ModelBackend {
   absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) override;
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
+  // True when the export has span_slots (exports made before it feed spans token by token).
+  bool SupportsSpans() const override;
+  absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
+                                                    bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
   absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
   // Slots the pools hold now (grows on demand).

@@ -28,6 +28,35 @@ TEST(BatchPlannerTest, MidBlockAndShortTailsDecodeFullBlocksScore) {
   EXPECT_EQ(plan.blocks, 1u);  // only one block pending
 }
 
+TEST(BatchPlannerTest, WithSpansTwoOrMoreTokensThatFitInTheBlockGoTogether) {
+  PlannerOptions o = Opts();
+  o.spans = true;
+  BatchPlanner p(o);
+  std::vector<RowCandidate> c = {
+      {/*fed=*/3, /*pending=*/20, false},  // mid-block: the 5 tokens left in its block
+      {8, 5, false},                        // boundary, short, input closed: all 5
+      {8, 5, true},                         // boundary, short, more may come: wait
+      {16, 8, true},                        // boundary, a whole block: score
+      {7, 4, true},                         // one token left in its block: decode
+      {9, 1, false},                        // one token pending: decode
+      {0, 0, false},                        // nothing pending: nothing
+  };
+  BatchPlan plan = p.Plan(c);
+  EXPECT_EQ(plan.span, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(plan.span_tokens, (std::vector<size_t>{5, 5}));
+  EXPECT_EQ(plan.decode, (std::vector<size_t>{4, 5}));
+  EXPECT_EQ(plan.score, (std::vector<size_t>{3}));
+  // Span rows are capped at a score call's token budget (4 rows x 2 blocks = 8 rows) and rotate.
+  std::vector<RowCandidate> many(11, RowCandidate{1, 30, false});
+  std::set<size_t> seen;
+  for (int round = 0; round < 2; ++round) {
+    plan = p.Plan(many);
+    EXPECT_EQ(plan.span.size(), 8u);
+    seen.insert(plan.span.begin(), plan.span.end());
+  }
+  EXPECT_EQ(seen.size(), 11u);
+}
+
 TEST(BatchPlannerTest, FewerRowsGetMoreBlocksWithinTheCallBudget) {
   BatchPlanner p(Opts(/*batch=*/4, 3, /*blocks=*/2));
   // One row with 100 blocks pending: the whole budget (4 * 2 = 8 blocks) goes to it.
@@ -43,7 +72,10 @@ TEST(BatchPlannerTest, FewerRowsGetMoreBlocksWithinTheCallBudget) {
 TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
   std::srand(7);
   for (uint32_t batch : {1u, 3u, 8u}) {
-    BatchPlanner p(Opts(batch, 5, 2));
+   for (bool spans : {false, true}) {
+    PlannerOptions o = Opts(batch, 5, 2);
+    o.spans = spans;
+    BatchPlanner p(o);
     for (int round = 0; round < 500; ++round) {
       std::vector<RowCandidate> c(std::rand() % 20);
       for (auto& r : c) {
@@ -66,7 +98,18 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
         EXPECT_LE(plan.blocks * plan.score.size(), batch * 2u);
       }
       for (size_t i : plan.decode) EXPECT_GT(c[i].pending, 0u);
+      ASSERT_EQ(plan.span.size(), plan.span_tokens.size());
+      if (!spans) EXPECT_TRUE(plan.span.empty());
+      EXPECT_LE(plan.span.size(), batch * 2u);
+      for (size_t k = 0; k < plan.span.size(); ++k) {
+        const size_t i = plan.span[k];
+        EXPECT_TRUE(seen.insert(i).second) << "row planned twice";
+        EXPECT_GE(plan.span_tokens[k], 2u);
+        EXPECT_LE(plan.span_tokens[k], c[i].pending);
+        EXPECT_LE(c[i].fed % 8 + static_cast<int64_t>(plan.span_tokens[k]), 8) << "span crosses its block";
+      }
     }
+   }
   }
 }
 

@@ -269,6 +269,77 @@ TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {
   EXPECT_THAT(r->ImportSlot(1, bad), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// Spans of different lengths at different offsets, batched (and sharded), ending blocks (the state update
+// runs inside FeedSpans), equal the same tokens fed one by one: log-probs, top-k and memory.
+TEST(ModelRunnerTest, FeedSpansEqualsDecodeChainAcrossBlocks) {
+  for (int shards : {1, 2}) {
+    auto r = LoadTiny(/*threads=*/2, shards);
+    ASSERT_NE(r, nullptr);
+    ASSERT_TRUE(r->SupportsSpans());
+    const int w = r->metadata().window;
+    const int n = 4 * w;
+    std::vector<std::vector<int32_t>> text = {RandomTokens(n, 3), RandomTokens(n, 4), RandomTokens(n, 5)};
+    const std::vector<int32_t> span_slots = {6, 1, 3}, chain_slots = {9, 10, 11};
+    std::vector<int32_t> all = span_slots;
+    all.insert(all.end(), chain_slots.begin(), chain_slots.end());
+    ASSERT_TRUE(r->InitSlots(all).ok());
+    std::vector<std::vector<std::vector<float>>> chain;
+    for (size_t k = 0; k < 3; ++k) chain.push_back(DecodeChain(*r, chain_slots[k], 0, text[k]));
+    std::vector<int64_t> pos(3, 0);
+    std::mt19937 rng(7 + shards);
+    int calls = 0;
+    while (pos[0] < n || pos[1] < n || pos[2] < n) {
+      std::vector<SpanRow> rows;
+      std::vector<size_t> which;
+      for (size_t k = 0; k < 3; ++k) {
+        if (pos[k] >= n) continue;
+        const int64_t room = w - pos[k] % w;
+        const int64_t len = 1 + static_cast<int64_t>(rng() % room);
+        rows.push_back(SpanRow{span_slots[k], pos[k],
+                               std::vector<int32_t>(text[k].begin() + pos[k], text[k].begin() + pos[k] + len)});
+        which.push_back(k);
+      }
+      auto out = r->FeedSpans(rows, 2, /*all_positions=*/true);
+      ASSERT_TRUE(out.ok()) << out.status();
+      for (size_t j = 0; j < rows.size(); ++j) {
+        const size_t k = which[j];
+        const SpanResult& res = (*out)[j];
+        const size_t len = rows[j].tokens.size();
+        ASSERT_EQ(res.target_logprobs.size(), len - 1);
+        ASSERT_EQ(res.topk_ids.size(), len * 2);
+        for (size_t i = 0; i + 1 < len; ++i) {
+          EXPECT_NEAR(chain[k][pos[k] + i][text[k][pos[k] + i + 1]], res.target_logprobs[i], 1e-5);
+          EXPECT_NEAR(chain[k][pos[k] + i][res.topk_ids[i * 2]], res.topk_logprobs[i * 2], 1e-5);
+        }
+        const auto& next = chain[k][pos[k] + len - 1];
+        for (size_t v = 0; v < next.size(); v += 97) EXPECT_NEAR(next[v], res.next_logprobs[v], 1e-5);
+        pos[k] += static_cast<int64_t>(len);
+      }
+      ++calls;
+    }
+    EXPECT_GT(calls, 4);
+    for (size_t k = 0; k < 3; ++k) {
+      auto a = r->ExportSlot(span_slots[k]), b = r->ExportSlot(chain_slots[k]);
+      ASSERT_TRUE(a.ok() && b.ok());
+      for (int part = 0; part < 2; ++part) {
+        const std::string& x = part == 0 ? a->kv.data : a->state.data;
+        const std::string& y = part == 0 ? b->kv.data : b->state.data;
+        ASSERT_EQ(x.size(), y.size());
+        const float* fx = reinterpret_cast<const float*>(x.data());
+        const float* fy = reinterpret_cast<const float*>(y.data());
+        for (size_t i = 0; i < x.size() / 4; ++i) ASSERT_NEAR(fx[i], fy[i], 1e-5) << "row " << k << " at " << i;
+      }
+    }
+    // The prompt form: only the next distribution, the same one.
+    ASSERT_TRUE(r->InitSlots({12}).ok());
+    auto prompt = r->FeedSpans({SpanRow{12, 0, std::vector<int32_t>(text[0].begin(), text[0].begin() + 5)}}, 0,
+                               /*all_positions=*/false);
+    ASSERT_TRUE(prompt.ok()) << prompt.status();
+    EXPECT_TRUE((*prompt)[0].target_logprobs.empty());
+    for (size_t v = 0; v < 4096; v += 97) EXPECT_NEAR(chain[0][4][v], (*prompt)[0].next_logprobs[v], 1e-5);
+  }
+}
+
 TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);
@@ -281,6 +352,13 @@ TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
   EXPECT_THAT(r->DecodeStep({DecodeRow{16, 5, 0}}),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("slot 16")));
   EXPECT_THAT(r->InitSlots({-1}), StatusIs(absl::StatusCode::kInvalidArgument));
+  // A span that crosses its block's end, an empty one, a bad slot.
+  EXPECT_THAT(r->FeedSpans({SpanRow{0, 6, {5, 6, 7}}}, 0, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("one block of W=8")));
+  EXPECT_THAT(r->FeedSpans({SpanRow{0, 0, {}}}, 0, false), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r->FeedSpans({SpanRow{16, 0, {5}}}, 0, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("slot 16")));
+  EXPECT_THAT(r->FeedSpans({}, 0, false), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -103,8 +103,9 @@ def test_scored_tokens_counter_is_exact(server, reference, texts):
     again = scrape(server)
     assert summary2.tokens == m > 0
     assert value(again, "brt_scored_tokens_total") - value(after, "brt_scored_tokens_total") == m
-    # Both kinds of batched model call were observed (rows histogram and step duration by kind).
-    for kind in ("score_block", "decode"):
+    # Whole blocks and spans (the text a chunk leaves mid-block, fed at once) were both observed (rows
+    # histogram and step duration by kind); decode steps are checked with generation below.
+    for kind in ("score_block", "span"):
         d = (value(after, "brt_executor_batch_rows_count", kind=kind)
              - value(before, "brt_executor_batch_rows_count", kind=kind))
         assert d > 0, kind
@@ -142,6 +143,12 @@ def test_generated_tokens_and_latency_histograms(server):
             - value(before, "brt_inter_token_latency_seconds_count")) == streamed - 1
     assert (value(after, "brt_requests_total", method="Generate", code="OK")
             - value(before, "brt_requests_total", method="Generate", code="OK")) == 1
+    # The prompt went in as one span; every generated token was then fed by a decode step (the session
+    # holds them all).
+    for kind, want in (("span", 1), ("decode", streamed)):
+        d = (value(after, "brt_executor_step_duration_seconds_count", kind=kind)
+             - value(before, "brt_executor_step_duration_seconds_count", kind=kind))
+        assert d == want, kind
 
 
 def test_refused_requests_count_by_method_and_code(server):

@@ -547,3 +547,77 @@ def test_block_grouping_does_not_change_a_single_bit(scripted):
     assert torch.equal(next_a, next_b)
     for b in range(6):  # within each block the targets agree bitwise too
         assert torch.equal(whole[:, b * W:(b + 1) * W - 1], parts[b])
+
+
+# ---- spans (span_slots) == token by token ------------------------------------------------------------------
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "script"])
+@pytest.mark.parametrize("gate,recurrent", [("fixed", (1,)), ("lstm", (1,)), ("fixed", (0, 2)), ("fixed", ())])
+@torch.no_grad()
+def test_span_slots_equals_decode_slots(gate, recurrent, scripted):
+    """Rows in slots [5, 2, 7] of a pool of 9 (garbage elsewhere) fed spans of random lengths (1..the end of
+    their block), padded in shared batches, at different offsets; each span ending a block is followed by
+    finish_slots. Equals the same text fed token by token: every target log-prob, the top-k, the next-token
+    distribution and the pools, across 5 blocks; rows outside the call are untouched."""
+    W = 8
+    model = make(gate=gate, recurrent=recurrent, window=W, scripted=scripted)
+    slots = torch.tensor([5, 2, 7])
+    B, T = 3, 5 * W
+    g = torch.Generator().manual_seed(21)
+    toks = torch.randint(0, V, (B, T), generator=g)
+    dec = garbage_pools(model, 9, seed=2)
+    spn = garbage_pools(model, 9, seed=3)
+    spn0 = clone_pools(*spn)
+    model.init_slots(slots, *dec)
+    model.init_slots(slots, *spn)
+    ref = [[step(model, *dec, slots[r:r + 1], torch.tensor([p]), toks[r:r + 1, p])[0] for p in range(T)]
+           for r in range(B)]
+    pos = [0] * B
+    worst, calls, mixed = 0.0, 0, 0
+    while min(pos) < T:
+        rows = [r for r in range(B) if pos[r] < T]
+        lens = [int(torch.randint(1, W - pos[r] % W + 1, (1,), generator=g)) for r in rows]
+        n = max(lens)
+        t = torch.zeros(len(rows), n, dtype=torch.long)
+        for i, r in enumerate(rows):
+            t[i, :lens[i]] = toks[r, pos[r]:pos[r] + lens[i]]
+        at = torch.tensor([pos[r] for r in rows])
+        mixed += len(set(lens)) > 1 and len(set((at % W).tolist())) > 1
+        tgt, top_lp, top_ids, nxt = model.span_slots(t, torch.tensor(lens), at, slots[rows], *spn, 3, True)
+        for i, r in enumerate(rows):
+            lp = torch.stack(ref[r][pos[r]:pos[r] + lens[i]])  # (len, V)
+            want = lp[:-1].gather(1, toks[r, pos[r] + 1:pos[r] + lens[i]].unsqueeze(1)).squeeze(1)
+            worst = max(worst, (nxt[i] - lp[-1]).abs().max().item(),
+                        (top_lp[i, :lens[i]] - lp.topk(3, dim=-1).values).abs().max().item())
+            if lens[i] > 1:
+                worst = max(worst, (tgt[i, :lens[i] - 1] - want).abs().max().item())
+        done = [r for i, r in enumerate(rows) if (pos[r] + lens[i]) % W == 0]
+        for i, r in enumerate(rows):
+            pos[r] += lens[i]
+        if done:
+            model.finish_slots(slots[done], *spn)
+        calls += 1
+    assert worst < TOL, worst
+    assert mixed > 0  # some calls padded rows of different lengths at different offsets
+    assert max_pool_diff(dec, spn, slots) < TOL
+    assert_untouched(*spn, *spn0, slots.tolist())
+
+
+@torch.no_grad()
+def test_span_slots_prompt_form_returns_the_same_next_distribution():
+    """all_positions=False (a prompt) returns only the next-token distribution, equal to the full form's, and
+    leaves the same memory behind."""
+    W = 8
+    model = make(window=W)
+    slots = torch.tensor([1, 0])
+    a = garbage_pools(model, 3, seed=4)
+    b = clone_pools(*a)
+    model.init_slots(slots, *a)
+    model.init_slots(slots, *b)
+    t = torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(5))
+    lens, at = torch.tensor([6, 4]), torch.tensor([0, 0])
+    full = model.span_slots(t, lens, at, slots, *a, 0, True)
+    short = model.span_slots(t, lens, at, slots, *b, 0, False)
+    assert short[0].numel() == 0 and short[1].numel() == 0
+    assert (full[3] - short[3]).abs().max() < TOL
+    assert max_pool_diff(a, b, slots) == 0.0
