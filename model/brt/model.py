@@ -675,8 +675,9 @@ class BlockRecurrentTransformer(nn.Module):
         one block (positions[b] % W + lengths[b] <= W), like that many decode_slots calls; writes their
         keys/values into the rings (not the state: a row whose span completes its block then needs
         finish_slots). Returns target_logprobs (B,n-1) (of tokens[:, i+1] after tokens[:, ..i]), top-k
-        log-probs and ids (B,n,top_k), and the log-probs (B,V) of the token after each row's last one. With
-        all_positions false only that last distribution is computed (a prompt); the others are empty."""
+        log-probs and ids (B,n,top_k), and the log-probs (B,V) of the token after each row's last one (computed
+        alike in both forms: bitwise the same). With all_positions false only that last distribution is computed
+        (a prompt); the others are empty."""
         B = tokens.shape[0]
         n = tokens.shape[1]
         offs = torch.arange(n, device=tokens.device)
@@ -688,10 +689,11 @@ class BlockRecurrentTransformer(nn.Module):
             r = layer.rec_index
             st = st_rows[:, r] if r >= 0 else empty
             x = layer.span_slots_layer(x, kv[i], slots, positions, valid, st, self.state_scale)
+        # The next-token distribution is computed the same way in both forms, so that a session's memory and
+        # its next distribution do not depend (in their bits) on whether its tokens were scored or not.
         last = (lengths - 1).view(B, 1, 1).expand(B, 1, x.shape[2])
+        nxt = torch.log_softmax(self.logits_of(x.gather(1, last))[:, 0].float(), dim=-1)
         if not all_positions:
-            h = x.gather(1, last)
-            nxt = torch.log_softmax(self.logits_of(h)[:, 0].float(), dim=-1)
             none = torch.zeros(B, 0, dtype=nxt.dtype, device=nxt.device)
             return none, none.view(B, 0, 0), none.view(B, 0, 0).to(torch.long), nxt
         logp = torch.log_softmax(self.logits_of(x).float(), dim=-1)  # (B,n,V)
@@ -701,7 +703,6 @@ class BlockRecurrentTransformer(nn.Module):
         else:
             top_lp = torch.zeros(B, n, 0, dtype=logp.dtype, device=logp.device)
             top_ids = torch.zeros(B, n, 0, dtype=torch.long, device=logp.device)
-        nxt = logp.gather(1, (lengths - 1).view(B, 1, 1).expand(B, 1, logp.shape[2]))[:, 0].contiguous()
         return target, top_lp, top_ids, nxt
 
     @torch.jit.export
