@@ -67,9 +67,12 @@ int RunHealth(const Args& args) {
               l.max_queue(), l.max_batch_size(),
               static_cast<unsigned long long>(l.max_chunk_bytes()), l.max_tokens_cap(),
               l.max_top_k());
-  std::printf("  executor   %llu score calls (%llu tokens), %llu decode calls (%llu tokens)\n",
+  std::printf("  executor   %llu score calls (%llu tokens), %llu span calls (%llu tokens), %llu decode "
+              "calls (%llu tokens)\n",
               static_cast<unsigned long long>(e.score_calls()),
               static_cast<unsigned long long>(e.scored_block_tokens()),
+              static_cast<unsigned long long>(e.span_calls()),
+              static_cast<unsigned long long>(e.span_tokens()),
               static_cast<unsigned long long>(e.decode_calls()),
               static_cast<unsigned long long>(e.decoded_tokens()));
   return 0;
