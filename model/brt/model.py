@@ -372,21 +372,27 @@ class BRTLayer(nn.Module):
             idx = self.ring_index(slots, ring).reshape(-1)
             pool.view(-1, self.dh).index_copy_(0, idx, src.reshape(-1, self.dh))
 
-    def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float
-                   ) -> Tensor:
-        """x (B,1,D) one token per row at positions pos (B,); reads the ring rows of `slots`, attends to the
-        positions pos-W..pos-1, then writes the token's key/value at ring index pos % C. Returns the output."""
+    def project_and_read(self, x: Tensor, pool: Tensor, slots: Tensor
+                         ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The normed input, its queries, keys and values (B,H,n,dh), and the rows' ring keys and values
+        (B,H,C,dh): rows 2*slot and 2*slot+1 of the pool viewed as (P*2, H*C*dh), each contiguous. The ring
+        rows are a copy, so a later write of the pool does not alias them."""
         B = x.shape[0]
         C = self.C
         xn = self.norm1(x)
         q = l2norm(self.heads(linear(xn, self.wq.weight)))
         k = l2norm(self.heads(linear(xn, self.wk.weight)))
         v = self.heads(linear(xn, self.wv.weight))
-        # Keys and values of the rows, each contiguous (B,H,C,dh): rows 2*slot and 2*slot+1 of the pool
-        # viewed as (P*2, H*C*dh). A copy, so the write below does not alias it.
         kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
-        keys = kv_rows[:B].view(B, self.h, C, self.dh)
-        values = kv_rows[B:].view(B, self.h, C, self.dh)
+        return (xn, q, k, v, kv_rows[:B].view(B, self.h, C, self.dh), kv_rows[B:].view(B, self.h, C, self.dh))
+
+    def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float
+                   ) -> Tensor:
+        """x (B,1,D) one token per row at positions pos (B,); reads the ring rows of `slots`, attends to the
+        positions pos-W..pos-1, then writes the token's key/value at ring index pos % C. Returns the output."""
+        B = x.shape[0]
+        C = self.C
+        xn, q, k, v, keys, values = self.project_and_read(x, pool, slots)
         pp = pos % C
         bucket = self.dec_bucket.index_select(0, pp)  # (B,C)
         bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,C)
@@ -413,13 +419,9 @@ class BRTLayer(nn.Module):
         B = x.shape[0]
         n = x.shape[1]
         C = self.C
-        xn = self.norm1(x)
-        q = l2norm(self.heads(linear(xn, self.wq.weight)))
-        k = l2norm(self.heads(linear(xn, self.wk.weight)))
-        v = self.heads(linear(xn, self.wv.weight))
-        kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
-        keys = torch.cat([kv_rows[:B].view(B, self.h, C, self.dh), k], dim=2)  # (B,H,C+n,dh)
-        values = torch.cat([kv_rows[B:].view(B, self.h, C, self.dh), v], dim=2)
+        xn, q, k, v, ring_k, ring_v = self.project_and_read(x, pool, slots)
+        keys = torch.cat([ring_k, k], dim=2)  # (B,H,C+n,dh)
+        values = torch.cat([ring_v, v], dim=2)
         offs = self.ring_all[:n] if n <= C else torch.arange(n, device=x.device)
         ring_d = self.dec_dist.index_select(0, pos % C)  # (B,C): distance of each ring slot from pos
         d_ring = ring_d.view(B, 1, C) + offs.view(1, n, 1)  # (B,n,C)

@@ -308,19 +308,29 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     if (*fresh) plan->init_slots.push_back(job->session->slot);
     return true;
   };
+  // A planned row's session, with its slot, once its call has started (null: the call has failed).
+  auto start_row = [&](const std::shared_ptr<Job>& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> SessionState* {
+    if (!give_slot(job)) return nullptr;
+    RecordStartedLocked(*job, now);
+    return job->session.get();
+  };
+  // The widest top-k a score or span call's Score rows ask for.
+  auto widen_top_k = [](const Job& job, int* top_k) {
+    if (job.kind == JobKind::kScore && !job.omit_tokens) *top_k = std::max(*top_k, job.top_k);
+  };
   for (size_t i : batch.decode) {
     const auto& job = ready[i];
-    if (!give_slot(job)) continue;
-    SessionState& s = *job->session;
-    RecordStartedLocked(*job, now);
+    SessionState* started = start_row(job);
+    if (started == nullptr) continue;
+    SessionState& s = *started;
     plan->decode_jobs.push_back(job);
     plan->decode_rows.push_back(DecodeRow{s.slot, s.pending.front().id, s.fed});
   }
   for (size_t k = 0; k < batch.span.size(); ++k) {
     const auto& job = ready[batch.span[k]];
-    if (!give_slot(job)) continue;
-    SessionState& s = *job->session;
-    RecordStartedLocked(*job, now);
+    SessionState* started = start_row(job);
+    if (started == nullptr) continue;
+    SessionState& s = *started;
     SpanRow row;
     row.slot = s.slot;
     row.start = s.fed;
@@ -332,16 +342,14 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     }
     plan->span_jobs.push_back(job);
     plan->span_rows.push_back(std::move(row));
-    if (job->kind == JobKind::kScore && !job->omit_tokens) {
-      plan->span_top_k = std::max(plan->span_top_k, job->top_k);
-    }
+    widen_top_k(*job, &plan->span_top_k);
   }
   const size_t w = static_cast<size_t>(window_);
   for (size_t i : batch.score) {
     const auto& job = ready[i];
-    if (!give_slot(job)) continue;
-    SessionState& s = *job->session;
-    RecordStartedLocked(*job, now);
+    SessionState* started = start_row(job);
+    if (started == nullptr) continue;
+    SessionState& s = *started;
     ScoreBlocksRow row;
     row.slot = s.slot;
     row.start = s.fed;
@@ -349,9 +357,7 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     for (size_t k = 0; k < batch.blocks * w; ++k) row.tokens.push_back(s.pending[k].id);
     plan->score_jobs.push_back(job);
     plan->score_rows.push_back(std::move(row));
-    if (job->kind == JobKind::kScore && !job->omit_tokens) {
-      plan->score_top_k = std::max(plan->score_top_k, job->top_k);
-    }
+    widen_top_k(*job, &plan->score_top_k);
   }
 }
 

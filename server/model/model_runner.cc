@@ -57,6 +57,43 @@ void SetThisThreadsThreads(int n) {
   at::set_num_threads(n);
 }
 
+// Row i of a score_slots/span_slots output into r: the first len-1 target log-probs (of n-1 a row) and
+// len*top_k top-k entries (of n*top_k), when asked for, and the next-token distribution.
+void CopyRowOutputs(const at::Tensor& target, const at::Tensor& topk_lp, const at::Tensor& topk_id,
+                    const at::Tensor& next, int64_t i, int64_t n, int64_t len, int top_k, bool all_positions,
+                    ScoreBlocksResult* r) {
+  if (all_positions) {
+    const float* tp = target.data_ptr<float>() + i * (n - 1);
+    r->target_logprobs.assign(tp, tp + (len - 1));
+    if (top_k > 0) {
+      const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
+      r->topk_logprobs.assign(kp, kp + len * top_k);
+      const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
+      r->topk_ids.assign(ip, ip + len * top_k);
+    }
+  }
+  const int64_t v = next.size(1);
+  const float* np = next.data_ptr<float>() + i * v;
+  r->next_logprobs.assign(np, np + v);
+}
+
+// The four outputs of score_slots/span_slots on the host: float32 (long ids), contiguous. Only the next
+// distribution when all_positions is false.
+struct HostOutputs {
+  at::Tensor target, topk_lp, topk_id, next;
+};
+HostOutputs ToHost(const c10::ivalue::Tuple& out, bool all_positions) {
+  const auto& e = out.elements();
+  HostOutputs h;
+  h.next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
+  if (all_positions) {
+    h.target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
+    h.topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
+    h.topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
+  }
+  return h;
+}
+
 }  // namespace
 
 struct ModelRunner::Impl {
@@ -374,24 +411,10 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
                                     impl_->state,
                                     int64_t{top_k}})
                      .toTuple();
-      const auto& e = out->elements();
-      at::Tensor target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
-      at::Tensor topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
-      at::Tensor topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
-      at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
-      const int64_t v = next.size(1);
+      const HostOutputs h = ToHost(*out, /*all_positions=*/true);
       for (int64_t i = 0; i < rows; ++i) {
-        ScoreBlocksResult& r = results[static_cast<size_t>(begin + i)];
-        const float* tp = target.data_ptr<float>() + i * (n - 1);
-        r.target_logprobs.assign(tp, tp + (n - 1));
-        if (top_k > 0) {
-          const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
-          r.topk_logprobs.assign(kp, kp + n * top_k);
-          const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
-          r.topk_ids.assign(ip, ip + n * top_k);
-        }
-        const float* np = next.data_ptr<float>() + i * v;
-        r.next_logprobs.assign(np, np + v);
+        CopyRowOutputs(h.target, h.topk_lp, h.topk_id, h.next, i, n, n, top_k, /*all_positions=*/true,
+                       &results[static_cast<size_t>(begin + i)]);
       }
       return absl::OkStatus();
     } catch (const std::exception& e) {
@@ -507,30 +530,10 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
       if (!done.empty()) {
         impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
       }
-      const auto& e = out->elements();
-      at::Tensor next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
-      at::Tensor target, topk_lp, topk_id;
-      if (all_positions) {
-        target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
-        topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
-        topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
-      }
-      const int64_t v = next.size(1);
+      const HostOutputs h = ToHost(*out, all_positions);
       for (int64_t i = 0; i < rows_here; ++i) {
-        SpanResult& r = results[static_cast<size_t>(begin + i)];
-        const int64_t len = lengths[begin + i];
-        if (all_positions) {
-          const float* tp = target.data_ptr<float>() + i * (n - 1);
-          r.target_logprobs.assign(tp, tp + (len - 1));
-          if (top_k > 0) {
-            const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
-            r.topk_logprobs.assign(kp, kp + len * top_k);
-            const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
-            r.topk_ids.assign(ip, ip + len * top_k);
-          }
-        }
-        const float* np = next.data_ptr<float>() + i * v;
-        r.next_logprobs.assign(np, np + v);
+        CopyRowOutputs(h.target, h.topk_lp, h.topk_id, h.next, i, n, lengths[begin + i], top_k, all_positions,
+                       &results[static_cast<size_t>(begin + i)]);
       }
       return absl::OkStatus();
     } catch (const std::exception& e) {
