@@ -34,6 +34,9 @@ JSON.
  6. the eager reference greedy decoder (model/brt/reference.py greedy, token by token with decode_step),
     1 session, the same prompt and token count as the 1-session Generate, wall time including the prompt.
 
+The script re-executes itself with glibc's malloc set as brt-server sets it (bench_util.SERVER_MALLOC), so
+the bare model, the eager reference and the server run under the same allocator settings.
+
 The ratios printed and stored are ratios of the medians (each round's own ratios are in the JSON too).
 """
 import argparse
@@ -48,7 +51,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import CHUNK, LOAD_LIMIT, check_load, chunks_of, percentile  # noqa: E402
+from bench_util import CHUNK, LOAD_LIMIT, check_load, chunks_of, percentile, use_server_allocator  # noqa: E402
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 
@@ -313,6 +316,7 @@ def main():
     args = ap.parse_args()
     command = "/usr/bin/python3 " + " ".join(shlex.quote(a) for a in sys.argv)
     load_before = check_load(args.force)
+    use_server_allocator()  # the bare model and the reference run under the server's malloc settings
 
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     sys.path.insert(0, os.path.join(ROOT, "model"))

@@ -1,11 +1,13 @@
 #include "server/http/completion_runner.h"
 
+#include <chrono>
 #include <deque>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/http/prefix_cache.h"
+#include "server/persistence/snapshot_store.h"
 
 namespace brt {
 namespace http {
@@ -249,6 +251,16 @@ void RememberPrefix(Engine& engine, PrefixCache& cache, const std::string& sessi
 absl::StatusOr<CompletionOutcome> RunCompletion(Engine& engine, const CompletionRequest& request,
                                                 const PromptInput& prompt, absl::Time deadline,
                                                 CompletionObserver& observer, PrefixCache* cache) {
+  // A session_id that is not loaded here is restored from the snapshot store on first use (GetSession,
+  // ForkSession, ...): the store gets what is left of the request's deadline, so a hung store costs this
+  // request --http_request_timeout_s and DEADLINE_EXCEEDED, as a gRPC call's deadline does, rather than
+  // the store's own timeouts. Without a request timeout the store's own timeouts bound it.
+  std::optional<persistence::ScopedStoreDeadline> store_deadline;
+  if (deadline != absl::InfiniteFuture()) {
+    store_deadline.emplace(std::chrono::steady_clock::now() +
+                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               absl::ToChronoNanoseconds(deadline - absl::Now())));
+  }
   CompletionOutcome outcome;
   auto tokens = Tokenize(engine.tokenizer(), prompt);
   if (!tokens.ok()) return tokens.status();

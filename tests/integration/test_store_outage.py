@@ -6,6 +6,7 @@ its own pooled Redis connection and within its own deadline; calls that do not n
 session, server info, health) keep being answered at once. When Redis thaws, the stored session is
 restored as if nothing happened.
 """
+import json
 import os
 import signal
 import threading
@@ -13,7 +14,8 @@ import time
 
 import grpc
 
-from conftest import STUBS, BrtServer, score
+from conftest import STUBS, BrtServer, free_port, score
+from http_util import Http
 from services import RedisServer
 
 pb = STUBS.pb
@@ -76,6 +78,53 @@ def test_a_hung_redis_delays_only_the_calls_that_need_it():
         assert info.position == before.position  # restored exactly where it was saved
         toks, summary = score(server.stub, stored, [LINE])
         assert summary.tokens == len(toks) > 0
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        server.stop()
+        redis.stop()
+
+
+def test_a_hung_redis_costs_an_http_request_its_timeout():
+    """The HTTP API's continuation of a stored session (session_id) reads the store under the request's
+    --http_request_timeout_s: 503/504 when it passes, not the store's own timeouts; the health endpoint is
+    answered meanwhile; after the thaw the session continues from where it was saved."""
+    redis = RedisServer()
+    port = free_port()
+    server = BrtServer(f"--snapshot_store={redis.url()}", f"--http_listen=127.0.0.1:{port}",
+                       "--http_request_timeout_s=2")
+    http = Http(port, timeout=60)
+    try:
+        stored = server.stub.CreateSession(pb.CreateSessionRequest(), timeout=30).id
+        _, before = score(server.stub, stored, [LINE])
+        server.stub.SaveSession(pb.SaveSessionRequest(session_id=stored, unload=True), timeout=30)
+        body = {"prompt": "1:2 And", "max_tokens": 2, "temperature": 0, "session_id": stored}
+
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        result = {}
+
+        def hung():
+            t0 = time.monotonic()
+            result["status"], result["body"] = http.post("/v1/completions", body)
+            result["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=hung)
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert http.get("/health") == (200, {"status": "ok"})
+        assert time.monotonic() - t0 < 1.5
+        t.join(30)
+        # 503 (the session's lease could not be taken in time) or 504, naming the deadline.
+        assert result["status"] in (503, 504), result
+        assert "deadline" in json.dumps(result["body"]).lower(), result["body"]
+        assert 1.5 < result["took"] < 4.5, result["took"]  # the request's 2 s, not the store's 2 x 10 s
+
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        status, r = http.post("/v1/completions", body)
+        assert status == 200, r
+        choice = r["choices"][0]
+        assert choice["session_id"] == stored
+        assert choice["session_position"] > before.position  # continued from the saved position
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
         server.stop()
