@@ -34,8 +34,8 @@ JSON.
  6. the eager reference greedy decoder (model/brt/reference.py greedy, token by token with decode_step),
     1 session, the same prompt and token count as the 1-session Generate, wall time including the prompt.
 
-The script re-executes itself with glibc's malloc set as brt-server sets it (bench_util.SERVER_MALLOC), so
-the bare model, the eager reference and the server run under the same allocator settings.
+The script sets its own glibc malloc as brt-server sets its own (mallopt; bench_util.use_server_allocator),
+so the bare model, the eager reference and the server run under the same allocator settings.
 
 The ratios printed and stored are ratios of the medians (each round's own ratios are in the JSON too).
 """

@@ -16,20 +16,18 @@ def check_load(force, limit=LOAD_LIMIT):
     return load
 
 
-# What brt-server sets with mallopt at its start (server/main.cc): glibc keeps large blocks in the heap
-# instead of mmap/munmap per allocation. Without it a model in a Python process page-faults its per-call
-# temporaries afresh (a 16-row decode step: 9.6 ms against 4.7 ms), so an in-process figure compared with
-# the server's must run under the same setting.
-SERVER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
-
-
 def use_server_allocator():
-    """Re-executes this script with SERVER_MALLOC in the environment unless it is there (glibc reads it at
-    start). Call first in main(), before torch is imported; the server it starts inherits it harmlessly."""
-    if all(os.environ.get(k) == v for k, v in SERVER_MALLOC.items()):
-        return
-    env = dict(os.environ, **SERVER_MALLOC)
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    """Sets this process's glibc malloc as brt-server sets its own at start (server/main.cc: large blocks
+    stay in the heap instead of an mmap/munmap per allocation). Without it a model in a Python process
+    page-faults its per-call temporaries afresh (a 16-row decode step: 9.6 ms against 4.7 ms), so an
+    in-process figure compared with the server's must run under the same setting. Through mallopt, in this
+    process only: the environment, and so the server this script starts, is left as it is."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1 and libc.mallopt(m_trim_threshold, 256 << 20) == 1
+    if not ok:
+        raise RuntimeError("mallopt refused the server's malloc settings")
 
 
 def rss_bytes(pid):

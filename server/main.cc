@@ -170,7 +170,8 @@ ABSL_FLAG(uint64_t, http_prefix_cache_bytes, uint64_t{256} << 20,
           "/v1/completions requests starting with the same tokens reuse instead of reading again; "
           "0 = off. Needs --checkpoints_per_session > 0");
 ABSL_FLAG(int64_t, http_request_timeout_s, 0,
-          "Deadline of one /v1/completions request, seconds; 0 = none");
+          "Deadline of one /v1/completions request, seconds, snapshot-store reads included (a stored "
+          "session_id); 0 = none (the store's own timeouts then bound those reads)");
 
 #ifndef BRT_GIT_COMMIT
 #define BRT_GIT_COMMIT "unknown"
