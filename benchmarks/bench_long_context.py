@@ -25,6 +25,9 @@ brt-server (build/bin/brt-server on loopback, --threads=N, the shipped model mod
   the session's state_bytes (GetSession) and the server's resident memory (VmRSS of /proc/PID/status).
   The server figure is end to end (client gRPC, tokenization, scheduling, the model).
 
+The script's own process (the bare BRT and the baseline) runs under the malloc settings brt-server gives
+itself (bench_util.use_server_allocator): large temporaries stay in the heap.
+
 BRT bare model (an extra, for a like-for-like ratio): the same export in-process (torch.jit.load); one block
 of W tokens per score_slots call (format 2) with the session's ring at start position C, or score_blocks
 (format 1), 3 calls per length in each timed round above; per-token cost = median call time / W.
@@ -53,7 +56,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import LOAD_LIMIT, check_load, chunks_of, rss_bytes  # noqa: E402
+from bench_util import LOAD_LIMIT, check_load, chunks_of, rss_bytes, use_server_allocator  # noqa: E402
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 WINDOW_TOKENS = 4096
@@ -243,6 +246,7 @@ def main():
     args = ap.parse_args()
     command = "/usr/bin/python3 " + " ".join(shlex.quote(a) for a in sys.argv)
     load_before = check_load(args.force)
+    use_server_allocator()  # the in-process BRT and the baseline run under the server's malloc settings
 
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     sys.path.insert(0, os.path.join(ROOT, "model"))
