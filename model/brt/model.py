@@ -422,7 +422,7 @@ class BRTLayer(nn.Module):
         xn, q, k, v, ring_k, ring_v = self.project_and_read(x, pool, slots)
         keys = torch.cat([ring_k, k], dim=2)  # (B,H,C+n,dh)
         values = torch.cat([ring_v, v], dim=2)
-        offs = self.ring_all[:n] if n <= C else torch.arange(n, device=x.device)
+        offs = self.ring_all[:n]  # 0..n-1 (n <= W <= C)
         ring_d = self.dec_dist.index_select(0, pos % C)  # (B,C): distance of each ring slot from pos
         d_ring = ring_d.view(B, 1, C) + offs.view(1, n, 1)  # (B,n,C)
         d_new = (offs.view(n, 1) - offs.view(1, n)).view(1, n, n).expand(B, n, n)

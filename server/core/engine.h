@@ -356,8 +356,8 @@ class Engine {
   void RunDecode(Plan* plan);
   void RunScore(Plan* plan);
   void RunSpans(Plan* plan);
-  // Applies the results of a score or span call (row r fed counts[r] tokens) to its jobs' sessions.
-  void ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs, const std::vector<size_t>& counts,
+  // Applies the results of a score or span call (row r fed the tokens *fed_tokens[r]) to its jobs' sessions.
+  void ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs,
                 const std::vector<const std::vector<int32_t>*>& fed_tokens,
                 absl::StatusOr<std::vector<ScoreBlocksResult>>& results, int top_k);
   void FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events)

@@ -452,10 +452,9 @@ void Engine::RunScore(Plan* plan) {
   const size_t n = plan->score_rows[0].tokens.size();
   stats_.RecordScore(static_cast<uint32_t>(plan->score_rows.size()), n * plan->score_rows.size());
   ObserveCall(options_.metrics, metrics::BatchKind::kScoreBlock, plan->score_rows.size(), t0);
-  std::vector<size_t> counts(plan->score_rows.size(), n);
   std::vector<const std::vector<int32_t>*> fed;
   for (const auto& row : plan->score_rows) fed.push_back(&row.tokens);
-  ApplyFed(plan->score_jobs, counts, fed, results, top_k);
+  ApplyFed(plan->score_jobs, fed, results, top_k);
 }
 
 void Engine::RunSpans(Plan* plan) {
@@ -463,20 +462,18 @@ void Engine::RunSpans(Plan* plan) {
   const int top_k = plan->span_all_positions ? plan->span_top_k : 0;
   const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->FeedSpans(plan->span_rows, top_k, plan->span_all_positions);
-  std::vector<size_t> counts;
   std::vector<const std::vector<int32_t>*> fed;
   size_t tokens = 0;
   for (const auto& row : plan->span_rows) {
-    counts.push_back(row.tokens.size());
     fed.push_back(&row.tokens);
     tokens += row.tokens.size();
   }
   stats_.RecordSpan(static_cast<uint32_t>(plan->span_rows.size()), tokens);
   ObserveCall(options_.metrics, metrics::BatchKind::kSpan, plan->span_rows.size(), t0);
-  ApplyFed(plan->span_jobs, counts, fed, results, top_k);
+  ApplyFed(plan->span_jobs, fed, results, top_k);
 }
 
-void Engine::ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs, const std::vector<size_t>& counts,
+void Engine::ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs,
                       const std::vector<const std::vector<int32_t>*>& fed_tokens,
                       absl::StatusOr<std::vector<ScoreBlocksResult>>& results, int top_k) {
   uint64_t scored = 0;
@@ -487,7 +484,7 @@ void Engine::ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs, const std::
     absl::MutexLock lock(&mu_);
     for (size_t row = 0; row < jobs.size(); ++row) {
       const auto& job = jobs[row];
-      const size_t n = counts[row];
+      const size_t n = fed_tokens[row]->size();
       if (job->finished || job->session->deleted) continue;
       SessionState& s = *job->session;
       if (!results.ok()) {
