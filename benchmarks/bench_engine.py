@@ -45,7 +45,9 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -180,11 +182,16 @@ def server_score(server, pb, score, texts):
     return sum(counts) / dt, sum(counts)
 
 
-def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0):
+LOAD_CLIENT = os.path.join(ROOT, "build", "bin", "brt-generate-load")
+
+
+def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0, client="cpp"):
     """Generate in len(prompts) concurrent sessions (greedy unless temperature > 0; session i's seed is i + 1).
     stagger > 0: session i first reads i * stagger newline tokens (untimed), so the sessions sit at different
     offsets in their blocks and complete blocks in different steps; 0: they all start at position 0 and
-    complete their blocks in the same step. Returns aggregate tokens/s, gaps (s), tokens."""
+    complete their blocks in the same step. client "cpp": the streams run in build/bin/brt-generate-load (a
+    C++ gRPC client, a few percent of a core); "python": one thread and one grpcio stream per session here
+    (about a third of this machine's CPU at 32 sessions). Returns aggregate tokens/s, gaps (s), tokens."""
     n = len(prompts)
     sids = [server.stub.CreateSession(pb.CreateSessionRequest(label="bench_engine"), timeout=10).id
             for _ in range(n)]
@@ -193,6 +200,34 @@ def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0,
         for i, sid in enumerate(sids):
             if i:
                 score(server.stub, sid, [b"\n" * (i * stagger)], omit_tokens=True)
+    try:
+        if client == "cpp":
+            return generate_cpp(server, sids, prompts, max_tokens, temperature, top_p)
+        return generate_python(server, pb, sids, prompts, max_tokens, temperature, top_p)
+    finally:
+        for s in sids:
+            server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s), timeout=10)
+
+
+def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p):
+    if any(b"\n" in p for p in prompts):
+        raise ValueError("brt-generate-load takes one prompt per line")
+    with tempfile.NamedTemporaryFile("wb", suffix=".prompts") as f:
+        f.write(b"\n".join(prompts) + b"\n")
+        f.flush()
+        proc = subprocess.run([LOAD_CLIENT, f"--address={server.address}", "--session_ids=" + ",".join(sids),
+                               f"--prompts_file={f.name}", f"--max_tokens={max_tokens}",
+                               f"--temperature={temperature}", f"--top_p={top_p}"],
+                              capture_output=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"brt-generate-load failed ({proc.returncode}): {proc.stdout[-500:]!r} "
+                           f"{proc.stderr[-500:]!r}")
+    out = json.loads(proc.stdout)
+    return out["tokens_per_s"], [g / 1e6 for g in out["gaps_us"]], out["tokens"]
+
+
+def generate_python(server, pb, sids, prompts, max_tokens, temperature, top_p):
+    n = len(prompts)
     stamps = [None] * n
     errors = []
     barrier = threading.Barrier(n + 1)
@@ -219,8 +254,6 @@ def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0,
     for t in ths:
         t.join()
     dt = time.perf_counter() - t0
-    for s in sids:
-        server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s), timeout=10)
     if errors:
         raise RuntimeError(f"Generate failed: {errors[0]}")
     total = sum(len(s) for s in stamps)
@@ -310,6 +343,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads, server and in-process alike")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--client", choices=("cpp", "python"), default="cpp",
+                    help="Generate client: build/bin/brt-generate-load (C++) or grpcio threads in this process")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "engine.json"))
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run with tiny sizes")
     ap.add_argument("--force", action="store_true", help=f"run even if the 1-minute load is above {LOAD_LIMIT}")
@@ -359,7 +394,7 @@ def main():
         # Warm-up of everything timed below (TorchScript profiling runs, first-call allocations).
         server_score(server, pb, score, [text1[:3000]])
         server_score(server, pb, score, [t[:1500] for t in texts8])
-        server_generate(server, pb, prompts[:2], 4)
+        server_generate(server, pb, prompts[:2], 4, client=args.client)
         bare.run([ids1[:512]])
         bare.run([r[:256] for r in ids8])
         score_tokens(ref_model, ids1[:256])
@@ -391,13 +426,13 @@ def main():
             return {"reference_score_tps": tps, "reference_score_tokens": n}
 
         def m_gen1():
-            tps, gaps, n = server_generate(server, pb, prompts[:1], gen_tokens)
+            tps, gaps, n = server_generate(server, pb, prompts[:1], gen_tokens, client=args.client)
             return {"generate_1_tps": tps, "generate_1_tokens": n,
                     "generate_1_gap_p50_ms": 1000 * percentile(gaps, 50),
                     "generate_1_gap_p99_ms": 1000 * percentile(gaps, 99)}
 
         def m_gen32():
-            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens)
+            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, client=args.client)
             ex = server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).executor
             return {"generate_32_tps": tps, "generate_32_tokens": n,
                     "generate_32_gap_p50_ms": 1000 * percentile(gaps, 50),
@@ -405,14 +440,14 @@ def main():
                     "server_max_decode_batch": ex.max_decode_batch}
 
         def m_gen32_sampled():
-            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, temperature=0.8, top_p=0.95)
+            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, temperature=0.8, top_p=0.95, client=args.client)
             return {"generate_32_sampled_tps": tps, "generate_32_sampled_tokens": n,
                     "generate_32_sampled_gap_p50_ms": 1000 * percentile(gaps, 50),
                     "generate_32_sampled_gap_p99_ms": 1000 * percentile(gaps, 99)}
 
         def m_gen32_staggered():
             # Session i at offset 2i: the 32 sessions' block ends fall in different steps.
-            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, stagger=2)
+            tps, gaps, n = server_generate(server, pb, prompts, gen_tokens, stagger=2, client=args.client)
             return {"generate_32_staggered_tps": tps, "generate_32_staggered_tokens": n,
                     "generate_32_staggered_gap_p50_ms": 1000 * percentile(gaps, 50),
                     "generate_32_staggered_gap_p99_ms": 1000 * percentile(gaps, 99)}
@@ -445,7 +480,7 @@ def main():
     roof_tps = median["roofline_gflops"] * 1e9 / fpt["flops_per_token"]
 
     res = {
-        "command": command, "quick": q, "forced": args.force,
+        "command": command, "generate_client": args.client, "quick": q, "forced": args.force,
         "started_note": "numbers from --quick mean nothing" if q else "",
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "threads": args.threads, "rounds_requested": args.rounds,

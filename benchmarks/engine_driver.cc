@@ -49,6 +49,7 @@ ABSL_FLAG(double, generate_top_p, 1, "Generate's top_p");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
+ABSL_FLAG(bool, cpu_packed_weights, true, "brt-server --cpu_packed_weights");
 
 namespace {
 
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
   ro.shards = absl::GetFlag(FLAGS_row_shards);
   ro.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
   ro.jit_optimize = absl::GetFlag(FLAGS_jit_optimize);
+  ro.cpu_packed_weights = absl::GetFlag(FLAGS_cpu_packed_weights);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

@@ -1,6 +1,8 @@
 // The only translation unit that includes LibTorch (each one costs ~30 s to compile).
 #include "server/model/model_runner.h"
 
+#include <omp.h>
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -14,6 +16,17 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/model/shard_pool.h"
+
+// LibTorch exports this guard (a thread-local switch: XNNPACK and QNNPACK ops run on the calling
+// thread instead of the shared pthreadpool), but Debian's libtorch-dev lacks its header
+// (caffe2/utils/threadpool/pthreadpool-cpp.h), so it is declared here.
+namespace caffe2 {
+class _NoPThreadPoolGuard {
+ public:
+  static bool is_enabled();
+  static void set_enabled(bool enabled);
+};
+}  // namespace caffe2
 
 namespace brt {
 namespace {
@@ -98,6 +111,10 @@ HostOutputs ToHost(const c10::ivalue::Tuple& out, bool all_positions) {
 
 struct ModelRunner::Impl {
   torch::jit::script::Module module;
+  // With packed weights and row shards: shard i runs on lanes[i], a copy of `module` with its own packed
+  // products (XNNPACK operators are set up per call and must not be shared by two threads at once);
+  // lanes[0] is `module`. Empty otherwise: every shard uses `module`.
+  std::vector<torch::jit::script::Module> lanes;
   c10::Device device{at::kCPU};
   at::ScalarType dtype = at::kFloat;
   ModelMetadata meta;
@@ -111,6 +128,7 @@ struct ModelRunner::Impl {
   bool jit_optimize = false;
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
   bool has_spans = false;   // the export has span_slots
+  bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).
   std::unique_ptr<ShardPool> shards;
@@ -120,17 +138,18 @@ struct ModelRunner::Impl {
   // enough rows (or always_pool), else on the calling thread with `threads` intra-op threads. Each
   // shard's status is kept; the first failure is returned.
   absl::Status ForShards(int64_t rows, int threads_here, bool always_pool,
-                         const std::function<absl::Status(int64_t, int64_t)>& fn) {
+                         const std::function<absl::Status(torch::jit::script::Module&, int64_t, int64_t)>& fn) {
     if (shards == nullptr || (rows < shard_min_rows && !always_pool)) {
       UseThreads(threads_here);
-      return fn(0, rows);
+      return fn(module, 0, rows);
     }
     const int64_t k = rows < shard_min_rows ? 1 : std::min<int64_t>(shards->threads(), rows);
     std::vector<absl::Status> status(static_cast<size_t>(k));
     std::vector<std::function<void()>> jobs;
     for (int64_t i = 0; i < k; ++i) {
       const int64_t begin = rows * i / k, end = rows * (i + 1) / k;
-      jobs.push_back([&fn, &status, i, begin, end] { status[static_cast<size_t>(i)] = fn(begin, end); });
+      torch::jit::script::Module& m = i < static_cast<int64_t>(lanes.size()) ? lanes[static_cast<size_t>(i)] : module;
+      jobs.push_back([&fn, &status, &m, i, begin, end] { status[static_cast<size_t>(i)] = fn(m, begin, end); });
     }
     shards->Run(jobs);
     for (auto& st : status) {
@@ -143,6 +162,10 @@ struct ModelRunner::Impl {
   void UseThreads(int n) {
     if (n != current_threads) {
       SetThisThreadsThreads(n);
+      // With packed weights the matrix products run on XNNPACK's pool of n threads (LibTorch's
+      // pthreadpool, which at::set_num_threads sizes). ATen's OpenMP threads are kept to one beside it:
+      // both kinds spin while they wait, and on 2 cores a 1-session Score ran 20x slower with both at 2.
+      if (packed_weights) omp_set_num_threads(1);
       current_threads = n;
     }
   }
@@ -317,8 +340,26 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     impl->shard_min_rows = std::max(1, options.shard_min_rows);
     impl->shards = std::make_unique<ShardPool>(shards, [] {
       SetThisThreadsThreads(1);
+      // XNNPACK (packed weights) runs on the calling thread, not on LibTorch's one process-wide
+      // pthreadpool, which serialises its callers: two shards would otherwise take turns.
+      caffe2::_NoPThreadPoolGuard::set_enabled(true);
       torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
     });
+  }
+  if (options.cpu_packed_weights && impl->device.is_cpu() && dtype == at::kFloat &&
+      impl->module.find_method("pack_cpu").has_value()) {
+    try {
+      c10::InferenceMode guard;
+      if (impl->shards != nullptr) {
+        // Copied before packing: a copy of packed products would share their XNNPACK operators.
+        impl->lanes.push_back(impl->module);
+        for (int i = 1; i < impl->shards->threads(); ++i) impl->lanes.push_back(impl->module.deepcopy());
+      }
+      impl->packed_weights = impl->module.get_method("pack_cpu")({}).toBool();
+      for (size_t i = 1; i < impl->lanes.size(); ++i) impl->lanes[i].get_method("pack_cpu")({});
+    } catch (const std::exception& e) {
+      return TorchError("packing the weights for XNNPACK (--cpu_packed_weights) failed", e);
+    }
   }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
@@ -400,12 +441,12 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   std::vector<ScoreBlocksResult> results(b);
-  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
       const int64_t rows = end - begin;
       at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows, n}, at::kLong).to(impl_->device);
-      auto out = impl_->module.get_method("score_slots")(
+      auto out = m.get_method("score_slots")(
                                    {tokens, LongTensor(Span(starts, begin, end), impl_->device),
                                     LongTensor(Span(slots, begin, end), impl_->device), impl_->KvList(),
                                     impl_->state,
@@ -443,7 +484,7 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   std::vector<DecodeResult> results(b);
-  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
       // Known on the host: no device sync to find the rows that complete a block.
@@ -452,14 +493,13 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
         if (positions[i] % w == w - 1) done.push_back(slots[i]);
       }
       c10::IValue kv = impl_->KvList();
-      at::Tensor out = impl_->module
-                           .get_method("decode_slots")({LongTensor(Span(tokens, begin, end), impl_->device),
+      at::Tensor out = m.get_method("decode_slots")({LongTensor(Span(tokens, begin, end), impl_->device),
                                                         LongTensor(Span(positions, begin, end), impl_->device),
                                                         LongTensor(Span(slots, begin, end), impl_->device), kv,
                                                         impl_->state})
                            .toTensor();
       if (!done.empty()) {
-        impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
+        m.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
       }
       at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
       const int64_t v = logprobs.size(1);
@@ -480,6 +520,8 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
 }
 
 bool ModelRunner::SupportsSpans() const { return impl_->has_spans; }
+
+bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
 
 absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows,
                                                                int top_k, bool all_positions) {
@@ -511,7 +553,7 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   std::vector<SpanResult> results(b);
-  auto shard = [&](int64_t begin, int64_t end) -> absl::Status {
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
       const int64_t rows_here = end - begin;
@@ -521,14 +563,14 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
       }
       c10::IValue kv = impl_->KvList();
       at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows_here, n}, at::kLong).to(impl_->device);
-      auto out = impl_->module.get_method("span_slots")(
+      auto out = m.get_method("span_slots")(
                                    {tokens, LongTensor(Span(lengths, begin, end), impl_->device),
                                     LongTensor(Span(starts, begin, end), impl_->device),
                                     LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state,
                                     int64_t{top_k}, all_positions})
                      .toTuple();
       if (!done.empty()) {
-        impl_->module.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
+        m.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
       }
       const HostOutputs h = ToHost(*out, all_positions);
       for (int64_t i = 0; i < rows_here; ++i) {

@@ -7,6 +7,9 @@ ShardPool::ShardPool(int threads, std::function<void()> init) {
   for (int i = 0; i < threads; ++i) {
     workers_.emplace_back([this, i, init] { Loop(i, init); });
   }
+  absl::MutexLock lock(&mu_);
+  auto all = [this, threads]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return initialised_ == threads; };
+  mu_.Await(absl::Condition(&all));
 }
 
 ShardPool::~ShardPool() {
@@ -29,6 +32,10 @@ void ShardPool::Run(const std::vector<std::function<void()>>& jobs) {
 
 void ShardPool::Loop(int index, const std::function<void()>& init) {
   init();
+  {
+    absl::MutexLock lock(&mu_);
+    ++initialised_;
+  }
   uint64_t seen = 0;
   while (true) {
     const std::function<void()>* job = nullptr;

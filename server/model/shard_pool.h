@@ -29,7 +29,8 @@ namespace brt {
 
 class ShardPool {
  public:
-  // Starts `threads` (>= 1) workers, each of which runs `init` once before its first job.
+  // Starts `threads` (>= 1) workers, each of which runs `init` once before its first job; returns after
+  // every worker's `init` has run (it may change process-wide LibTorch settings).
   ShardPool(int threads, std::function<void()> init);
   ~ShardPool();
   ShardPool(const ShardPool&) = delete;
@@ -49,6 +50,7 @@ class ShardPool {
   const std::vector<std::function<void()>>* jobs_ ABSL_GUARDED_BY(mu_) = nullptr;
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // jobs of the current Run not finished yet
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int initialised_ ABSL_GUARDED_BY(mu_) = 0;  // workers whose init has run
   std::vector<std::thread> workers_;
 };
 

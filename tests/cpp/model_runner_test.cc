@@ -16,8 +16,9 @@ namespace {
 using ::brt::testing::StatusIs;
 using ::brt::testing::TinyDir;
 
-std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0) {
+std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0, bool packed = true) {
   ModelRunnerOptions o;
+  o.cpu_packed_weights = packed;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = threads;
@@ -242,6 +243,61 @@ TEST(ModelRunnerTest, ShardedCallsEqualUnshardedOnesAndAreReproducible) {
   auto after = sharded->ExportSlot(15);
   EXPECT_EQ(before->kv.data, after->kv.data);
   EXPECT_EQ(before->state.data, after->state.data);
+}
+
+// Packed weights (XNNPACK, the default on CPU): the same function as ATen's products to fp32 rounding;
+// each shard runs its own packed copy (lanes), and a row's results are bitwise those it gets alone on an
+// unsharded packed runner, for scoring, decode steps and the state update.
+TEST(ModelRunnerTest, PackedWeightsEqualPlainOnesAndShardsAreBitwiseAlone) {
+  auto sharded = LoadTiny(/*threads=*/2, /*shards=*/2);
+  auto single = LoadTiny(/*threads=*/2, /*shards=*/1);
+  auto plain = LoadTiny(/*threads=*/1, /*shards=*/1, /*packed=*/false);
+  ASSERT_NE(sharded, nullptr);
+  ASSERT_NE(single, nullptr);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_TRUE(sharded->packed_weights());
+  EXPECT_TRUE(single->packed_weights());
+  EXPECT_FALSE(plain->packed_weights());
+  const int w = sharded->metadata().window;
+  std::vector<std::vector<int32_t>> texts;
+  for (uint32_t i = 0; i < 4; ++i) texts.push_back(RandomTokens(2 * w, 40 + i));
+  for (auto* r : {sharded.get(), single.get(), plain.get()}) ASSERT_TRUE(r->InitSlots({0, 1, 2, 3}).ok());
+  std::vector<ScoreBlocksRow> rows;
+  for (int i = 0; i < 4; ++i) rows.push_back(ScoreBlocksRow{i, 0, texts[i]});
+  auto got = sharded->ScoreBlocks(rows, 2);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (int i = 0; i < 4; ++i) {
+    auto alone = single->ScoreBlocks({rows[i]}, 2);
+    auto ref = plain->ScoreBlocks({rows[i]}, 2);
+    ASSERT_TRUE(alone.ok() && ref.ok());
+    EXPECT_EQ((*got)[i].target_logprobs, (*alone)[0].target_logprobs) << "row " << i;
+    EXPECT_EQ((*got)[i].next_logprobs, (*alone)[0].next_logprobs) << "row " << i;
+    for (size_t t = 0; t < (*ref)[0].target_logprobs.size(); ++t) {
+      ASSERT_NEAR((*got)[i].target_logprobs[t], (*ref)[0].target_logprobs[t], 1e-5) << "row " << i;
+    }
+  }
+  // A block of decode steps (the last completes it: the state update runs in each shard).
+  for (int t = 0; t < w; ++t) {
+    std::vector<DecodeRow> d;
+    for (int i = 0; i < 4; ++i) d.push_back(DecodeRow{i, texts[i][t], 2 * w + t});
+    auto a = sharded->DecodeStep(d);
+    ASSERT_TRUE(a.ok()) << a.status();
+    for (int i = 0; i < 4; ++i) {
+      auto b = single->DecodeStep({d[i]});
+      auto c = plain->DecodeStep({d[i]});
+      ASSERT_TRUE(b.ok() && c.ok());
+      ASSERT_EQ((*a)[i].logprobs, (*b)[0].logprobs) << "row " << i << " step " << t;
+      for (size_t v = 0; v < (*c)[0].logprobs.size(); v += 37) {
+        ASSERT_NEAR((*a)[i].logprobs[v], (*c)[0].logprobs[v], 1e-5) << "row " << i << " step " << t;
+      }
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    auto x = sharded->ExportSlot(i), y = single->ExportSlot(i);
+    ASSERT_TRUE(x.ok() && y.ok());
+    EXPECT_EQ(x->state.data, y->state.data) << "row " << i;
+    EXPECT_EQ(x->kv.data, y->kv.data) << "row " << i;
+  }
 }
 
 TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {

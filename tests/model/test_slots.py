@@ -621,3 +621,72 @@ def test_span_slots_prompt_form_returns_the_same_next_distribution():
     assert short[0].numel() == 0 and short[1].numel() == 0
     assert torch.equal(full[3], short[3])  # bitwise: a rewind replays without scores, a first reading with
     assert max_pool_diff(a, b, slots) == 0.0
+
+
+# ---- pack_cpu: XNNPACK products with prepacked weights ----------------------------------------------------
+
+def run_everything(model, seed=5):
+    """score_slots, decode_slots (with finish_slots), span_slots in both forms, on 3 rows of a garbage pool of
+    9 across 4 blocks. Returns every output and the used pool rows, in order."""
+    W = model.window
+    slots = torch.tensor([5, 2, 7])
+    B = 3
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(0, V, (B, 4 * W), generator=g)
+    kv, state = garbage_pools(model, 9, seed=1)
+    model.init_slots(slots, kv, state)
+    outs = list(model.score_slots(toks[:, :2 * W], torch.zeros(B, dtype=torch.long), slots, kv, state, 3))
+    for p in range(2 * W, 3 * W):
+        outs.append(step(model, kv, state, slots, torch.full((B,), p), toks[:, p]))
+    lens = torch.tensor([W, 3, 1])
+    outs += list(model.span_slots(toks[:, 3 * W:], lens, torch.full((B,), 3 * W), slots, kv, state, 3, True))
+    outs.append(model.span_slots(toks[:, 3 * W + 3:3 * W + 5], torch.tensor([2, 2, 2]),
+                                 torch.tensor([4 * W, 3 * W + 3, 3 * W + 1]), slots, kv, state, 0, False)[3])
+    model.finish_slots(slots[:1], kv, state)
+    return outs + [t[slots] for t in kv] + [state[slots]]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("gate", ["fixed", "lstm"])
+@pytest.mark.parametrize("recurrent", [(1,), (), (0, 2)], ids=["one-recurrent", "no-recurrent", "two-recurrent"])
+def test_packed_products_compute_the_same_function(gate, recurrent):
+    """pack_cpu (what brt-server calls on a CPU float32 model) changes how the products are summed, not what
+    they compute: every method's outputs and the pools equal the unpacked module's to fp32 rounding; decode
+    still equals block scoring; unpack_cpu gives back the unpacked module bit for bit."""
+    model = make(gate=gate, recurrent=recurrent, scripted=True)
+    plain = run_everything(model)
+    assert model.pack_cpu()
+    packed = run_everything(model)
+    worst = max((a.float() - b.float()).abs().max().item() for a, b in zip(plain, packed) if a.numel())
+    assert worst < TOL, worst
+    assert any(not torch.equal(a, b) for a, b in zip(plain, packed))  # the packed products did run
+    lp_diff, mem_diff, *_ = decode_vs_blocks(model)
+    assert lp_diff < TOL and mem_diff < TOL, (lp_diff, mem_diff)
+    model.unpack_cpu()
+    again = run_everything(model)
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))
+
+
+@torch.no_grad()
+def test_packed_rows_do_not_depend_on_their_batch():
+    """With packed products a row's results are bitwise the same alone and in a batch of 5 (the GEMM kernels
+    sum each output in one order whatever the number of rows), so a session's scores do not depend on which
+    other sessions the server batched it with."""
+    model = make(scripted=True)
+    assert model.pack_cpu()
+    W = model.window
+    g = torch.Generator().manual_seed(9)
+    toks = torch.randint(0, V, (5, 2 * W + 3), generator=g)
+    kv, state = garbage_pools(model, 12, seed=1)
+    together = torch.arange(5)
+    alone = torch.tensor([7])
+    model.init_slots(torch.cat([together, alone]), kv, state)
+    a = model.score_slots(toks[:, :2 * W], torch.zeros(5, dtype=torch.long), together, kv, state, 2)
+    b = model.score_slots(toks[2:3, :2 * W], torch.zeros(1, dtype=torch.long), alone, kv, state, 2)
+    for x, y in zip(a, b):
+        assert torch.equal(x[2:3], y)
+    for p in range(2 * W, 2 * W + 3):
+        x = step(model, kv, state, together, torch.full((5,), p), toks[:, p])
+        y = step(model, kv, state, alone, torch.tensor([p]), toks[2:3, p])
+        assert torch.equal(x[2:3], y)
+    assert all(torch.equal(t[2], t[7]) for t in kv) and torch.equal(state[2], state[7])
