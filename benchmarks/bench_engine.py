@@ -15,8 +15,11 @@ spreads over all of them; the report is the median over rounds of each figure, e
 JSON.
 
  1. roofline: fp32 GEMM torch.mm 1024x1024 with torch.set_num_threads(N), GFLOP/s (2*n^3 flops), best of
-    10 repetitions.
- 2. bare model in-process: the TorchScript export loaded with torch.jit.load. Export format 2 ("slots-v2"):
+    10 repetitions (the issue's definition; OpenBLAS). For reference only, the same GEMM through XNNPACK
+    with a prepacked operand (the kernels the server's packed weights run), which is faster on this CPU.
+ 2. bare model in-process: the TorchScript export loaded with torch.jit.load and, as brt-server does by
+    default (--cpu_packed_weights), pack_cpu() (XNNPACK products with prepacked weights; timed with one
+    OpenMP thread beside XNNPACK's pool of N, as the server runs them). Export format 2 ("slots-v2"):
     pools allocated here (kv: one zero tensor (P, 2, H, C_l, dh) per layer, C_l = meta["kv_slots"][l];
     state: (P, R, 3, S, D)), init_slots, then score_slots on N=2 blocks per call; format 1: score_blocks
     with initial_state. Batch 1 (the same text the server scores alone) and batch 8 (the 8 texts of the
@@ -80,15 +83,54 @@ def roofline_gflops(threads, reps, n=1024):
     return 2.0 * n ** 3 / best / 1e9
 
 
+def xnnpack_gemm_gflops(threads, reps, n=1024):
+    """The same GEMM through XNNPACK with a prepacked operand (what the server's packed weights use), for
+    reference: the roofline above is the issue's definition (torch.mm, OpenBLAS) and stays the yardstick."""
+    import torch
+    torch.set_num_threads(threads)
+    with omp_threads(1):
+        a = torch.randn(n, n)
+        ctx = torch.ops.prepacked.linear_clamp_prepack(torch.randn(n, n), None)
+        torch.ops.prepacked.linear_clamp_run(a, ctx)  # warm-up
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.ops.prepacked.linear_clamp_run(a, ctx)
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+class omp_threads:
+    """Sets this thread's OpenMP thread count (ATen's intra-op ops) for a block and restores it. brt-server
+    runs packed (XNNPACK) products with one OpenMP thread beside XNNPACK's pool of --threads; the bare model
+    does the same while it is timed, and everything else here (the roofline, the eager reference) runs with
+    --threads OpenMP threads."""
+
+    def __init__(self, n):
+        import ctypes
+        self.lib = ctypes.CDLL("libgomp.so.1")
+        self.n = n
+
+    def __enter__(self):
+        import torch
+        self.saved = torch.get_num_threads()
+        self.lib.omp_set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        self.lib.omp_set_num_threads(self.saved)
+
+
 class BareModel:
     """The TorchScript export driven directly from Python, the way the server drives it."""
 
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, packed=True):
         import torch
         torch.set_num_threads(threads)
         files = {"brt_meta.json": ""}
         self.module = torch.jit.load(path, map_location="cpu", _extra_files=files)
         self.module.eval()
+        # As brt-server does by default (--cpu_packed_weights): XNNPACK products with prepacked weights.
+        self.packed = bool(packed and hasattr(self.module, "pack_cpu") and self.module.pack_cpu())
         self.meta = json.loads(files["brt_meta.json"])
         self.format = int(self.meta.get("format", 1))
         self.W = int(self.meta["window"])
@@ -103,7 +145,7 @@ class BareModel:
         if usable == 0:
             raise ValueError("texts shorter than one call of blocks")
         tokens = torch.tensor([r[:usable] for r in rows], dtype=torch.long)
-        with torch.no_grad():
+        with torch.no_grad(), omp_threads(1 if self.packed else torch.get_num_threads()):
             # Warm the TorchScript executor (profiling runs) on a throwaway memory, then time a fresh one.
             for attempt in ("warm-up", "timed"):
                 ncalls = min(warmup_calls, usable // step) if attempt == "warm-up" else usable // step
@@ -276,6 +318,7 @@ def reference_greedy(ref_model, greedy, ids, max_tokens, eos_id):
 # ---- report -------------------------------------------------------------------------------------------------
 FIGURES = [  # key, label, unit
     ("roofline_gflops", "roofline: fp32 torch.mm 1024^3, best of reps", "GFLOP/s"),
+    ("xnnpack_gemm_gflops", "the same GEMM through XNNPACK, prepacked (reference only)", "GFLOP/s"),
     ("bare_batch1_tps", "bare model in-process, batch 1, 2 blocks/call", "tokens/s"),
     ("bare_batch8_tps", "bare model in-process, batch 8, 2 blocks/call", "tokens/s"),
     ("server_score_1_tps", "server Score, 1 session (~60 kB)", "tokens/s"),
@@ -401,7 +444,8 @@ def main():
         greedy(ref_model, prompt_ids, 4, meta["eos_id"])
 
         def m_roofline():
-            return {"roofline_gflops": roofline_gflops(args.threads, roof_reps)}
+            return {"roofline_gflops": roofline_gflops(args.threads, roof_reps),
+                    "xnnpack_gemm_gflops": xnnpack_gemm_gflops(args.threads, roof_reps)}
 
         def m_bare1():
             tps, n = bare.run([ids1])
@@ -483,7 +527,7 @@ def main():
         "command": command, "generate_client": args.client, "quick": q, "forced": args.force,
         "started_note": "numbers from --quick mean nothing" if q else "",
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "threads": args.threads, "rounds_requested": args.rounds,
+        "threads": args.threads, "bare_model_packed": bare.packed, "rounds_requested": args.rounds,
         "loadavg_before": list(load_before), "loadavg_after": list(load_after),
         "sizes": {"score_1_text_bytes": len(text1), "score_1_text": "kjv/Acts (held-out), first bytes",
                   "score_8_text_bytes": [len(t) for t in texts8], "score_8_texts": "kjv/Eze (held-out), 8 slices",

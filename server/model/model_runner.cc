@@ -1,7 +1,7 @@
 // The only translation unit that includes LibTorch (each one costs ~30 s to compile).
 #include "server/model/model_runner.h"
 
-#include <omp.h>
+#include <dlfcn.h>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -65,6 +65,16 @@ at::ArrayRef<int64_t> Span(const std::vector<int64_t>& v, int64_t begin, int64_t
 // thread that had not run one yet could later switch itself to another thread's count (seen: the
 // executor and the shard workers each set theirs, and one of them ran at the other's). Doing the lazy
 // step first makes the count stick.
+// Sets the calling thread's OpenMP thread count (ATen's own intra-op operations) without touching
+// LibTorch's pthreadpool (XNNPACK's), which at::set_num_threads also resizes. The function is looked up
+// in the process rather than linked, so that it is the OpenMP runtime LibTorch itself uses (Debian's
+// libgomp, or the renamed copy a pip wheel carries) and the process keeps a single runtime.
+void SetOpenMpThreads(int n) {
+  using Fn = void (*)(int);
+  static const Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (fn != nullptr) fn(n);
+}
+
 void SetThisThreadsThreads(int n) {
   at::internal::lazy_init_num_threads();
   at::set_num_threads(n);
@@ -165,7 +175,7 @@ struct ModelRunner::Impl {
       // With packed weights the matrix products run on XNNPACK's pool of n threads (LibTorch's
       // pthreadpool, which at::set_num_threads sizes). ATen's OpenMP threads are kept to one beside it:
       // both kinds spin while they wait, and on 2 cores a 1-session Score ran 20x slower with both at 2.
-      if (packed_weights) omp_set_num_threads(1);
+      if (packed_weights) SetOpenMpThreads(1);
       current_threads = n;
     }
   }
