@@ -1,8 +1,6 @@
 // The only translation unit that includes LibTorch (each one costs ~30 s to compile).
 #include "server/model/model_runner.h"
 
-#include <dlfcn.h>
-
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -15,24 +13,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/model/export_metadata.h"
 #include "server/model/shard_pool.h"
-
-// LibTorch exports this guard (a thread-local switch: XNNPACK and QNNPACK ops run on the calling
-// thread instead of the shared pthreadpool), but Debian's libtorch-dev lacks its header
-// (caffe2/utils/threadpool/pthreadpool-cpp.h), so it is declared here.
-namespace caffe2 {
-class _NoPThreadPoolGuard {
- public:
-  static bool is_enabled();
-  static void set_enabled(bool enabled);
-};
-}  // namespace caffe2
+#include "server/model/torch_threads.h"
 
 namespace brt {
 namespace {
 
-constexpr char kMetaFile[] = "brt_meta.json";
-constexpr int kExportFormat = 2;
 
 const char* DTypeString(at::ScalarType t) {
   switch (t) {
@@ -58,26 +45,6 @@ at::Tensor LongTensor(at::ArrayRef<int64_t> v, const c10::Device& device) {
 // v[begin, end) without a copy.
 at::ArrayRef<int64_t> Span(const std::vector<int64_t>& v, int64_t begin, int64_t end) {
   return at::ArrayRef<int64_t>(v.data() + begin, static_cast<size_t>(end - begin));
-}
-
-// Sets the calling thread's intra-op thread count. OpenMP keeps the count per thread, and ATen sets a
-// thread's count lazily, on its first parallel operation, to the count that any thread set last: so a
-// thread that had not run one yet could later switch itself to another thread's count (seen: the
-// executor and the shard workers each set theirs, and one of them ran at the other's). Doing the lazy
-// step first makes the count stick.
-// Sets the calling thread's OpenMP thread count (ATen's own intra-op operations) without touching
-// LibTorch's pthreadpool (XNNPACK's), which at::set_num_threads also resizes. The function is looked up
-// in the process rather than linked, so that it is the OpenMP runtime LibTorch itself uses (Debian's
-// libgomp, or the renamed copy a pip wheel carries) and the process keeps a single runtime.
-void SetOpenMpThreads(int n) {
-  using Fn = void (*)(int);
-  static const Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-  if (fn != nullptr) fn(n);
-}
-
-void SetThisThreadsThreads(int n) {
-  at::internal::lazy_init_num_threads();
-  at::set_num_threads(n);
 }
 
 // Row i of a score_slots/span_slots output into r: the first len-1 target log-probs (of n-1 a row) and
@@ -171,7 +138,7 @@ struct ModelRunner::Impl {
   // Switches the executor thread's intra-op thread count (OpenMP keeps it per thread; cheap).
   void UseThreads(int n) {
     if (n != current_threads) {
-      SetThisThreadsThreads(n);
+      SetIntraOpThreads(n);
       // With packed weights the matrix products run on XNNPACK's pool of n threads (LibTorch's
       // pthreadpool, which at::set_num_threads sizes). ATen's OpenMP threads are kept to one beside it:
       // both kinds spin while they wait, and on 2 cores a 1-session Score ran 20x slower with both at 2.
@@ -278,55 +245,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     return TorchError("loading the TorchScript export failed", e);
   }
 
+  auto parsed = ParseExportMetadata(extra[kMetaFile], options.model_path, options.tokenizer_sha256);
+  if (!parsed.ok()) return parsed.status();
   ModelMetadata& meta = impl->meta;
-  try {
-    auto j = nlohmann::json::parse(extra[kMetaFile]);
-    const int format = j.value("format", 0);
-    if (format != kExportFormat) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          options.model_path, ": export format ", format, " is not supported; this server needs format ",
-          kExportFormat, " (slot pools). Re-export the model with model/brt/export.py"));
-    }
-    impl->ring = j.at("kv_slots").get<std::vector<int64_t>>();
-    meta.name = j.value("name", "brt");
-    meta.fingerprint = j.value("fingerprint", "");
-    meta.tokenizer_sha256 = j.value("tokenizer_sha256", "");
-    meta.window = j.at("window").get<int32_t>();
-    meta.n_state = j.at("n_state").get<int32_t>();
-    meta.n_layers = j.at("n_layers").get<int32_t>();
-    meta.n_recurrent = j.at("n_recurrent").get<int32_t>();
-    meta.n_heads = j.at("n_heads").get<int32_t>();
-    meta.head_dim = j.at("head_dim").get<int32_t>();
-    meta.d_model = j.at("d_model").get<int32_t>();
-    meta.vocab_size = j.at("vocab_size").get<int32_t>();
-    meta.bos_id = j.at("bos_id").get<int32_t>();
-    meta.eos_id = j.at("eos_id").get<int32_t>();
-    meta.parameters = j.value("parameters", int64_t{0});
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.model_path, ": bad or missing ", kMetaFile, ": ", e.what()));
-  }
-  if (static_cast<int32_t>(impl->ring.size()) != meta.n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(options.model_path, ": kv_slots has ",
-                                                   impl->ring.size(), " entries for ", meta.n_layers,
-                                                   " layers"));
-  }
-  for (int64_t c : impl->ring) {
-    if (c != meta.window && c != 2 * meta.window) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(options.model_path, ": kv_slots entries must be W or 2W, got ", c));
-    }
-  }
-  if (meta.window <= 0 || meta.vocab_size <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.model_path, ": window and vocab_size must be > 0"));
-  }
-  if (!options.tokenizer_sha256.empty() && meta.tokenizer_sha256 != options.tokenizer_sha256) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("tokenizer mismatch: the export ", options.model_path,
-                     " was made with a tokenizer of sha256 ", meta.tokenizer_sha256,
-                     " but the loaded tokenizer has sha256 ", options.tokenizer_sha256));
-  }
+  meta = std::move(parsed->meta);
+  impl->ring = std::move(parsed->ring);
   meta.device = impl->device.str();
   meta.dtype = options.dtype;
 
@@ -349,10 +272,10 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   if (shards > 1 && !impl->device.is_cuda()) {
     impl->shard_min_rows = std::max(1, options.shard_min_rows);
     impl->shards = std::make_unique<ShardPool>(shards, [] {
-      SetThisThreadsThreads(1);
+      SetIntraOpThreads(1);
       // XNNPACK (packed weights) runs on the calling thread, not on LibTorch's one process-wide
       // pthreadpool, which serialises its callers: two shards would otherwise take turns.
-      caffe2::_NoPThreadPoolGuard::set_enabled(true);
+      RunPoolOpsOnThisThread();
       torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
     });
   }
