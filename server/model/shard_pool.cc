@@ -1,6 +1,29 @@
 #include "server/model/shard_pool.h"
 
+#include <algorithm>
+
 namespace brt {
+
+std::vector<int64_t> ShardBounds(const std::vector<double>& cost, int64_t k) {
+  const int64_t n = static_cast<int64_t>(cost.size());
+  k = std::max<int64_t>(1, std::min(k, std::max<int64_t>(n, 1)));
+  double total = 0;
+  for (double c : cost) total += c;
+  std::vector<int64_t> bounds{0};
+  double run = 0;
+  int64_t row = 0;
+  for (int64_t i = 1; i < k; ++i) {
+    // Leave at least one row for each later shard; take at least one row for this one.
+    const int64_t lo = bounds.back() + 1, hi = n - (k - i);
+    while (row < lo || (row < hi && run + cost[static_cast<size_t>(row)] / 2 < total * i / k)) {
+      run += cost[static_cast<size_t>(row)];
+      ++row;
+    }
+    bounds.push_back(row);
+  }
+  bounds.push_back(n);
+  return bounds;
+}
 
 ShardPool::ShardPool(int threads, std::function<void()> init) {
   workers_.reserve(static_cast<size_t>(threads));

@@ -27,6 +27,13 @@
 
 namespace brt {
 
+// Where k shards of rows [0, cost.size()) begin and end (k+1 ascending bounds, first 0, last n): contiguous
+// ranges whose summed costs are as even as the rows allow (each boundary where the running cost first
+// reaches i/k of the total), every shard at least one row when n >= k. A decode step's rows that complete a
+// block also run the state update, several times a token's work: with uniform ranges the shard holding
+// such a row kept the other waiting. Pure; k >= 1.
+std::vector<int64_t> ShardBounds(const std::vector<double>& cost, int64_t k);
+
 class ShardPool {
  public:
   // Starts `threads` (>= 1) workers, each of which runs `init` once before its first job; returns after

@@ -50,5 +50,21 @@ TEST(ShardPoolTest, StopsCleanlyWithoutWork) {
   ShardPool pool(2, [] {});
 }
 
+TEST(ShardBoundsTest, EvenCostsSplitEvenlyAndHeavyRowsMoveTheBoundary) {
+  EXPECT_EQ(ShardBounds(std::vector<double>(32, 1.0), 2), (std::vector<int64_t>{0, 16, 32}));
+  EXPECT_EQ(ShardBounds(std::vector<double>(5, 1.0), 2), (std::vector<int64_t>{0, 2, 5}));
+  // One row that also completes a block (1 + 3) near the front: its shard takes fewer rows (a tie goes
+  // to the later shard).
+  std::vector<double> cost(32, 1.0);
+  cost[3] = 4.0;
+  EXPECT_EQ(ShardBounds(cost, 2), (std::vector<int64_t>{0, 14, 32}));  // 17 and 18
+  // Every shard keeps at least one row, however skewed the costs.
+  EXPECT_EQ(ShardBounds({100.0, 1.0, 1.0}, 3), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(ShardBounds({1.0, 1.0, 100.0}, 2), (std::vector<int64_t>{0, 2, 3}));
+  // More shards than rows: one row each; no rows: one empty shard.
+  EXPECT_EQ(ShardBounds({1.0, 1.0}, 4), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(ShardBounds({}, 2), (std::vector<int64_t>{0, 0}));
+}
+
 }  // namespace
 }  // namespace brt
