@@ -56,7 +56,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import LOAD_LIMIT, check_load, chunks_of, rss_bytes, use_server_allocator  # noqa: E402
+from bench_util import LOAD_LIMIT, check_load, chunks_of, omp_threads, rss_bytes, use_server_allocator  # noqa: E402
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 WINDOW_TOKENS = 4096
@@ -198,13 +198,13 @@ def measure_baseline(model, L, D, H, n_ctx, block, reps, V):
 
 
 # ---- the BRT bare model in-process ---------------------------------------------------------------------------
-def measure_brt_bare(module, meta, n_ctx, reps, tokens_row):
+def measure_brt_bare(module, meta, n_ctx, reps, tokens_row, packed):
     """Median seconds of one block through the export, the session's memory at start position n_ctx."""
     import torch
     W = int(meta["window"])
     toks = torch.tensor([tokens_row[:W]], dtype=torch.long)
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), omp_threads(1 if packed else torch.get_num_threads()):
         if int(meta.get("format", 1)) >= 2:
             L, H, dh = int(meta["n_layers"]), int(meta["n_heads"]), int(meta["head_dim"])
             R, S, D = int(meta["n_recurrent"]), int(meta["n_state"]), int(meta["d_model"])
@@ -264,6 +264,8 @@ def main():
     files = {"brt_meta.json": ""}
     module = torch.jit.load(MODEL_PATH, map_location="cpu", _extra_files=files)
     module.eval()
+    # As brt-server does by default (--cpu_packed_weights): XNNPACK products with prepacked weights.
+    packed = bool(hasattr(module, "pack_cpu") and module.pack_cpu())
     meta = json.loads(files["brt_meta.json"])
     cfg = meta.get("config", {})
     W = int(meta["window"])
@@ -389,7 +391,8 @@ def main():
                 row["brt_server"]["window_seconds"].append(time.perf_counter() - t0)
                 row["brt_server"]["window_tokens_each"].append(summ.tokens)
                 server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=f), timeout=10)
-                row["brt_bare"]["block_seconds"] += measure_brt_bare(module, meta, row["context_tokens"], 3, rng_row)
+                row["brt_bare"]["block_seconds"] += measure_brt_bare(module, meta, row["context_tokens"], 3, rng_row,
+                                                                     packed)
         for row, park, _ in parked:
             b = row["brt_server"]
             b["per_token_s"] = statistics.median(t / c for t, c in zip(b["window_seconds"], b["window_tokens_each"]))
@@ -425,7 +428,7 @@ def main():
     res = {
         "command": command, "quick": args.quick, "forced": args.force,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "threads": args.threads, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
+        "threads": args.threads, "bare_model_packed": packed, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
         "lengths": lengths, "window_tokens_target": WINDOW_TOKENS, "reps": reps, "baseline_reps": base_reps,
         "timed_in_alternating_rounds": True,
         "stream": {"lines": len(stream.lines), "tokens": sum(c for _, c in stream.lines),

@@ -52,3 +52,23 @@ def percentile(values, q):
     lo = int(pos)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+class omp_threads:
+    """Sets this thread's OpenMP thread count (ATen's intra-op ops) for a block and restores it. brt-server
+    runs packed (XNNPACK) products with one OpenMP thread beside XNNPACK's pool of --threads; a bare model
+    that was packed (pack_cpu) is timed the same way, and everything else (the roofline, the eager
+    reference, the full-attention baseline) runs with --threads OpenMP threads."""
+
+    def __init__(self, n):
+        import ctypes
+        self.lib = ctypes.CDLL("libgomp.so.1")
+        self.n = n
+
+    def __enter__(self):
+        import torch
+        self.saved = torch.get_num_threads()
+        self.lib.omp_set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        self.lib.omp_set_num_threads(self.saved)
