@@ -287,6 +287,10 @@ int main(int argc, char** argv) {
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
+  if (!(*runner)->pack_error().empty()) {
+    std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
+                 (*runner)->pack_error().c_str());
+  }
 
   brt::EngineOptions options;
   options.max_sessions = absl::GetFlag(FLAGS_max_sessions);

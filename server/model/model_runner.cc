@@ -1,4 +1,5 @@
-// The only translation unit that includes LibTorch (each one costs ~30 s to compile).
+// One of the two translation units that include LibTorch's full headers (with tensor_io.cc; each costs
+// ~30 s to compile).
 #include "server/model/model_runner.h"
 
 #include <ATen/Parallel.h>
@@ -15,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "server/model/export_metadata.h"
 #include "server/model/shard_pool.h"
+#include "server/model/tensor_io.h"
 #include "server/model/torch_threads.h"
 
 namespace brt {
@@ -43,52 +45,6 @@ absl::Status TorchError(const char* what, const std::exception& e) {
 // step's per-row time on this machine.
 constexpr double kFinishCost = 3.0;
 
-at::Tensor LongTensor(at::ArrayRef<int64_t> v, const c10::Device& device) {
-  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
-}
-
-// v[begin, end) without a copy.
-at::ArrayRef<int64_t> Span(const std::vector<int64_t>& v, int64_t begin, int64_t end) {
-  return at::ArrayRef<int64_t>(v.data() + begin, static_cast<size_t>(end - begin));
-}
-
-// Row i of a score_slots/span_slots output into r: the first len-1 target log-probs (of n-1 a row) and
-// len*top_k top-k entries (of n*top_k), when asked for, and the next-token distribution.
-void CopyRowOutputs(const at::Tensor& target, const at::Tensor& topk_lp, const at::Tensor& topk_id,
-                    const at::Tensor& next, int64_t i, int64_t n, int64_t len, int top_k, bool all_positions,
-                    ScoreBlocksResult* r) {
-  if (all_positions) {
-    const float* tp = target.data_ptr<float>() + i * (n - 1);
-    r->target_logprobs.assign(tp, tp + (len - 1));
-    if (top_k > 0) {
-      const float* kp = topk_lp.data_ptr<float>() + i * n * top_k;
-      r->topk_logprobs.assign(kp, kp + len * top_k);
-      const int64_t* ip = topk_id.data_ptr<int64_t>() + i * n * top_k;
-      r->topk_ids.assign(ip, ip + len * top_k);
-    }
-  }
-  const int64_t v = next.size(1);
-  const float* np = next.data_ptr<float>() + i * v;
-  r->next_logprobs.assign(np, np + v);
-}
-
-// The four outputs of score_slots/span_slots on the host: float32 (long ids), contiguous. Only the next
-// distribution when all_positions is false.
-struct HostOutputs {
-  at::Tensor target, topk_lp, topk_id, next;
-};
-HostOutputs ToHost(const c10::ivalue::Tuple& out, bool all_positions) {
-  const auto& e = out.elements();
-  HostOutputs h;
-  h.next = e[3].toTensor().to(at::kCPU, at::kFloat).contiguous();
-  if (all_positions) {
-    h.target = e[0].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    h.topk_lp = e[1].toTensor().to(at::kCPU, at::kFloat).contiguous();
-    h.topk_id = e[2].toTensor().to(at::kCPU, at::kLong).contiguous();
-  }
-  return h;
-}
-
 }  // namespace
 
 struct ModelRunner::Impl {
@@ -111,6 +67,7 @@ struct ModelRunner::Impl {
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
   bool has_spans = false;   // the export has span_slots
   bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
+  std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).
   std::unique_ptr<ShardPool> shards;
@@ -300,7 +257,16 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       impl->packed_weights = impl->module.get_method("pack_cpu")({}).toBool();
       for (size_t i = 1; i < impl->lanes.size(); ++i) impl->lanes[i].get_method("pack_cpu")({});
     } catch (const std::exception& e) {
-      return TorchError("packing the weights for XNNPACK (--cpu_packed_weights) failed", e);
+      // Not fatal (an XNNPACK that refuses this CPU, say): the model runs unpacked, and says why.
+      impl->pack_error = e.what();
+      impl->lanes.clear();
+      impl->packed_weights = false;
+      try {
+        c10::InferenceMode guard;
+        impl->module.get_method("unpack_cpu")({});
+      } catch (const std::exception&) {
+        return TorchError("packing the weights for XNNPACK (--cpu_packed_weights) failed halfway", e);
+      }
     }
   }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
@@ -469,6 +435,8 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
 bool ModelRunner::SupportsSpans() const { return impl_->has_spans; }
 
 bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
+
+const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
 
 absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows,
                                                                int top_k, bool all_positions) {

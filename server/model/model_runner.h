@@ -66,8 +66,10 @@ class ModelRunner : public ModelBackend {
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
   // True when the export has span_slots (exports made before it feed spans token by token).
   bool SupportsSpans() const override;
-  // Whether the export's pack_cpu() ran (see ModelRunnerOptions::cpu_packed_weights).
+  // Whether the export's pack_cpu() ran (see ModelRunnerOptions::cpu_packed_weights), and, when it was
+  // asked for and failed, why (the model then runs unpacked).
   bool packed_weights() const;
+  const std::string& pack_error() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
                                                     bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
