@@ -1,5 +1,6 @@
 """End-to-end tests of brt-server: the real binary on loopback, real gRPC, the shipped model."""
 import math
+import os
 import random
 import threading
 import time
@@ -8,7 +9,7 @@ import grpc
 import pytest
 import torch
 
-from conftest import STUBS, BrtServer, score, split_random
+from conftest import ROOT, STUBS, BrtServer, score, split_random
 from brt.reference import greedy, score_tokens
 
 pb = STUBS.pb
@@ -334,3 +335,42 @@ def test_cancelled_score_leaves_a_usable_session(server, texts):
     assert not s.busy and s.position >= 200
     toks, summary = score(server.stub, sid, [b"And the word of the LORD came unto me, saying,\n"])
     assert summary.tokens == len(toks) > 0 and toks[0].position == s.position
+
+
+def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
+    """--cpu_packed_weights is on by default. An export whose pack_cpu fails halfway (here on purpose: it packs
+    the logits' product, then raises) must not stop the server: it undoes the packing, logs why, and serves
+    the same scores as a server told not to pack."""
+    import shutil
+    from brt.config import BRTConfig
+    from brt.export import export, load_meta
+    from brt.model import BlockRecurrentTransformer, prepack
+
+    class Unpackable(BlockRecurrentTransformer):
+        @torch.jit.export
+        def pack_cpu(self) -> bool:
+            self.packs = [prepack([self.embed.weight], [])]
+            raise RuntimeError("no XNNPACK for this test")
+
+    tiny = os.path.join(ROOT, "tests", "data", "tiny")
+    meta = load_meta(os.path.join(tiny, "brt.pt"))
+    cfg = BRTConfig.from_dict(meta["config"])
+    model = Unpackable(cfg).eval()
+    model.load_state_dict(torch.jit.load(os.path.join(tiny, "brt.pt"), map_location="cpu").state_dict(), strict=False)
+    export(model, cfg, meta["tokenizer_sha256"], str(tmp_path / "brt.pt"), name=meta["name"])
+    shutil.copy(os.path.join(tiny, "tokenizer.model"), tmp_path / "tokenizer.model")
+    text = [b"In the beginning God created the heaven and the earth.\n" * 4]
+    results = []
+    for model_dir, flags in ((str(tmp_path), ()), (tiny, ("--cpu_packed_weights=false",))):
+        server = BrtServer(*flags, model_dir=model_dir)
+        try:
+            sid = server.stub.CreateSession(STUBS.pb.CreateSessionRequest(), timeout=10).id
+            toks, summary = score(server.stub, sid, text)
+            results.append([t.nll for t in toks])
+            log = server.read_log()
+        finally:
+            server.stop()
+        if model_dir == str(tmp_path):
+            assert "packing failed, running unpacked" in log and "no XNNPACK for this test" in log, log[-2000:]
+            assert "XNNPACK packed weights" not in log
+    assert len(results[0]) > 10 and results[0] == results[1]
