@@ -56,8 +56,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import (CHUNK, LOAD_LIMIT, check_load, chunks_of, omp_threads, percentile,  # noqa: E402
-                        use_server_allocator)
+from bench_util import (CHUNK, LOAD_LIMIT, check_load, chunks_of, omp_threads, pack_like_server,  # noqa: E402
+                        percentile, use_server_allocator)
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 
@@ -110,8 +110,7 @@ class BareModel:
         files = {"brt_meta.json": ""}
         self.module = torch.jit.load(path, map_location="cpu", _extra_files=files)
         self.module.eval()
-        # As brt-server does by default (--cpu_packed_weights): XNNPACK products with prepacked weights.
-        self.packed = bool(packed and hasattr(self.module, "pack_cpu") and self.module.pack_cpu())
+        self.packed = packed and pack_like_server(self.module)
         self.meta = json.loads(files["brt_meta.json"])
         self.format = int(self.meta.get("format", 1))
         self.W = int(self.meta["window"])

@@ -56,7 +56,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import LOAD_LIMIT, check_load, chunks_of, omp_threads, rss_bytes, use_server_allocator  # noqa: E402
+from bench_util import (LOAD_LIMIT, check_load, chunks_of, omp_threads, pack_like_server, rss_bytes,  # noqa: E402
+                        use_server_allocator)
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 WINDOW_TOKENS = 4096
@@ -264,8 +265,7 @@ def main():
     files = {"brt_meta.json": ""}
     module = torch.jit.load(MODEL_PATH, map_location="cpu", _extra_files=files)
     module.eval()
-    # As brt-server does by default (--cpu_packed_weights): XNNPACK products with prepacked weights.
-    packed = bool(hasattr(module, "pack_cpu") and module.pack_cpu())
+    packed = pack_like_server(module)
     meta = json.loads(files["brt_meta.json"])
     cfg = meta.get("config", {})
     W = int(meta["window"])

@@ -72,3 +72,9 @@ class omp_threads:
 
     def __exit__(self, *exc):
         self.lib.omp_set_num_threads(self.saved)
+
+
+def pack_like_server(module):
+    """Packs a loaded export's products for XNNPACK as brt-server does by default (--cpu_packed_weights);
+    returns whether it did (an export without pack_cpu, or a non-CPU/float32 module, stays unpacked)."""
+    return bool(hasattr(module, "pack_cpu") and module.pack_cpu())

@@ -391,14 +391,21 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     slots[i] = rows[i].slot;
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
+  // The rows that complete a block, known on the host (no device sync): they also run the state update,
+  // and weigh 1 + kFinishCost in the shard split.
+  std::vector<bool> completes(static_cast<size_t>(b));
+  std::vector<double> cost(static_cast<size_t>(b), 1.0);
+  for (int64_t i = 0; i < b; ++i) {
+    completes[static_cast<size_t>(i)] = positions[i] % w == w - 1;
+    if (completes[static_cast<size_t>(i)]) cost[static_cast<size_t>(i)] += kFinishCost;
+  }
   std::vector<DecodeResult> results(b);
   auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
-      // Known on the host: no device sync to find the rows that complete a block.
       std::vector<int64_t> done;
       for (int64_t i = begin; i < end; ++i) {
-        if (positions[i] % w == w - 1) done.push_back(slots[i]);
+        if (completes[static_cast<size_t>(i)]) done.push_back(slots[i]);
       }
       c10::IValue kv = impl_->KvList();
       at::Tensor out = m.get_method("decode_slots")({LongTensor(Span(tokens, begin, end), impl_->device),
@@ -421,12 +428,7 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
     }
   };
   // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
-  // decodes faster than two here, and the executor's own thread count then never changes. A row that
-  // completes a block weighs 1 + kFinishCost in the split.
-  std::vector<double> cost(static_cast<size_t>(b), 1.0);
-  for (int64_t i = 0; i < b; ++i) {
-    if (positions[i] % w == w - 1) cost[static_cast<size_t>(i)] += kFinishCost;
-  }
+  // decodes faster than two here, and the executor's own thread count then never changes.
   absl::Status ok = impl_->ForShards(b, impl_->decode_threads, /*always_pool=*/true, shard, std::move(cost));
   if (!ok.ok()) return ok;
   return results;
@@ -467,14 +469,22 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
     slots[i] = r.slot;
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
+  // The rows whose span completes their block, known on the host: they also run the state update. A row
+  // costs its padded length in the shard split, plus kFinishCost for the update.
+  std::vector<bool> completes(static_cast<size_t>(b));
+  std::vector<double> cost(static_cast<size_t>(b), static_cast<double>(n));
+  for (int64_t i = 0; i < b; ++i) {
+    completes[static_cast<size_t>(i)] = (starts[i] % w) + lengths[i] == w;
+    if (completes[static_cast<size_t>(i)]) cost[static_cast<size_t>(i)] += kFinishCost;
+  }
   std::vector<SpanResult> results(b);
   auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
     try {
       c10::InferenceMode guard;
       const int64_t rows_here = end - begin;
-      std::vector<int64_t> done;  // rows whose span completes their block: known on the host
+      std::vector<int64_t> done;
       for (int64_t i = begin; i < end; ++i) {
-        if ((starts[i] % w) + lengths[i] == w) done.push_back(slots[i]);
+        if (completes[static_cast<size_t>(i)]) done.push_back(slots[i]);
       }
       c10::IValue kv = impl_->KvList();
       at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows_here, n}, at::kLong).to(impl_->device);
@@ -497,11 +507,6 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
       return TorchError("span_slots failed", e);
     }
   };
-  // A row costs its padded length, plus the state update when its span completes its block.
-  std::vector<double> cost(static_cast<size_t>(b), static_cast<double>(n));
-  for (int64_t i = 0; i < b; ++i) {
-    if ((starts[i] % w) + lengths[i] == w) cost[static_cast<size_t>(i)] += kFinishCost;
-  }
   absl::Status ok = impl_->ForShards(b, impl_->threads, /*always_pool=*/false, shard, std::move(cost));
   if (!ok.ok()) return ok;
   return results;
