@@ -93,6 +93,23 @@ def put_rows(pool: Tensor, slots: Tensor, rows: Tensor) -> None:
     pool.view(pool.shape[0], -1).index_copy_(0, slots, rows.reshape(slots.shape[0], -1))
 
 
+def rows_of(pool: Tensor, slots: Tensor, first: int) -> Tensor:
+    """The rows `slots` of a pool: with first >= 0 the slots are first, first+1, ... (the caller knows it),
+    and the rows are a view of the pool (no copy); otherwise a gathered copy (take_rows). A view aliases the
+    pool: read it before writing those rows."""
+    if first >= 0:
+        return pool.narrow(0, first, slots.shape[0])
+    return take_rows(pool, slots)
+
+
+def set_rows(pool: Tensor, slots: Tensor, first: int, rows: Tensor) -> None:
+    """pool[slots] = rows, in place (a slice copy when the slots are first, first+1, ...)."""
+    if first >= 0:
+        pool.narrow(0, first, slots.shape[0]).copy_(rows)
+    else:
+        put_rows(pool, slots, rows)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-6):
         super().__init__()
@@ -451,12 +468,13 @@ class BRTLayer(nn.Module):
             idx = self.ring_index(slots, ring).reshape(-1)
             pool.view(-1, self.dh).index_copy_(0, idx, src.reshape(-1, self.dh))
 
-    def project_and_read(self, x: Tensor, pool: Tensor, slots: Tensor
+    def project_and_read(self, x: Tensor, pool: Tensor, slots: Tensor, first: int = -1
                          ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The input's state queries (empty for an ordinary layer), queries, keys and values (B,H,n,dh), and
         the rows' ring keys and values (B,H,C,dh): rows 2*slot and 2*slot+1 of the pool viewed as
         (P*2, H*C*dh), each contiguous. The ring rows are a copy, so a later write of the pool does not alias
-        them."""
+        them; with first >= 0 (slots first, first+1, ...) they are views of the pool instead, read before the
+        caller writes the ring."""
         B = x.shape[0]
         C = self.C
         q_raw, k_raw, v_raw, q2_raw = self.project(self.norm1(x))
@@ -464,16 +482,20 @@ class BRTLayer(nn.Module):
         k = l2norm(self.heads(k_raw))
         v = self.heads(v_raw)
         q2 = l2norm(self.heads(q2_raw)) if self.rec_index >= 0 else q2_raw
+        if first >= 0:
+            rows = pool.narrow(0, first, B)
+            return (q2, q, k, v, rows[:, 0], rows[:, 1])
         kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
         return (q2, q, k, v, kv_rows[:B].view(B, self.h, C, self.dh), kv_rows[B:].view(B, self.h, C, self.dh))
 
-    def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float
-                   ) -> Tensor:
+    def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float,
+                   first: int = -1) -> Tensor:
         """x (B,1,D) one token per row at positions pos (B,); reads the ring rows of `slots`, attends to the
-        positions pos-W..pos-1, then writes the token's key/value at ring index pos % C. Returns the output."""
+        positions pos-W..pos-1, then writes the token's key/value at ring index pos % C. Returns the output.
+        first >= 0: the slots are first, first+1, ... and the ring is read in place (no copy)."""
         B = x.shape[0]
         C = self.C
-        q2, q, k, v, keys, values = self.project_and_read(x, pool, slots)
+        q2, q, k, v, keys, values = self.project_and_read(x, pool, slots, first)
         pp = pos % C
         bucket = self.dec_bucket.index_select(0, pp)  # (B,C)
         bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,C)
@@ -764,13 +786,26 @@ class BlockRecurrentTransformer(nn.Module):
                      ) -> Tensor:
         """One token per row at per-row positions; writes its keys/values into the rings (not the state).
         Returns float32 log-probs (B,V) of the next token. Rows that complete a block then need finish_slots."""
-        st_rows = take_rows(state, slots)
+        return self.decode_rows(tokens, positions, slots, -1, kv, state)
+
+    @torch.jit.export
+    def decode_range(self, tokens: Tensor, positions: Tensor, first: int, kv: List[Tensor], state: Tensor
+                     ) -> Tensor:
+        """decode_slots for the slots first, first+1, ..., first+B-1, bitwise the same: the rings and the
+        state are read in place instead of being gathered (a decode step's memory traffic is mostly that)."""
+        slots = torch.arange(first, first + tokens.shape[0], device=tokens.device)
+        return self.decode_rows(tokens, positions, slots, first, kv, state)
+
+    def decode_rows(self, tokens: Tensor, positions: Tensor, slots: Tensor, first: int, kv: List[Tensor],
+                    state: Tensor) -> Tensor:
+        # A decode step reads only the state's keys and values (indices 1 and 2), never the state itself.
+        st_rows = rows_of(state, slots, first)
         empty = st_rows[:, 0:0]
         x = self.embed(tokens).unsqueeze(1)
         for i, layer in enumerate(self.layers):
             r = layer.rec_index
             st = st_rows[:, r] if r >= 0 else empty
-            x = layer.step_slots(x, kv[i], slots, positions, st, self.state_scale)
+            x = layer.step_slots(x, kv[i], slots, positions, st, self.state_scale, first)
         return torch.log_softmax(self.logits_of(x)[:, 0].float(), dim=-1)
 
     @torch.jit.export
@@ -814,17 +849,27 @@ class BlockRecurrentTransformer(nn.Module):
     def finish_slots(self, slots: Tensor, kv: List[Tensor], state: Tensor) -> None:
         """The state update of rows whose last fed token completed a block (position % W == W-1): the new
         state from the old one and the 2W keys/values of the recurrent layer's ring, written in place."""
+        self.finish_rows(slots, -1, kv, state)
+
+    @torch.jit.export
+    def finish_range(self, first: int, count: int, kv: List[Tensor], state: Tensor) -> None:
+        """finish_slots for the slots first, ..., first+count-1, bitwise the same, reading in place."""
+        slots = torch.arange(first, first + count, device=state.device)
+        self.finish_rows(slots, first, kv, state)
+
+    def finish_rows(self, slots: Tensor, first: int, kv: List[Tensor], state: Tensor) -> None:
         if self.n_recurrent > 0:
-            st_rows = take_rows(state, slots)
+            st_rows = rows_of(state, slots, first)
             states: List[Tensor] = []
             for r in range(self.n_recurrent):
                 states.append(st_rows[:, r])
             for i, layer in enumerate(self.layers):
                 r = layer.rec_index
                 if r >= 0:
-                    ring = take_rows(kv[i], slots)
+                    ring = rows_of(kv[i], slots, first)
                     states[r] = layer.update_state(st_rows[:, r], ring[:, 0], ring[:, 1])
-            put_rows(state, slots, torch.stack(states, dim=1))
+            # Every new state is computed (a new tensor) before any is written.
+            set_rows(state, slots, first, torch.stack(states, dim=1))
 
     def forward(self, tokens: Tensor, kv: Tensor, state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         return self.forward_blocks(tokens, kv, state)

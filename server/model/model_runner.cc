@@ -45,6 +45,14 @@ absl::Status TorchError(const char* what, const std::exception& e) {
 // step's per-row time on this machine.
 constexpr double kFinishCost = 3.0;
 
+// Whether v[begin, end) is first, first+1, ...: those rows of a pool are one slice, read in place.
+bool Consecutive(const std::vector<int64_t>& v, int64_t begin, int64_t end) {
+  for (int64_t i = begin + 1; i < end; ++i) {
+    if (v[static_cast<size_t>(i)] != v[static_cast<size_t>(i) - 1] + 1) return false;
+  }
+  return end > begin;
+}
+
 }  // namespace
 
 struct ModelRunner::Impl {
@@ -66,6 +74,7 @@ struct ModelRunner::Impl {
   bool jit_optimize = false;
   int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
   bool has_spans = false;   // the export has span_slots
+  bool has_ranges = false;  // the export has decode_range and finish_range (read the pools in place)
   bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
   std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
@@ -117,6 +126,15 @@ struct ModelRunner::Impl {
     c10::List<at::Tensor> list;
     for (const auto& t : kv) list.push_back(t);
     return list;
+  }
+  // The state update of `done` (ascending slots): in place when they are consecutive and the export can.
+  void Finish(torch::jit::script::Module& m, const std::vector<int64_t>& done, const c10::IValue& kv) const {
+    if (done.empty()) return;
+    if (has_ranges && Consecutive(done, 0, static_cast<int64_t>(done.size()))) {
+      m.get_method("finish_range")({done.front(), static_cast<int64_t>(done.size()), kv, state});
+    } else {
+      m.get_method("finish_slots")({LongTensor(done, device), kv, state});
+    }
   }
   at::Tensor NewPool(std::vector<int64_t> dims, int64_t p) const {
     dims.insert(dims.begin(), p);
@@ -205,6 +223,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     impl->module = torch::jit::load(options.model_path, at::kCPU, extra);
     impl->module.eval();
     impl->has_spans = impl->module.find_method("span_slots").has_value();
+    impl->has_ranges = impl->module.find_method("decode_range").has_value() &&
+                       impl->module.find_method("finish_range").has_value();
     impl->module.to(impl->device);
     if (dtype != at::kFloat) impl->module.to(dtype);
   } catch (const std::exception& e) {
@@ -380,15 +400,24 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
   const int64_t b = static_cast<int64_t>(rows.size());
   if (b == 0) return absl::InvalidArgumentError("DecodeStep: no rows");
   const int64_t w = impl_->meta.window;
+  // Rows in slot order (order[j] is the caller's row at place j): a shard's rows are then often
+  // consecutive slots (the slot allocator hands out the lowest free one), which decode_range reads in
+  // place instead of gathering them.
+  std::vector<int64_t> order(static_cast<size_t>(b));
+  for (int64_t i = 0; i < b; ++i) order[static_cast<size_t>(i)] = i;
+  std::stable_sort(order.begin(), order.end(), [&rows](int64_t x, int64_t y) {
+    return rows[static_cast<size_t>(x)].slot < rows[static_cast<size_t>(y)].slot;
+  });
   std::vector<int64_t> tokens(b), positions(b), slots(b);
   int32_t max_slot = 0;
-  for (int64_t i = 0; i < b; ++i) {
-    absl::Status ok = impl_->CheckSlot(rows[i].slot);
+  for (int64_t j = 0; j < b; ++j) {
+    const DecodeRow& r = rows[static_cast<size_t>(order[static_cast<size_t>(j)])];
+    absl::Status ok = impl_->CheckSlot(r.slot);
     if (!ok.ok()) return ok;
-    max_slot = std::max(max_slot, rows[i].slot);
-    tokens[i] = rows[i].token;
-    positions[i] = rows[i].position;
-    slots[i] = rows[i].slot;
+    max_slot = std::max(max_slot, r.slot);
+    tokens[j] = r.token;
+    positions[j] = r.position;
+    slots[j] = r.slot;
   }
   if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
   // The rows that complete a block, known on the host (no device sync): they also run the state update,
@@ -408,19 +437,20 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
         if (completes[static_cast<size_t>(i)]) done.push_back(slots[i]);
       }
       c10::IValue kv = impl_->KvList();
-      at::Tensor out = m.get_method("decode_slots")({LongTensor(Span(tokens, begin, end), impl_->device),
-                                                        LongTensor(Span(positions, begin, end), impl_->device),
-                                                        LongTensor(Span(slots, begin, end), impl_->device), kv,
-                                                        impl_->state})
-                           .toTensor();
-      if (!done.empty()) {
-        m.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
-      }
+      at::Tensor toks = LongTensor(Span(tokens, begin, end), impl_->device);
+      at::Tensor pos = LongTensor(Span(positions, begin, end), impl_->device);
+      at::Tensor out =
+          impl_->has_ranges && Consecutive(slots, begin, end)
+              ? m.get_method("decode_range")({toks, pos, slots[begin], kv, impl_->state}).toTensor()
+              : m.get_method("decode_slots")(
+                     {toks, pos, LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state})
+                    .toTensor();
+      impl_->Finish(m, done, kv);
       at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
       const int64_t v = logprobs.size(1);
       for (int64_t i = 0; i < end - begin; ++i) {
         const float* lp = logprobs.data_ptr<float>() + i * v;
-        results[static_cast<size_t>(begin + i)].logprobs.assign(lp, lp + v);
+        results[static_cast<size_t>(order[static_cast<size_t>(begin + i)])].logprobs.assign(lp, lp + v);
       }
       return absl::OkStatus();
     } catch (const std::exception& e) {
@@ -494,9 +524,8 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
                                     LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state,
                                     int64_t{top_k}, all_positions})
                      .toTuple();
-      if (!done.empty()) {
-        m.get_method("finish_slots")({LongTensor(done, impl_->device), kv, impl_->state});
-      }
+      std::sort(done.begin(), done.end());
+      impl_->Finish(m, done, kv);
       const HostOutputs h = ToHost(*out, all_positions);
       for (int64_t i = 0; i < rows_here; ++i) {
         CopyRowOutputs(h.target, h.topk_lp, h.topk_id, h.next, i, n, lengths[begin + i], top_k, all_positions,
