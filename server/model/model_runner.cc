@@ -549,20 +549,23 @@ absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
     c10::InferenceMode guard;
     const ModelMetadata& m = impl_->meta;
     const int64_t w = m.window;
-    at::Tensor kv = at::zeros({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim},
-                              at::TensorOptions().dtype(impl_->dtype));
+    // Straight into the host buffers (one allocation and one copy each: on this project's VM a page's
+    // first touch costs microseconds, and a checkpoint round touches megabytes).
+    HostMemory out;
+    const auto opts = at::TensorOptions().dtype(impl_->dtype);
+    auto host = [&](std::vector<int64_t> shape, HostTensor* h) {
+      h->dtype = DTypeString(impl_->dtype);
+      h->shape = std::move(shape);
+      int64_t n = 1;
+      for (int64_t d : h->shape) n *= d;
+      h->data.resize(static_cast<size_t>(n) * c10::elementSize(impl_->dtype));  // zeros
+      return at::from_blob(h->data.data(), h->shape, opts);
+    };
+    at::Tensor kv = host({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, &out.kv);
     for (int64_t l = 0; l < m.n_layers; ++l) {
       kv[0][l].narrow(2, 0, impl_->ring[l]).copy_(impl_->kv[l][slot]);
     }
-    at::Tensor state = impl_->state.narrow(0, slot, 1).to(at::kCPU).contiguous();
-    HostMemory out;
-    auto to_host = [](const at::Tensor& t, HostTensor* h) {
-      h->dtype = DTypeString(t.scalar_type());
-      h->shape.assign(t.sizes().begin(), t.sizes().end());
-      h->data.assign(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-    };
-    to_host(kv, &out.kv);
-    to_host(state, &out.state);
+    host({1, m.n_recurrent, 3, m.n_state, m.d_model}, &out.state).copy_(impl_->state.narrow(0, slot, 1));
     return out;
   } catch (const std::exception& e) {
     return TorchError("exporting session memory failed", e);

@@ -690,3 +690,37 @@ def test_packed_rows_do_not_depend_on_their_batch():
         y = step(model, kv, state, alone, torch.tensor([p]), toks[2:3, p])
         assert torch.equal(x[2:3], y)
     assert all(torch.equal(t[2], t[7]) for t in kv) and torch.equal(state[2], state[7])
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["aten", "packed"])
+@pytest.mark.parametrize("gate", ["fixed", "lstm"])
+@torch.no_grad()
+def test_range_methods_are_the_slot_methods_read_in_place(gate, packed):
+    """decode_range / finish_range (the slots first, first+1, ... read as a slice of the pools, no gather)
+    give bitwise the results and pools of decode_slots / finish_slots over a block and a half (so state
+    updates happen), and touch no other row."""
+    model = make(gate=gate, scripted=True)
+    if packed:
+        assert model.pack_cpu()
+    W = model.window
+    g = torch.Generator().manual_seed(11)
+    toks = torch.randint(0, V, (4, 2 * W), generator=g)
+    kv, state = garbage_pools(model, 12, seed=2)
+    slots = torch.arange(3, 7)
+    model.init_slots(slots, kv, state)
+    kv2, state2 = clone_pools(kv, state)
+    kv0, state0 = clone_pools(kv, state)
+    for p in range(W + W // 2):
+        pos = torch.full((4,), p)
+        a = model.decode_slots(toks[:, p], pos, slots, kv, state)
+        b = model.decode_range(toks[:, p], pos, 3, kv2, state2)
+        assert torch.equal(a, b), p
+        if p % W == W - 1:
+            model.finish_slots(slots, kv, state)
+            model.finish_range(3, 4, kv2, state2)
+        assert all(torch.equal(x, y) for x, y in zip(kv, kv2)) and torch.equal(state, state2), p
+    assert_untouched(kv2, state2, kv0, state0, used=range(3, 7))
+    # A row's state update alone, in place, equals its update among the others.
+    model.finish_range(5, 1, kv2, state2)
+    model.finish_slots(torch.tensor([5]), kv, state)
+    assert torch.equal(state, state2)
