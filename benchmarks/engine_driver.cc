@@ -46,6 +46,9 @@ ABSL_FLAG(int, score_bytes, 60000, "Bytes of text each Score session reads");
 ABSL_FLAG(int, generate_tokens, 64, "Tokens each Generate session produces");
 ABSL_FLAG(double, generate_temperature, 0, "Generate's temperature (0 = greedy); seeds are 1..sessions");
 ABSL_FLAG(double, generate_top_p, 1, "Generate's top_p");
+ABSL_FLAG(int, generate_stagger, 0,
+          "Before Generate, session i reads i * N newline tokens (untimed), so the sessions sit at different "
+          "offsets in their blocks and complete blocks in different steps (bench_engine.py's staggered run)");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
@@ -152,6 +155,15 @@ std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
   std::vector<std::unique_ptr<TimingGenerateSink>> sinks;
   std::vector<std::unique_ptr<brt::GenerateCall>> calls;
   for (int i = 0; i < sessions; ++i) ids.push_back(engine.CreateSession("bench", {})->id);
+  const int stagger = absl::GetFlag(FLAGS_generate_stagger);
+  for (int i = 1; stagger > 0 && i < sessions; ++i) {
+    CountingScoreSink sink;
+    auto call = engine.StartScore(ids[i], brt::ScoreOptions{0, true, absl::InfiniteFuture()}, &sink);
+    if (!call.ok()) continue;
+    (void)(*call)->Append(std::string(static_cast<size_t>(i * stagger), '\n'));
+    (void)(*call)->CloseInput();
+    sink.done.WaitForNotification();
+  }
   const auto t0 = Clock::now();
   for (int i = 0; i < sessions; ++i) {
     brt::GenerateParams p;
