@@ -51,6 +51,7 @@ ABSL_FLAG(int, generate_stagger, 0,
           "offsets in their blocks and complete blocks in different steps (bench_engine.py's staggered run)");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
+ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(bool, cpu_packed_weights, true, "brt-server --cpu_packed_weights");
 
@@ -187,7 +188,8 @@ std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
   std::ostringstream out;
   out << "{\"sessions\": " << sessions << ", \"tokens\": " << tokens << ", \"seconds\": " << secs
       << ", \"tokens_per_s\": " << tokens / secs << ", \"gap_p50_ms\": " << 1e3 * Percentile(gaps, 0.5)
-      << ", \"gap_p99_ms\": " << 1e3 * Percentile(gaps, 0.99) << "}";
+      << ", \"gap_p90_ms\": " << 1e3 * Percentile(gaps, 0.9) << ", \"gap_p99_ms\": " << 1e3 * Percentile(gaps, 0.99)
+      << ", \"gap_max_ms\": " << 1e3 * Percentile(gaps, 1.0) << "}";
   return out.str();
 }
 
@@ -226,6 +228,7 @@ int main(int argc, char** argv) {
   brt::EngineOptions eo;
   eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
+  eo.max_block_ends_per_step = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_block_ends_per_step));
   eo.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   eo.max_queue = 1024;
   auto engine = brt::Engine::Create(eo, *std::move(runner),

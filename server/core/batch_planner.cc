@@ -27,6 +27,20 @@ BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
       scorable.push_back(i);
     }
   }
+  // Rows whose token completes a block: at most max_block_ends of them, in rotation.
+  if (options_.max_block_ends > 0) {
+    std::vector<size_t> others, ends;
+    for (size_t i : decodable) {
+      (candidates[i].fed % options_.window == options_.window - 1 ? ends : others).push_back(i);
+    }
+    if (ends.size() > options_.max_block_ends) {
+      const size_t n = ends.size();
+      const size_t first = block_end_cursor_ % n;
+      for (size_t k = 0; k < options_.max_block_ends; ++k) others.push_back(ends[(first + k) % n]);
+      block_end_cursor_ = first + options_.max_block_ends;
+      decodable = std::move(others);
+    }
+  }
   // Decode: up to max_decode_batch rows, starting where the last plan stopped.
   if (!decodable.empty()) {
     const size_t n = decodable.size();

@@ -20,6 +20,11 @@
 //   - every score row is at a boundary with pending >= blocks * W;
 //   - |span| <= max_batch_size * max_blocks_per_call (a span is at most a block); each span row feeds
 //     2 <= span_tokens <= min(pending, W - fed % W) tokens; no span rows when spans are off;
+//   - at most max_block_ends decode rows whose token completes a block (fed % W == W-1; those rows also
+//     run the state update, several tokens' worth of work) when it is > 0; the others wait for a later
+//     plan, served in rotation. When many sessions reach the end of a block in the same step (sessions
+//     started together), their updates are spread over a few steps instead of stalling one step for
+//     every session; the sessions then stay out of phase;
 //   - when more candidates are eligible than fit, successive plans rotate through them (no starvation).
 //
 // Thread safety: NOT thread-safe (the round-robin cursors); the executor owns one.
@@ -38,6 +43,7 @@ struct PlannerOptions {
   uint32_t max_decode_batch = 64;    // rows per decode call
   uint32_t max_blocks_per_call = 2;  // blocks per row when the score batch is full
   bool spans = false;                // the backend feeds spans (ModelBackend::SupportsSpans)
+  uint32_t max_block_ends = 0;       // decode rows that complete a block, per plan (0 = no limit)
 };
 
 struct RowCandidate {
@@ -65,6 +71,7 @@ class BatchPlanner {
  private:
   PlannerOptions options_;
   size_t decode_cursor_ = 0;
+  size_t block_end_cursor_ = 0;
   size_t score_cursor_ = 0;
   size_t span_cursor_ = 0;
 };

@@ -80,7 +80,8 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
       sessions_(options_.max_sessions),
       planner_(PlannerOptions{window_, options_.max_batch_size, options_.max_decode_batch,
                               options_.max_blocks_per_call,
-                              options_.feed_spans && backend_->SupportsSpans()}) {
+                              options_.feed_spans && backend_->SupportsSpans(),
+                              options_.max_block_ends_per_step}) {
   if (metrics::Metrics* m = options_.metrics) {
     m->SetQueueCapacity(options_.max_queue);
     m->SetSessionsCapacity(options_.max_sessions);

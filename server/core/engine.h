@@ -75,6 +75,11 @@ struct EngineOptions {
   // max_batch_size * max_blocks_per_call blocks in all (fewer rows get more blocks each), which bounds the
   // latency one call adds to other sessions' generation.
   uint32_t max_blocks_per_call = 2;
+  // Decode rows per step whose token completes a block (0 = no limit). Such a row also runs the state
+  // update (several tokens' decode work); when more sessions than this reach the end of a block in the
+  // same step, the rest wait a step or a few (once), which spreads the updates instead of stalling every
+  // session for all of them (see BatchPlanner).
+  uint32_t max_block_ends_per_step = 8;
   // Feed 2..W tokens that stay inside one block (a prompt, the end of a Score call) in one batched span
   // call instead of token by token, when the backend can (ModelBackend::SupportsSpans). Same results to
   // fp32 rounding; a span call's rows are bounded like a score call's blocks.

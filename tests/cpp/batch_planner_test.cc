@@ -75,6 +75,7 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
    for (bool spans : {false, true}) {
     PlannerOptions o = Opts(batch, 5, 2);
     o.spans = spans;
+    o.max_block_ends = batch == 3 ? 2 : 0;
     BatchPlanner p(o);
     for (int round = 0; round < 500; ++round) {
       std::vector<RowCandidate> c(std::rand() % 20);
@@ -98,6 +99,11 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
         EXPECT_LE(plan.blocks * plan.score.size(), batch * 2u);
       }
       for (size_t i : plan.decode) EXPECT_GT(c[i].pending, 0u);
+      if (o.max_block_ends > 0) {
+        size_t ends = 0;
+        for (size_t i : plan.decode) ends += c[i].fed % 8 == 7;
+        EXPECT_LE(ends, o.max_block_ends) << "too many rows completing a block";
+      }
       ASSERT_EQ(plan.span.size(), plan.span_tokens.size());
       if (!spans) EXPECT_TRUE(plan.span.empty());
       EXPECT_LE(plan.span.size(), batch * 2u);
@@ -127,6 +133,39 @@ TEST(BatchPlannerTest, RotatesSoNoRowStarves) {
     for (size_t r : p.Plan(score_rows).score) served.insert(r);
   }
   EXPECT_EQ(served.size(), 5u);
+}
+
+// Sessions that started together reach the end of a block in the same step: with max_block_ends, at
+// most that many of them complete it (and run the state update) per plan, in rotation, while the rows
+// mid-block go on; the held rows are all served within ceil(n / max_block_ends) plans.
+TEST(BatchPlannerTest, BlockEndsPerPlanAreCappedInRotation) {
+  PlannerOptions o = Opts(/*batch=*/4, /*decode=*/64);
+  o.max_block_ends = 3;
+  BatchPlanner p(o);
+  std::vector<RowCandidate> c(7, RowCandidate{/*fed=*/15, /*pending=*/1, false});  // 15 % 8 == 7
+  c.push_back(RowCandidate{12, 1, false});                                          // mid-block
+  c.push_back(RowCandidate{23, 1, false});                                          // another end
+  std::set<size_t> served;
+  for (int i = 0; i < 3; ++i) {
+    BatchPlan plan = p.Plan(c);
+    size_t ends = 0;
+    for (size_t r : plan.decode) {
+      if (c[r].fed % 8 == 7) {
+        ++ends;
+        served.insert(r);
+      }
+    }
+    EXPECT_EQ(ends, 3u) << "plan " << i;
+    EXPECT_NE(std::find(plan.decode.begin(), plan.decode.end(), 7u), plan.decode.end())
+        << "the mid-block row is never held";
+  }
+  EXPECT_EQ(served.size(), 8u) << "every row at the end of its block is served within 3 plans";
+  // At or under the cap nothing is held.
+  std::vector<RowCandidate> few(3, RowCandidate{7, 1, false});
+  EXPECT_EQ(p.Plan(few).decode.size(), 3u);
+  o.max_block_ends = 0;
+  BatchPlanner unlimited(o);
+  EXPECT_EQ(unlimited.Plan(c).decode.size(), 9u);
 }
 
 }  // namespace
