@@ -67,6 +67,10 @@ ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
 ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
 ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched block-scoring call (score_slots)");
 ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode step (decode_slots)");
+ABSL_FLAG(uint64_t, checkpoint_recycle_mb, 128,
+          "Host memory (MiB) of dropped checkpoints kept for new ones, which then copy a session's memory "
+          "into pages the process already touched (3.4 ms into new memory vs ~0.15 ms on the dev VM, for "
+          "the shipped model's 1.2 MB); 0 = none");
 ABSL_FLAG(uint32_t, max_block_ends_per_step, 8,
           "Decode rows per step whose token completes a block, and so also runs the state update (several "
           "tokens' work); more wait a step or a few, once, so that sessions that started together do not "
@@ -303,6 +307,7 @@ int main(int argc, char** argv) {
   options.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
   options.max_blocks_per_call = absl::GetFlag(FLAGS_max_blocks_per_call);
   options.max_block_ends_per_step = absl::GetFlag(FLAGS_max_block_ends_per_step);
+  options.checkpoint_recycle_bytes = absl::GetFlag(FLAGS_checkpoint_recycle_mb) << 20;
   options.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);
   options.max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);

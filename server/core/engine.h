@@ -46,6 +46,7 @@
 #include "absl/time/time.h"
 #include "server/core/batch_planner.h"
 #include "server/core/call_types.h"
+#include "server/core/checkpoint_recycler.h"
 #include "server/core/sampling_params.h"
 #include "server/core/session_table.h"
 #include "server/core/tenant.h"
@@ -131,6 +132,8 @@ struct EngineOptions {
   // and forking at a position are refused).
   uint32_t checkpoints_per_session = 4;
   uint32_t checkpoint_interval_blocks = 2;
+  // Host memory of dropped checkpoints kept for new ones (CheckpointRecycler); 0 = none kept.
+  uint64_t checkpoint_recycle_bytes = 128ull << 20;
   // Replicas sharing a store with leases (persistence::SnapshotStore::has_leases, the Redis store): this
   // process's name in the leases ("" = leases off). Every loaded session holds the lease on its store
   // key: taken when it is created, forked or restored (UNAVAILABLE naming the holder when another replica
@@ -453,6 +456,7 @@ class Engine {
   SessionTable sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);  // active calls, in arrival order
   BatchPlanner planner_ ABSL_GUARDED_BY(mu_);
+  const std::shared_ptr<CheckpointRecycler> checkpoint_recycler_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;              // Drain() was called
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // run by the executor (persistence)

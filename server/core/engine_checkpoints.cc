@@ -72,7 +72,7 @@ bool Engine::LogFedLocked(SessionState& s, int64_t from, const int32_t* ids, siz
 
 void Engine::TakeCheckpoints(const std::vector<std::shared_ptr<SessionState>>& sessions) {
   for (const auto& sp : sessions) {
-    auto c = std::make_shared<Checkpoint>();
+    std::shared_ptr<Checkpoint> c = checkpoint_recycler_->NewCheckpoint();
     int32_t slot = -1;
     {
       absl::MutexLock lock(&mu_);
@@ -84,9 +84,7 @@ void Engine::TakeCheckpoints(const std::vector<std::shared_ptr<SessionState>>& s
       c->recent = s.recent;
     }
     // Only this (executor) thread changes a session's memory, so the slot still holds position c.
-    auto memory = backend_->ExportSlot(slot);
-    if (!memory.ok()) continue;  // a backend without export: no checkpoints
-    c->memory = *std::move(memory);
+    if (!backend_->ExportSlotInto(slot, &c->memory).ok()) continue;  // a backend without export: none
     absl::MutexLock lock(&mu_);
     if (!sp->deleted && sp->fed == c->position) sp->checkpoints.Add(std::move(c));
   }

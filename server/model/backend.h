@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -129,6 +130,14 @@ class ModelBackend {
   // naming both). Default: UNIMPLEMENTED (a backend without snapshots).
   virtual absl::StatusOr<HostMemory> ExportSlot(int32_t slot) {
     return absl::UnimplementedError("this model backend cannot export session memory");
+  }
+  // ExportSlot into `out`, whose buffers a backend may reuse (a recycled checkpoint's: no new pages to
+  // touch). Default: ExportSlot, moved in.
+  virtual absl::Status ExportSlotInto(int32_t slot, HostMemory* out) {
+    absl::StatusOr<HostMemory> m = ExportSlot(slot);
+    if (!m.ok()) return m.status();
+    *out = *std::move(m);
+    return absl::OkStatus();
   }
   virtual absl::Status ImportSlot(int32_t slot, const HostMemory& memory) {
     return absl::UnimplementedError("this model backend cannot import session memory");

@@ -542,6 +542,13 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
 }
 
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
+  HostMemory out;
+  absl::Status ok = ExportSlotInto(slot, &out);
+  if (!ok.ok()) return ok;
+  return out;
+}
+
+absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
   absl::Status ok = impl_->CheckSlot(slot);
   if (!ok.ok()) return ok;
   if (slot >= impl_->capacity) return absl::InvalidArgumentError(absl::StrCat("slot ", slot, " was never initialised"));
@@ -549,24 +556,31 @@ absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
     c10::InferenceMode guard;
     const ModelMetadata& m = impl_->meta;
     const int64_t w = m.window;
-    // Straight into the host buffers (one allocation and one copy each: on this project's VM a page's
-    // first touch costs microseconds, and a checkpoint round touches megabytes).
-    HostMemory out;
+    // Straight into the host buffers, reusing their capacity when `out` holds a recycled checkpoint's
+    // (on this project's VM a fresh page's first touch costs microseconds: a 1.2 MB export took 3.4 ms
+    // into new memory and ~0.15 ms into reused memory).
     const auto opts = at::TensorOptions().dtype(impl_->dtype);
-    auto host = [&](std::vector<int64_t> shape, HostTensor* h) {
+    auto host = [&](std::vector<int64_t> shape, HostTensor* h, bool zero) {
       h->dtype = DTypeString(impl_->dtype);
       h->shape = std::move(shape);
       int64_t n = 1;
       for (int64_t d : h->shape) n *= d;
-      h->data.resize(static_cast<size_t>(n) * c10::elementSize(impl_->dtype));  // zeros
+      const size_t bytes = static_cast<size_t>(n) * c10::elementSize(impl_->dtype);
+      if (zero) {
+        h->data.assign(bytes, '\0');
+      } else {
+        h->data.resize(bytes);
+      }
       return at::from_blob(h->data.data(), h->shape, opts);
     };
-    at::Tensor kv = host({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, &out.kv);
+    // A W-slot ring fills half of its layer's 2W slots; the other half stays zero.
+    at::Tensor kv = host({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, &out->kv, /*zero=*/true);
     for (int64_t l = 0; l < m.n_layers; ++l) {
       kv[0][l].narrow(2, 0, impl_->ring[l]).copy_(impl_->kv[l][slot]);
     }
-    host({1, m.n_recurrent, 3, m.n_state, m.d_model}, &out.state).copy_(impl_->state.narrow(0, slot, 1));
-    return out;
+    host({1, m.n_recurrent, 3, m.n_state, m.d_model}, &out->state, /*zero=*/false)
+        .copy_(impl_->state.narrow(0, slot, 1));
+    return absl::OkStatus();
   } catch (const std::exception& e) {
     return TorchError("exporting session memory failed", e);
   }

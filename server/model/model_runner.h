@@ -73,6 +73,7 @@ class ModelRunner : public ModelBackend {
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
                                                     bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
+  absl::Status ExportSlotInto(int32_t slot, HostMemory* out) override;
   absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
   // Slots the pools hold now (grows on demand).
   int32_t pool_capacity() const;

@@ -346,6 +346,14 @@ TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {
   EXPECT_EQ(host->state.shape, (std::vector<int64_t>{1, 1, 3, 4, 32}));
   ASSERT_TRUE(r->ImportSlot(9, *host).ok());
   EXPECT_EQ(r->ExportSlot(9)->kv.data, host->kv.data);
+  // Into buffers that held something else (a recycled checkpoint's): the same bytes, padding zeroed.
+  HostMemory reused;
+  reused.kv.data.assign(host->kv.data.size(), '\x7f');
+  reused.state.data.assign(host->state.data.size() + 9, '\x7f');
+  ASSERT_TRUE(r->ExportSlotInto(0, &reused).ok());
+  EXPECT_EQ(reused.kv.data, host->kv.data);
+  EXPECT_EQ(reused.state.data, host->state.data);
+  EXPECT_EQ(reused.kv.shape, host->kv.shape);
   auto a = DecodeChain(*r, 0, 3, {200});
   auto b = DecodeChain(*r, 9, 3, {200});
   EXPECT_EQ(a[0], b[0]);
