@@ -47,6 +47,7 @@
 #include "server/core/batch_planner.h"
 #include "server/core/call_types.h"
 #include "server/core/checkpoint_recycler.h"
+#include "server/core/event_deliverer.h"
 #include "server/core/sampling_params.h"
 #include "server/core/session_table.h"
 #include "server/core/tenant.h"
@@ -371,7 +372,9 @@ class Engine {
   void FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, Events* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SampleLocked(Job& job, Events* events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static void Deliver(Events* events);
+  // Runs `events` (sink callbacks) on this thread, after the deliverer's batch (so every sink's
+  // callbacks stay in order).
+  void Deliver(Events* events);
   // Runs `task` on the executor thread between model steps and waits for it.
   absl::Status RunOnExecutor(std::function<void()> task);
 
@@ -464,6 +467,9 @@ class Engine {
   uint64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t autosaves_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread housekeeper_;  // runs HousekeepingLoop when eviction or autosave is on
+  // Sink callbacks of an executor iteration's planning (the tokens sampled), run while its model call
+  // runs (event_deliverer.h).
+  EventDeliverer deliverer_{4};
   std::thread executor_;
 };
 

@@ -63,6 +63,7 @@ void PublishScores(metrics::Metrics* m, uint64_t scored, std::vector<ScoreDelive
 }  // namespace
 
 void Engine::Deliver(Events* events) {
+  deliverer_.Join();
   for (auto& e : *events) e();
   events->clear();
 }
@@ -114,7 +115,11 @@ void Engine::ExecutorLoop() {
       }
       PlanLocked(&plan, &events);
     }
-    Deliver(&events);
+    // The sampled tokens reach their streams on the deliverer's thread while the model runs; anything
+    // that calls a sink on this thread (Deliver) waits for them first.
+    deliverer_.Start(std::move(events));
+    events.clear();
+    if (!tasks.empty()) deliverer_.Join();
     for (auto& task : tasks) task();  // persistence work (slot export/import/copy), between steps
     tasks.clear();
     RunPlan(&plan);
