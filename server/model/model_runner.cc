@@ -42,7 +42,9 @@ absl::Status TorchError(const char* what, const std::exception& e) {
 
 // A row's state update (finish_slots) in units of one token's decode work, for balancing shards: ~63
 // MFLOP a session against ~10 MFLOP a token for the shipped model, measured at about 3x a 16-row decode
-// step's per-row time on this machine.
+// step's per-row time on this machine before decode steps read the pools in place (decode_range); since
+// then ~0.7 ms against ~0.15 ms, nearer 5x. The split's measured gain was within the noise either way
+// (benchmarks/README.md), so the weight was left as it was.
 constexpr double kFinishCost = 3.0;
 
 // Whether v[begin, end) is first, first+1, ...: those rows of a pool are one slice, read in place.
