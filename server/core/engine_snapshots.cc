@@ -412,6 +412,13 @@ bool Engine::NeedsStoreRead(const std::string& id) const {
 
 absl::Status Engine::LoadIfStored(const std::string& id, const Tenant& tenant) {
   if (options_.snapshot_store == nullptr || !LooksLikeSessionId(id)) return absl::OkStatus();
+  {
+    // Loaded here: nothing to restore. Checked before the store lock, which is striped: another id's
+    // restore on the same stripe may be waiting on a hung store, and a loaded session must not wait
+    // behind it. (A delete racing this check is as if it came just after the call.)
+    absl::ReaderMutexLock lock(&mu_);
+    if (sessions_.Contains(id)) return absl::OkStatus();
+  }
   absl::MutexLock order(&StoreLock(id));  // a delete of this id is not undone by this restore
   return LoadIfStoredOrdered(id, tenant);
 }

@@ -4,9 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <set>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
 
 #include "server/core/session_id.h"
+#include "server/persistence/snapshot_store.h"
 #include "tests/cpp/testing/fake_backend.h"
 #include "tests/cpp/testing/sinks.h"
 #include "tests/cpp/testing/status_matchers.h"
@@ -372,6 +377,62 @@ TEST_F(EngineTest, DeletingASessionEndsItsGeneration) {
   auto summary = sink.Wait();
   ASSERT_TRUE(summary.ok());
   EXPECT_EQ(summary->reason, FinishReason::kCancelled);
+}
+
+
+// A snapshot store whose reads hang until released (a frozen Redis), for the test below.
+class HangingStore final : public persistence::SnapshotStore {
+ public:
+  absl::Status Put(std::string_view, std::string_view) override { return absl::OkStatus(); }
+  absl::StatusOr<std::string> Get(std::string_view) override {
+    entered_.Notify();
+    release_.WaitForNotification();
+    return absl::NotFoundError("nothing stored");
+  }
+  absl::Status Delete(std::string_view) override { return absl::NotFoundError("nothing stored"); }
+  absl::StatusOr<std::vector<std::string>> List() override { return std::vector<std::string>{}; }
+  std::string Describe() const override { return "hanging"; }
+
+  absl::Notification entered_;  // a read is hanging
+  absl::Notification release_;
+};
+
+// Calls on a loaded session never wait on the store, even behind another id's hung restore whose
+// store lock (a striped one) is the same: the CI run of 2026-12-03 saw a GetSession of a loaded session
+// wait 2.7 s, until the hung calls' deadline, for one in 64 such pairs.
+TEST_F(EngineTest, ALoadedSessionDoesNotWaitBehindAHungStoreRead) {
+  HangingStore store;
+  EngineOptions options;
+  options.snapshot_store = &store;
+  Start(options);
+  const std::string loaded = NewSession();
+  // An id on the loaded one's lock stripe for any power-of-two stripe count up to 4096.
+  const size_t stripe = std::hash<std::string>()(loaded) % 4096;
+  std::string hung;
+  do {
+    hung = NewSessionId();
+  } while (std::hash<std::string>()(hung) % 4096 != stripe);
+  std::thread restore([&] {
+    EXPECT_THAT(engine_->GetSession(hung, {}).status(), StatusIs(absl::StatusCode::kNotFound));
+  });
+  store.entered_.WaitForNotification();
+
+  absl::Notification served;
+  std::thread use([&] {
+    EXPECT_TRUE(engine_->GetSession(loaded, {}).ok());
+    CollectingScoreSink sink;
+    auto call = engine_->StartScore(loaded, ScoreOptions{}, &sink);
+    ASSERT_TRUE(call.ok()) << call.status();
+    ASSERT_TRUE((*call)->Append("In the beginning").ok());
+    BRT_ASSERT_OK((*call)->CloseInput());
+    EXPECT_TRUE(sink.Wait().ok());
+    served.Notify();
+  });
+  const bool in_time = served.WaitForNotificationWithTimeout(absl::Seconds(10));
+  store.release_.Notify();
+  use.join();
+  restore.join();
+  EXPECT_TRUE(in_time) << "a loaded session's calls waited for another id's hung store read";
 }
 
 }  // namespace
