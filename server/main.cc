@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/debugging/failure_signal_handler.h"
+#include "absl/debugging/symbolize.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -215,6 +217,10 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A crash (SIGSEGV, SIGABRT, ...) prints the failing thread's stack to stderr before the process dies,
+  // so a log says where it was. SIGTERM/SIGINT are blocked below and taken by sigwait, never by this.
+  absl::InitializeSymbolizer(argv[0]);
+  absl::InstallFailureSignalHandler(absl::FailureSignalHandlerOptions());
   // glibc serves large blocks with mmap and returns them on free, so the model's per-step temporaries
   // (megabytes at batch 8-64) were page-faulted afresh on every step: measured 5-7x slower steps. Keep
   // such blocks in the heap instead (the heap then stays at its peak, which the pools bound anyway).

@@ -30,6 +30,29 @@ size_t TokenEntryBytes(const v1::TokenScore& t) {
   return 1 + varint + n;
 }
 
+// Holds a reactor's mu_ for a scope. A Finish that the scope asked for (the reactor's FinishLocked) is
+// called once mu_ is released, as the scope's last use of the reactor: as soon as Finish is called, gRPC
+// may run OnDone, which deletes the reactor, on another thread. Only gRPC's own reactions (OnWriteDone,
+// OnReadDone, ...) hold OnDone back until they return; a core callback (on the executor or the event
+// deliverer) or a blocking-pool task does not, and unlocking a deleted reactor's mutex corrupts the heap.
+template <typename Reactor>
+class ABSL_SCOPED_LOCKABLE ReactorLock {
+ public:
+  explicit ReactorLock(Reactor* r) ABSL_EXCLUSIVE_LOCK_FUNCTION(r->mu_) : r_(r) { r->mu_.Lock(); }
+  ~ReactorLock() ABSL_UNLOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    Reactor* const r = r_;
+    std::optional<grpc::Status> finish;
+    finish.swap(r->finish_);
+    r->mu_.Unlock();
+    if (finish) r->Finish(*std::move(finish));  // nothing after this touches the reactor
+  }
+  ReactorLock(const ReactorLock&) = delete;
+  ReactorLock& operator=(const ReactorLock&) = delete;
+
+ private:
+  Reactor* const r_;
+};
+
 // One Score stream. Reads are paced by the core (Append's return value and OnInputReady) and by the
 // replies not yet written (BrtServiceOptions::max_pending_reply_bytes): while more than that is
 // queued, no further input is read. Writes are queued; token batches that arrive while a write is in
@@ -39,20 +62,22 @@ size_t TokenEntryBytes(const v1::TokenScore& t) {
 class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::ScoreResponse>,
                            public ScoreSink {
  public:
+  using Lock = ReactorLock<ScoreReactor>;
+
   ScoreReactor(Engine* engine, grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
                const BrtServiceOptions& options, PeerLimiter* peers,
                const auth::Authenticator* auth, BlockingPool* blocking)
       : engine_(engine), ctx_(ctx), rpc_(metrics, "Score"), options_(options), blocking_(blocking) {
     auto tenant = AdmitCall(*ctx, auth, rpc_, "");
     if (!tenant.ok()) {
-      absl::MutexLock lock(&mu_);
+      Lock lock(this);
       FinishLocked(tenant.status());
       return;
     }
     tenant_ = *std::move(tenant);
     auto slot = peers->Acquire(ctx->peer());
     if (!slot.ok()) {
-      absl::MutexLock lock(&mu_);
+      Lock lock(this);
       FinishLocked(slot.status());
       return;
     }
@@ -62,7 +87,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed (or the call is ending)
-      absl::MutexLock lock(&mu_);
+      Lock lock(this);
       if (call_ == nullptr) {
         FinishLocked(absl::InvalidArgumentError(
             "the Score stream ended without a first ScoreRequest naming session_id"));
@@ -72,7 +97,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
       }
       return;
     }
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     HandleRequestLocked();
   }
 
@@ -101,7 +126,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
             persistence::ScopedStoreDeadline store_deadline(SteadyDeadline(deadline));
             loaded = engine_->LoadFromStore(request_.session_id(), tenant_);
           }
-          absl::MutexLock lock(&mu_);
+          Lock lock(this);
           if (!loaded.ok()) {
             FinishLocked(loaded);
             return;
@@ -155,12 +180,12 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   }
 
   void OnInputReady() override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     ReadNextLocked();
   }
 
   void OnTokens(std::vector<TokenScoreResult> tokens) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     for (const TokenScoreResult& t : tokens) {
       v1::TokenScore proto;
       ToProto(t, &proto);
@@ -181,7 +206,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   }
 
   void OnFinish(absl::StatusOr<ScoreSummaryResult> summary) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     core_done_ = true;
     if (!error_.ok()) {
       FinishLocked(error_);
@@ -200,7 +225,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     writing_ = false;
     if (!queue_.empty()) {
       queued_bytes_ -= queue_.front().bytes;
@@ -221,7 +246,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     if (call_ != nullptr && !core_done_) call_->Cancel();
   }
 
@@ -270,7 +295,7 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
     finishing_ = true;
     grpc::Status g = ToGrpcStatus(status);
     rpc_.Finished(g);
-    Finish(std::move(g));
+    finish_ = std::move(g);  // called by Lock's destructor, after mu_ is released
   }
 
   Engine* const engine_;
@@ -294,17 +319,21 @@ class ScoreReactor final : public grpc::ServerBidiReactor<v1::ScoreRequest, v1::
   bool core_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);  // for Lock to call Finish with
+  friend class ReactorLock<ScoreReactor>;
 };
 
 // One Generate stream: a message per generated token, then the final message.
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                               public GenerateSink {
  public:
+  using Lock = ReactorLock<GenerateReactor>;
+
   GenerateReactor(Engine* engine, grpc::CallbackServerContext* ctx,
                   const v1::GenerateRequest& request, metrics::Metrics* metrics, PeerLimiter* peers,
                   const auth::Authenticator* auth, BlockingPool* blocking)
       : rpc_(metrics, "Generate") {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     auto tenant = AdmitCall(*ctx, auth, rpc_, request.session_id());
     if (!tenant.ok()) {
       FinishLocked(tenant.status());
@@ -334,7 +363,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
             persistence::ScopedStoreDeadline store_deadline(SteadyDeadline(deadline));
             loaded = engine->LoadFromStore(id, tenant);
           }
-          absl::MutexLock lock(&mu_);
+          Lock lock(this);
           if (!loaded.ok()) {
             FinishLocked(loaded);
             return;
@@ -345,7 +374,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   void OnToken(GeneratedToken token) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     v1::GenerateResponse& r = queue_.emplace_back();
     r.set_text(std::move(token.text));
     r.set_token_id(static_cast<uint32_t>(token.token_id));
@@ -356,7 +385,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   void OnFinish(absl::StatusOr<GenerateSummary> summary) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     core_done_ = true;
     if (!summary.ok()) {
       FinishLocked(summary.status());
@@ -373,7 +402,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     writing_ = false;
     if (!queue_.empty()) queue_.pop_front();
     if (!ok) {
@@ -386,7 +415,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    Lock lock(this);
     if (call_ != nullptr && !core_done_) call_->Cancel();
   }
 
@@ -418,7 +447,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     finishing_ = true;
     grpc::Status g = ToGrpcStatus(status);
     rpc_.Finished(g);
-    Finish(std::move(g));
+    finish_ = std::move(g);  // called by Lock's destructor, after mu_ is released
   }
 
   RpcRecord rpc_;  // its tenant is set once, in the constructor
@@ -430,6 +459,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool core_done_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);  // for Lock to call Finish with
+  friend class ReactorLock<GenerateReactor>;
 };
 
 }  // namespace

@@ -50,9 +50,10 @@ def free_port():
 class BrtServer:
     """One brt-server process on a free loopback port."""
 
-    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None, port=None):
+    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None, port=None, env=None):
         """credentials: grpc.ChannelCredentials for a server started with TLS flags (None: plaintext).
-        port: listen there (a replica restarted behind a proxy); default a free one."""
+        port: listen there (a replica restarted behind a proxy); default a free one.
+        env: variables added to the server's environment."""
         import grpc
         if not os.path.exists(SERVER_BIN):
             raise RuntimeError(f"{SERVER_BIN} not built: run deploy/build.sh")
@@ -76,7 +77,8 @@ class BrtServer:
                      f"--metrics_address=127.0.0.1:{self.metrics_port}", *extra_args]
 
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, **(env or {})})
         # The channel is made once the port accepts connections: a gRPC channel whose first connection is
         # refused backs off (1 s, 1.6 s, 2.6 s, ...) and would see the server seconds after it is up.
         self.wait_listening()
@@ -141,7 +143,11 @@ def stubs():
 def server():
     s = BrtServer()
     yield s
+    died = s.proc.poll()  # None while it runs: it should still run when the module's tests are done
+    log = s.read_log() if died is not None else ""
     s.stop()
+    if died is not None:
+        pytest.fail(f"brt-server died during this module's tests (exit code {died}); its log ends:\n{log}")
 
 
 @pytest.fixture(scope="session")
