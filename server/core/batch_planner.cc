@@ -9,6 +9,15 @@ size_t BatchPlanner::SpanTokens(const RowCandidate& c) const {
   return std::min(c.pending, room);
 }
 
+size_t BatchPlanner::BlockEndCap(size_t decodable) const {
+  size_t cap = options_.max_block_ends;  // 0: no limit
+  if (options_.decode_rows_per_block_end > 0) {
+    const size_t share = std::max<size_t>(1, decodable / options_.decode_rows_per_block_end);
+    cap = cap == 0 ? share : std::min(cap, share);
+  }
+  return cap;
+}
+
 BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
   BatchPlan plan;
   const size_t w = static_cast<size_t>(options_.window);
@@ -27,17 +36,17 @@ BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
       scorable.push_back(i);
     }
   }
-  // Rows whose token completes a block: at most max_block_ends of them, in rotation.
-  if (options_.max_block_ends > 0) {
+  // Rows whose token completes a block: at most BlockEndCap of them, in rotation.
+  if (const size_t cap = BlockEndCap(decodable.size()); cap > 0) {
     std::vector<size_t> others, ends;
     for (size_t i : decodable) {
       (candidates[i].fed % options_.window == options_.window - 1 ? ends : others).push_back(i);
     }
-    if (ends.size() > options_.max_block_ends) {
+    if (ends.size() > cap) {
       const size_t n = ends.size();
       const size_t first = block_end_cursor_ % n;
-      for (size_t k = 0; k < options_.max_block_ends; ++k) others.push_back(ends[(first + k) % n]);
-      block_end_cursor_ = first + options_.max_block_ends;
+      for (size_t k = 0; k < cap; ++k) others.push_back(ends[(first + k) % n]);
+      block_end_cursor_ = first + cap;
       decodable = std::move(others);
     }
   }

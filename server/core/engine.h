@@ -82,6 +82,9 @@ struct EngineOptions {
   // same step, the rest wait a step or a few (once), which spreads the updates instead of stalling every
   // session for all of them (see BatchPlanner).
   uint32_t max_block_ends_per_step = 8;
+  // And at most one such row per this many decode rows in the step (at least one; 0 = no share limit):
+  // an update costs ~5 rows' decode, so 1/16 of the rows adds ~30% to a step, whatever the batch size.
+  uint32_t decode_rows_per_block_end = 16;
   // Feed 2..W tokens that stay inside one block (a prompt, the end of a Score call) in one batched span
   // call instead of token by token, when the backend can (ModelBackend::SupportsSpans). Same results to
   // fp32 rounding; a span call's rows are bounded like a score call's blocks.

@@ -40,12 +40,12 @@ absl::Status TorchError(const char* what, const std::exception& e) {
   return absl::InternalError(absl::StrCat(what, ": ", msg));
 }
 
-// A row's state update (finish_slots) in units of one token's decode work, for balancing shards: ~63
-// MFLOP a session against ~10 MFLOP a token for the shipped model, measured at about 3x a 16-row decode
-// step's per-row time on this machine before decode steps read the pools in place (decode_range); since
-// then ~0.7 ms against ~0.15 ms, nearer 5x. The split's measured gain was within the noise either way
-// (benchmarks/README.md), so the weight was left as it was.
-constexpr double kFinishCost = 3.0;
+// A row's state update (finish_slots) in units of one token's decode work, for balancing shards: ~67
+// MFLOP a session against ~10 MFLOP a token for the shipped model. Measured per shard call since decode
+// steps read the pools in place (decode_range): ~0.7 ms against ~0.15 ms a row on the first dev VM, and
+// 2.2-2.5 ms against ~0.45 ms on a slower one (one to seven updates in a 32-row step: no batching gain),
+// so ~5x on both (it was 3x before decode_range).
+constexpr double kFinishCost = 5.0;
 
 // Whether v[begin, end) is first, first+1, ...: those rows of a pool are one slice, read in place.
 bool Consecutive(const std::vector<int64_t>& v, int64_t begin, int64_t end) {

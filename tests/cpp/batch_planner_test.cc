@@ -76,6 +76,7 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
     PlannerOptions o = Opts(batch, 5, 2);
     o.spans = spans;
     o.max_block_ends = batch == 3 ? 2 : 0;
+    o.decode_rows_per_block_end = batch == 1 ? 0 : 4;
     BatchPlanner p(o);
     for (int round = 0; round < 500; ++round) {
       std::vector<RowCandidate> c(std::rand() % 20);
@@ -103,6 +104,13 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
         size_t ends = 0;
         for (size_t i : plan.decode) ends += c[i].fed % 8 == 7;
         EXPECT_LE(ends, o.max_block_ends) << "too many rows completing a block";
+      }
+      if (o.decode_rows_per_block_end > 0) {
+        size_t ends = 0;
+        for (size_t i : plan.decode) ends += c[i].fed % 8 == 7;
+        // Decodable rows are among the candidates: the share is at most this.
+        EXPECT_LE(ends, std::max<size_t>(1, c.size() / o.decode_rows_per_block_end))
+            << "rows completing a block beyond their share of the decode rows";
       }
       ASSERT_EQ(plan.span.size(), plan.span_tokens.size());
       if (!spans) EXPECT_TRUE(plan.span.empty());
@@ -166,6 +174,45 @@ TEST(BatchPlannerTest, BlockEndsPerPlanAreCappedInRotation) {
   o.max_block_ends = 0;
   BatchPlanner unlimited(o);
   EXPECT_EQ(unlimited.Plan(c).decode.size(), 9u);
+}
+
+// decode_rows_per_block_end: the rows completing a block in a plan are at most one per that many
+// decodable rows (at least one), so a step's state updates stay a bounded share of its decode work.
+TEST(BatchPlannerTest, BlockEndsAreAShareOfTheDecodeRows) {
+  auto count_ends = [](const BatchPlan& plan, const std::vector<RowCandidate>& c) {
+    size_t ends = 0;
+    for (size_t r : plan.decode) ends += c[r].fed % 8 == 7;
+    return ends;
+  };
+  PlannerOptions o = Opts(/*batch=*/4, /*decode=*/64);
+  o.decode_rows_per_block_end = 16;
+  BatchPlanner p(o);
+  std::vector<RowCandidate> c(24, RowCandidate{/*fed=*/12, /*pending=*/1, false});  // mid-block
+  c.resize(32, RowCandidate{/*fed=*/15, /*pending=*/1, false});                     // 8 at a block end
+  std::set<size_t> served;
+  for (int i = 0; i < 4; ++i) {
+    BatchPlan plan = p.Plan(c);
+    EXPECT_EQ(count_ends(plan, c), 2u) << "32 decodable rows: 2 of them may complete a block";
+    EXPECT_EQ(plan.decode.size(), 26u) << "every mid-block row goes on";
+    for (size_t r : plan.decode) {
+      if (c[r].fed % 8 == 7) served.insert(r);
+    }
+  }
+  EXPECT_EQ(served.size(), 8u) << "the held rows are served in rotation within 4 plans";
+  // Fewer rows than the share: still one.
+  std::vector<RowCandidate> few(6, RowCandidate{12, 1, false});
+  few.resize(8, RowCandidate{15, 1, false});
+  EXPECT_EQ(count_ends(p.Plan(few), few), 1u);
+  // With max_block_ends as well, the smaller limit holds.
+  o.max_block_ends = 1;
+  BatchPlanner both(o);
+  std::vector<RowCandidate> many(48, RowCandidate{12, 1, false});
+  many.resize(64, RowCandidate{15, 1, false});
+  EXPECT_EQ(count_ends(both.Plan(many), many), 1u);
+  o.max_block_ends = 0;
+  o.decode_rows_per_block_end = 0;
+  BatchPlanner unlimited(o);
+  EXPECT_EQ(count_ends(unlimited.Plan(many), many), 16u);
 }
 
 }  // namespace
