@@ -74,7 +74,18 @@ class omp_threads:
         self.lib.omp_set_num_threads(self.saved)
 
 
+def packing_pays_off():
+    """brt-server's --cpu_packed_weights=auto (ModelRunner::PackedWeightsPayOff): pack unless this is an x86-64
+    CPU without AVX-512F."""
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return True
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and " avx512f" in line for line in f)
+
+
 def pack_like_server(module):
-    """Packs a loaded export's products for XNNPACK as brt-server does by default (--cpu_packed_weights);
-    returns whether it did (an export without pack_cpu, or a non-CPU/float32 module, stays unpacked)."""
-    return bool(hasattr(module, "pack_cpu") and module.pack_cpu())
+    """Packs a loaded export's products for XNNPACK as brt-server does by default (--cpu_packed_weights=auto:
+    where packing pays off); returns whether it did (an export without pack_cpu, a non-CPU/float32 module, or a
+    CPU where packing does not pay off stays unpacked)."""
+    return bool(packing_pays_off() and hasattr(module, "pack_cpu") and module.pack_cpu())

@@ -54,7 +54,7 @@ ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
 ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_block_end");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
-ABSL_FLAG(bool, cpu_packed_weights, true, "brt-server --cpu_packed_weights");
+ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, false)");
 
 namespace {
 
@@ -219,7 +219,12 @@ int main(int argc, char** argv) {
   ro.shards = absl::GetFlag(FLAGS_row_shards);
   ro.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
   ro.jit_optimize = absl::GetFlag(FLAGS_jit_optimize);
-  ro.cpu_packed_weights = absl::GetFlag(FLAGS_cpu_packed_weights);
+  auto packed = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
+  if (!packed.ok()) {
+    std::fprintf(stderr, "%s\n", packed.status().ToString().c_str());
+    return 1;
+  }
+  ro.cpu_packed_weights = *packed;
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

@@ -58,10 +58,12 @@ ABSL_FLAG(int, row_shards, 0,
           "at once on workers of one intra-op thread each, and every decode step runs on them (many "
           "small operations are faster on one thread each than on several). 0 = --threads; 1 = off");
 ABSL_FLAG(int, row_shard_min_rows, 2, "Fewest rows of a block-scoring call that is split into shards");
-ABSL_FLAG(bool, cpu_packed_weights, true,
-          "CPU, float32: run the model's matrix products through XNNPACK with weights packed once at "
-          "load (the export's pack_cpu; about 1.6x OpenBLAS's GEMM here, for about the weights' size again "
-          "in memory). false: LibTorch's default products (OpenBLAS)");
+ABSL_FLAG(std::string, cpu_packed_weights, "auto",
+          "CPU, float32: true runs the model's matrix products through XNNPACK with weights packed once "
+          "at load (the export's pack_cpu; about the weights' size again in memory; a row's results then "
+          "do not depend on its batch in any bit); false runs LibTorch's default products (OpenBLAS); "
+          "auto packs unless the CPU is x86-64 without AVX-512, where XNNPACK's kernels ran at 0.4x "
+          "OpenBLAS's (with AVX-512 at 1.6x)");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -302,7 +304,9 @@ int main(int argc, char** argv) {
         runner_options.shards, " and ", runner_options.shard_min_rows)));
   }
   runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
-  runner_options.cpu_packed_weights = absl::GetFlag(FLAGS_cpu_packed_weights);
+  auto packed_choice = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
+  if (!packed_choice.ok()) return Fail(packed_choice.status());
+  runner_options.cpu_packed_weights = *packed_choice;
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
@@ -519,7 +523,12 @@ int main(int argc, char** argv) {
                "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s, %llu state bytes/session) "
                "from %s\n",
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
-               meta.device.c_str(), meta.dtype.c_str(), packed_weights ? ", XNNPACK packed weights" : "",
+               meta.device.c_str(), meta.dtype.c_str(),
+               packed_weights ? ", XNNPACK packed weights"
+               : *packed_choice == brt::PackedWeights::kAuto && !brt::ModelRunner::PackedWeightsPayOff() &&
+                       meta.device == "cpu" && meta.dtype == "float32"
+                   ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
+                   : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

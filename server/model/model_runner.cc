@@ -267,7 +267,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
     });
   }
-  if (options.cpu_packed_weights && impl->device.is_cpu() && dtype == at::kFloat &&
+  const bool pack = options.cpu_packed_weights == PackedWeights::kOn ||
+                    (options.cpu_packed_weights == PackedWeights::kAuto && PackedWeightsPayOff());
+  if (pack && impl->device.is_cpu() && dtype == at::kFloat &&
       impl->module.find_method("pack_cpu").has_value()) {
     try {
       c10::InferenceMode guard;
@@ -292,6 +294,22 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     }
   }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
+}
+
+absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
+  if (value == "auto") return PackedWeights::kAuto;
+  if (value == "true") return PackedWeights::kOn;
+  if (value == "false") return PackedWeights::kOff;
+  return absl::InvalidArgumentError(absl::StrCat("--cpu_packed_weights must be auto, true or false; got '",
+                                                 value, "'"));
+}
+
+bool ModelRunner::PackedWeightsPayOff() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512f");
+#else
+  return true;
+#endif
 }
 
 void ModelRunner::InitExecutorThread() {

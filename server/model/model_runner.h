@@ -20,6 +20,12 @@
 
 namespace brt {
 
+// ModelRunnerOptions::cpu_packed_weights.
+enum class PackedWeights { kAuto, kOn, kOff };
+
+// "auto", "true" or "false" (--cpu_packed_weights); INVALID_ARGUMENT naming them otherwise.
+absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value);
+
 struct ModelRunnerOptions {
   std::string model_path;  // the TorchScript export (brt.pt)
   // sha256 hex of the tokenizer model the server loaded; Create fails with FAILED_PRECONDITION when
@@ -41,10 +47,11 @@ struct ModelRunnerOptions {
   // TorchScript's profiling executor (re-specialises methods on new input shapes). Off by default: see
   // model_runner.cc, InitExecutorThread.
   bool jit_optimize = false;
-  // CPU, float32: call the export's pack_cpu() when it has one, so its matrix products run through
-  // XNNPACK with weights packed once at load (about 1.6x OpenBLAS's kernels here, and no per-call
-  // repacking). Costs about the weights' size again in memory. False: ATen's products (OpenBLAS).
-  bool cpu_packed_weights = true;
+  // CPU, float32: whether to call the export's pack_cpu() when it has one, so that its matrix products run
+  // through XNNPACK with weights packed once at load (no per-call repacking; about the weights' size again
+  // in memory), instead of ATen's products (OpenBLAS). kAuto packs where XNNPACK has been measured faster
+  // (PackedWeightsPayOff). Packed, a row's results are also bitwise independent of its batch.
+  PackedWeights cpu_packed_weights = PackedWeights::kAuto;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
@@ -52,6 +59,12 @@ struct ModelRunnerOptions {
 
 class ModelRunner : public ModelBackend {
  public:
+  // Whether XNNPACK's packed products beat OpenBLAS's on this CPU, for PackedWeights::kAuto: true unless
+  // it is an x86-64 CPU without AVX-512F. Measured with the shipped model (benchmarks/README.md): with
+  // AVX-512 (the first dev VM) XNNPACK ran the 1024^2 GEMM at ~300 GFLOP/s against OpenBLAS's ~190 and
+  // Score at 8 sessions 1.2x; on an AVX2-only AMD EPYC (family 25) 67 against 166 GFLOP/s, and Score at
+  // 8 sessions ran half as fast packed (5,400 vs 10,500 tokens/s), Generate about the same.
+  static bool PackedWeightsPayOff();
   // NOT_FOUND: no such file; INVALID_ARGUMENT: bad device/dtype/metadata; FAILED_PRECONDITION:
   // tokenizer mismatch or device unavailable; INTERNAL: torch errors.
   static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(const ModelRunnerOptions& options);

@@ -18,7 +18,7 @@ using ::brt::testing::TinyDir;
 
 std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0, bool packed = true) {
   ModelRunnerOptions o;
-  o.cpu_packed_weights = packed;
+  o.cpu_packed_weights = packed ? PackedWeights::kOn : PackedWeights::kOff;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = threads;

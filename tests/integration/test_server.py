@@ -338,9 +338,9 @@ def test_cancelled_score_leaves_a_usable_session(server, texts):
 
 
 def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
-    """--cpu_packed_weights is on by default. An export whose pack_cpu fails halfway (here on purpose: it packs
-    the logits' product, then raises) must not stop the server: it undoes the packing, logs why, and serves
-    the same scores as a server told not to pack."""
+    """--cpu_packed_weights=true (auto, the default, packs only where XNNPACK pays off). An export whose pack_cpu
+    fails halfway (here on purpose: it packs the logits' product, then raises) must not stop the server: it
+    undoes the packing, logs why, and serves the same scores as a server told not to pack."""
     import shutil
     from brt.config import BRTConfig
     from brt.export import export, load_meta
@@ -361,7 +361,8 @@ def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
     shutil.copy(os.path.join(tiny, "tokenizer.model"), tmp_path / "tokenizer.model")
     text = [b"In the beginning God created the heaven and the earth.\n" * 4]
     results = []
-    for model_dir, flags in ((str(tmp_path), ()), (tiny, ("--cpu_packed_weights=false",))):
+    for model_dir, flags in ((str(tmp_path), ("--cpu_packed_weights=true",)),
+                             (tiny, ("--cpu_packed_weights=false",))):
         server = BrtServer(*flags, model_dir=model_dir)
         try:
             sid = server.stub.CreateSession(STUBS.pb.CreateSessionRequest(), timeout=10).id
