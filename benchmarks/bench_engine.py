@@ -16,9 +16,11 @@ JSON.
 
  1. roofline: fp32 GEMM torch.mm 1024x1024 with torch.set_num_threads(N), GFLOP/s (2*n^3 flops), best of
     10 repetitions (the issue's definition; OpenBLAS). For reference only, the same GEMM through XNNPACK
-    with a prepacked operand (the kernels the server's packed weights run), which is faster on this CPU.
+    with a prepacked operand (the kernels the server's packed weights run; faster on a CPU with AVX-512,
+    slower on an AVX2-only one).
  2. bare model in-process: the TorchScript export loaded with torch.jit.load and, as brt-server does by
-    default (--cpu_packed_weights), pack_cpu() (XNNPACK products with prepacked weights; timed with one
+    default (--cpu_packed_weights=auto: where packing pays off), pack_cpu() (XNNPACK products with
+    prepacked weights; timed with one
     OpenMP thread beside XNNPACK's pool of N, as the server runs them). Export format 2 ("slots-v2"):
     pools allocated here (kv: one zero tensor (P, 2, H, C_l, dh) per layer, C_l = meta["kv_slots"][l];
     state: (P, R, 3, S, D)), init_slots, then score_slots on N=2 blocks per call; format 1: score_blocks
