@@ -310,6 +310,7 @@ int main(int argc, char** argv) {
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
+  const bool auto_unpacked = (*runner)->auto_unpacked();
   if (!(*runner)->pack_error().empty()) {
     std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
                  (*runner)->pack_error().c_str());
@@ -525,10 +526,8 @@ int main(int argc, char** argv) {
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
                meta.device.c_str(), meta.dtype.c_str(),
                packed_weights ? ", XNNPACK packed weights"
-               : *packed_choice == brt::PackedWeights::kAuto && !brt::ModelRunner::PackedWeightsPayOff() &&
-                       meta.device == "cpu" && meta.dtype == "float32"
-                   ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
-                   : "",
+               : auto_unpacked ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
+                               : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

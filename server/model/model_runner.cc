@@ -78,6 +78,7 @@ struct ModelRunner::Impl {
   bool has_spans = false;   // the export has span_slots
   bool has_ranges = false;  // the export has decode_range and finish_range (read the pools in place)
   bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
+  bool auto_unpacked = false;   // kAuto left a CPU float32 model unpacked (PackedWeightsPayOff)
   std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).
@@ -269,6 +270,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   }
   const bool pack = options.cpu_packed_weights == PackedWeights::kOn ||
                     (options.cpu_packed_weights == PackedWeights::kAuto && PackedWeightsPayOff());
+  impl->auto_unpacked = !pack && options.cpu_packed_weights == PackedWeights::kAuto &&
+                        impl->device.is_cpu() && dtype == at::kFloat;
   if (pack && impl->device.is_cpu() && dtype == at::kFloat &&
       impl->module.find_method("pack_cpu").has_value()) {
     try {
@@ -489,6 +492,8 @@ bool ModelRunner::SupportsSpans() const { return impl_->has_spans; }
 bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
 
 const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
+
+bool ModelRunner::auto_unpacked() const { return impl_->auto_unpacked; }
 
 absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows,
                                                                int top_k, bool all_positions) {

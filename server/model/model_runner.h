@@ -83,6 +83,8 @@ class ModelRunner : public ModelBackend {
   // asked for and failed, why (the model then runs unpacked).
   bool packed_weights() const;
   const std::string& pack_error() const;
+  // Whether PackedWeights::kAuto left a CPU float32 model unpacked (no AVX-512: PackedWeightsPayOff).
+  bool auto_unpacked() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
                                                     bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;

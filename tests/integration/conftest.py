@@ -139,15 +139,20 @@ def stubs():
     return STUBS
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = BrtServer()
-    yield s
+def stop_alive(s):
+    """Stops a module's server, failing with its log if it had died while the module's tests ran."""
     died = s.proc.poll()  # None while it runs: it should still run when the module's tests are done
     log = s.read_log() if died is not None else ""
     s.stop()
     if died is not None:
         pytest.fail(f"brt-server died during this module's tests (exit code {died}); its log ends:\n{log}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = BrtServer()
+    yield s
+    stop_alive(s)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from conftest import STUBS, BrtServer, split_random
+from conftest import STUBS, BrtServer, split_random, stop_alive
 
 pb = STUBS.pb
 
@@ -21,10 +21,7 @@ pb = STUBS.pb
 def perturbed():
     s = BrtServer(env={"MALLOC_PERTURB_": "165"})
     yield s
-    died = s.proc.poll()
-    log = s.read_log() if died is not None else ""
-    s.stop()
-    assert died is None, f"brt-server died (exit code {died}); its log ends:\n{log}"
+    stop_alive(s)
 
 
 def new_session(server):
