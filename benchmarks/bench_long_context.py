@@ -13,10 +13,14 @@ little); `--force` runs even on a loaded machine (the load averages before and a
 brt-server (build/bin/brt-server on loopback, --threads=N, the shipped model model/artifacts/brt.pt):
   One session reads one long token stream through Score (16 KiB chunks, omit_tokens): the held-out test
   documents, then the validation and training documents of model/data, repeated if needed. Before each
-  context length C the session is filled (untimed) up to the start of a measurement window of ~4k tokens
+  context length C the session is filled (untimed) up to the start of a measurement window of ~3k tokens
   ending at C (the window starts at the previous length when that is closer: 1k -> [0,1k), 4k -> [1k,4k)).
   The window is one Score call of whole lines, padded with newline tokens (always one token each) so that it
-  starts and ends on a block boundary: it runs whole blocks only, like the baseline below. Before the window
+  starts and ends on a block boundary: it runs whole blocks only, like the baseline below. Every window is
+  the SAME text (the opening lines of the held-out documents; at 1k, where less fits, a prefix of it): the
+  server's cost per token depends on the text too (bytes per token, lines per call, on a machine whose two
+  cores also tokenize), so windows of different text, as earlier versions of this script used, read that
+  difference as a cost of position (the 256k window, Python source, cost 7-17% more than the 4k one). Before the window
   the session is brought to a block boundary with a short untimed call of newlines; a fork of the session is
   parked there, and the session reads the window (untimed) to go on. After the stream, --reps timed rounds
   each score every length's window in a fresh fork of its parked session, the lengths in alternating order
@@ -60,7 +64,7 @@ from bench_util import (LOAD_LIMIT, check_load, chunks_of, omp_threads, pack_lik
                         use_server_allocator)
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
-WINDOW_TOKENS = 4096
+WINDOW_TOKENS = 3072  # tokens from a window's start to C (the window's text is at most this minus 2 blocks)
 
 
 def mem_available_bytes():
@@ -235,7 +239,7 @@ def measure_brt_bare(module, meta, n_ctx, reps, tokens_row, packed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3, help="window scorings per length (forks + the session)")
+    ap.add_argument("--reps", type=int, default=5, help="window scorings per length (forks + the session)")
     ap.add_argument("--baseline-reps", type=int, default=3)
     ap.add_argument("--baseline-max-s", type=float, default=180.0,
                     help="skip a baseline length whose estimated time (warm-up + reps) exceeds this")
@@ -278,6 +282,15 @@ def main():
         docs += [(f"{split}:{d['name']}", d["text"]) for d in corpus_docs(split)]
     t0 = time.perf_counter()
     stream = LineStream(tok, docs, lengths[-1] + 2 * WINDOW_TOKENS)
+    # The windows' text: the same whole lines at every length (a prefix of them where fewer fit).
+    window_lines = LineStream(tok, [d for d in docs if d[0].startswith("test:")], WINDOW_TOKENS)
+    window_text, window_n = window_lines.take(WINDOW_TOKENS - 2 * W)
+
+    def window_prefix(room):
+        if window_n <= room:
+            return window_text, window_n
+        window_lines.cursor = 0
+        return window_lines.take(room)
     tokenize_s = time.perf_counter() - t0
 
     baseline = make_baseline(L, D, H, d_ff, V)
@@ -323,7 +336,7 @@ def main():
             s = session()
             row["window_start_tokens"] = s.tokens_consumed
             # The window: whole lines, padded with newlines to whole blocks (it starts at a boundary).
-            text, n = stream.take(C - s.tokens_consumed - W)
+            text, n = window_prefix(C - s.tokens_consumed - W)
             pad = (-n) % W
             text += b"\n" * pad
             row["window_pad_newlines"] = pad
@@ -419,6 +432,13 @@ def main():
     if 4096 in lengths and lengths[-1] != 4096:
         summary[f"brt_server_cost_{label(lengths[-1])}_over_4k"] = (
             per_len(lengths[-1])["brt_server"]["per_token_s"] / per_len(4096)["brt_server"]["per_token_s"])
+        # The same ratio round by round (both windows timed in the same round, minutes apart at most), then
+        # the median: the machine's drift between rounds cancels in each pair.
+        last_b, b4 = per_len(lengths[-1])["brt_server"], per_len(4096)["brt_server"]
+        pairs = [(t1 / c1) / (t0 / c0) for t1, c1, t0, c0 in zip(last_b["window_seconds"], last_b["window_tokens_each"],
+                                                                  b4["window_seconds"], b4["window_tokens_each"])]
+        summary[f"brt_server_cost_{label(lengths[-1])}_over_4k_per_round"] = pairs
+        summary[f"brt_server_cost_{label(lengths[-1])}_over_4k_median_of_rounds"] = statistics.median(pairs)
         b_last, b_4k = per_len(lengths[-1])["baseline"].get("per_token_s"), per_len(4096)["baseline"].get("per_token_s")
         summary[f"baseline_cost_{label(lengths[-1])}_over_4k"] = b_last / b_4k if b_last and b_4k else None
     if 1024 in lengths and 4096 in lengths:
@@ -429,7 +449,7 @@ def main():
         "command": command, "quick": args.quick, "forced": args.force,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "threads": args.threads, "bare_model_packed": packed, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
-        "lengths": lengths, "window_tokens_target": WINDOW_TOKENS, "reps": reps, "baseline_reps": base_reps,
+        "lengths": lengths, "window_tokens_target": WINDOW_TOKENS, "window_text_tokens": window_n, "same_window_text": True, "reps": reps, "baseline_reps": base_reps,
         "timed_in_alternating_rounds": True,
         "stream": {"lines": len(stream.lines), "tokens": sum(c for _, c in stream.lines),
                    "sources_first": stream.sources[:5], "documents": len(stream.sources),
@@ -464,7 +484,10 @@ def main():
               f"{1e6 * r['brt_bare']['per_token_s']:.1f} | {bt} | {r1} | {r2} | {r['brt_server']['state_bytes']:,} | "
               f"{r['brt_server']['server_rss_bytes'] / 1e6:.1f} MB | {b['kv_cache_bytes']:,} |")
     for k, v in summary.items():
-        print(f"- {k}: {v:.3f}" if v is not None else f"- {k}: n/a (a baseline length was skipped)")
+        if isinstance(v, list):
+            print(f"- {k}: " + ", ".join(f"{x:.3f}" for x in v))
+        else:
+            print(f"- {k}: {v:.3f}" if v is not None else f"- {k}: n/a (a baseline length was skipped)")
     for r in rows:
         if "skipped" in r["baseline"]:
             print(f"- baseline at {label(r['context_tokens'])} not measured: {r['baseline']['skipped']}")

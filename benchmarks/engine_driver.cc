@@ -53,6 +53,7 @@ ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
 ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_block_end");
+ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, false)");
 
@@ -236,6 +237,7 @@ int main(int argc, char** argv) {
   eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
   eo.max_block_ends_per_step = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_block_ends_per_step));
   eo.decode_rows_per_block_end = static_cast<uint32_t>(absl::GetFlag(FLAGS_decode_rows_per_block_end));
+  eo.chunked_prefill_tokens = static_cast<uint32_t>(absl::GetFlag(FLAGS_chunked_prefill_tokens));
   eo.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   eo.max_queue = 1024;
   auto engine = brt::Engine::Create(eo, *std::move(runner),

@@ -84,6 +84,11 @@ ABSL_FLAG(uint32_t, decode_rows_per_block_end, 16,
           "costs ~5 rows' decode, so 16 keeps a step with updates within ~1.3x of one without at any batch "
           "size (the inter-token p99 near the p50); a held row waits at most ~16 steps, once. 0 = no "
           "share limit");
+ABSL_FLAG(uint32_t, chunked_prefill_tokens, 0,
+          "Chunked prefill: tokens of prompts (and of Score calls' tails) fed in a step that also decodes "
+          "for other sessions, in all (at least 2). A prompt that arrives while sessions generate is fed "
+          "over a few steps, so their inter-token gaps grow by a bounded amount instead of by one long "
+          "prefill call; an idle server prefills at full speed. 0 = no limit");
 ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
           "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
           "max_batch_size * max_blocks_per_call blocks");
@@ -324,6 +329,7 @@ int main(int argc, char** argv) {
   options.max_blocks_per_call = absl::GetFlag(FLAGS_max_blocks_per_call);
   options.max_block_ends_per_step = absl::GetFlag(FLAGS_max_block_ends_per_step);
   options.decode_rows_per_block_end = absl::GetFlag(FLAGS_decode_rows_per_block_end);
+  options.chunked_prefill_tokens = absl::GetFlag(FLAGS_chunked_prefill_tokens);
   options.checkpoint_recycle_bytes = absl::GetFlag(FLAGS_checkpoint_recycle_mb) << 20;
   options.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);

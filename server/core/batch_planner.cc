@@ -64,12 +64,22 @@ BatchPlan BatchPlanner::Plan(const std::vector<RowCandidate>& candidates) {
     const size_t first = span_cursor_ % n;
     const size_t cap = static_cast<size_t>(options_.max_batch_size) * options_.max_blocks_per_call;
     const size_t take = std::min<size_t>(n, std::max<size_t>(1, cap));
-    for (size_t k = 0; k < take; ++k) {
-      const size_t i = spannable[(first + k) % n];
+    // Chunked prefill: with decode rows in the plan, the spans share a token budget.
+    const bool budgeted = !plan.decode.empty() && options_.chunked_prefill_tokens > 0;
+    size_t budget = budgeted ? std::max<size_t>(2, options_.chunked_prefill_tokens) : 0;
+    size_t taken = 0;
+    for (; taken < take; ++taken) {
+      const size_t i = spannable[(first + taken) % n];
+      size_t tokens = SpanTokens(candidates[i]);
+      if (budgeted) {
+        if (budget < 2) break;
+        tokens = std::min(tokens, budget);
+        budget -= tokens;
+      }
       plan.span.push_back(i);
-      plan.span_tokens.push_back(SpanTokens(candidates[i]));
+      plan.span_tokens.push_back(tokens);
     }
-    span_cursor_ = first + take;
+    span_cursor_ = first + taken;
   }
   if (scorable.empty()) return plan;
   const size_t n = scorable.size();

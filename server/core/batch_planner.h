@@ -20,6 +20,12 @@
 //   - every score row is at a boundary with pending >= blocks * W;
 //   - |span| <= max_batch_size * max_blocks_per_call (a span is at most a block); each span row feeds
 //     2 <= span_tokens <= min(pending, W - fed % W) tokens; no span rows when spans are off;
+//   - when the plan has decode rows and chunked_prefill_tokens > 0, its span rows feed at most
+//     max(2, that) tokens in all (chunked prefill: a prompt that arrives while other sessions generate
+//     is fed over a few steps, each a bounded addition to their inter-token gap, instead of in one long
+//     call that every generating session waits for; without decode rows the spans take the full row
+//     cap, so an idle server prefills at full speed); a row given fewer tokens than it could feed
+//     continues in a later plan, and the rotation starts after the last row that got any;
 //   - at most max_block_ends decode rows whose token completes a block (fed % W == W-1; those rows also
 //     run the state update, ~5 tokens' worth of work) when it is > 0, and at most one such row per
 //     decode_rows_per_block_end decodable rows (at least one) when that is > 0; the others wait for a
@@ -48,6 +54,7 @@ struct PlannerOptions {
   bool spans = false;                // the backend feeds spans (ModelBackend::SupportsSpans)
   uint32_t max_block_ends = 0;       // decode rows that complete a block, per plan (0 = no limit)
   uint32_t decode_rows_per_block_end = 0;  // decodable rows per such row allowed (0 = no share limit)
+  uint32_t chunked_prefill_tokens = 0;  // span tokens per plan that has decode rows (0 = no limit)
 };
 
 struct RowCandidate {

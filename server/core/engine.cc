@@ -82,7 +82,8 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
                               options_.max_blocks_per_call,
                               options_.feed_spans && backend_->SupportsSpans(),
                               options_.max_block_ends_per_step,
-                              options_.decode_rows_per_block_end}),
+                              options_.decode_rows_per_block_end,
+                              options_.chunked_prefill_tokens}),
       checkpoint_recycler_(CheckpointRecycler::Create(options_.checkpoint_recycle_bytes)) {
   if (metrics::Metrics* m = options_.metrics) {
     m->SetQueueCapacity(options_.max_queue);

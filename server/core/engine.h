@@ -85,6 +85,11 @@ struct EngineOptions {
   // And at most one such row per this many decode rows in the step (at least one; 0 = no share limit):
   // an update costs ~5 rows' decode, so 1/16 of the rows adds ~30% to a step, whatever the batch size.
   uint32_t decode_rows_per_block_end = 16;
+  // Chunked prefill: span tokens (prompts, Score tails) fed in a step that also decodes for other
+  // sessions, in all (at least 2; 0 = no limit). A prompt that arrives while sessions generate is then
+  // fed over a few steps instead of in one long call that every generating session waits for (see
+  // BatchPlanner).
+  uint32_t chunked_prefill_tokens = 0;
   // Feed 2..W tokens that stay inside one block (a prompt, the end of a Score call) in one batched span
   // call instead of token by token, when the backend can (ModelBackend::SupportsSpans). Same results to
   // fp32 rounding; a span call's rows are bounded like a score call's blocks.

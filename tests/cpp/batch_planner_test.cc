@@ -77,6 +77,7 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
     o.spans = spans;
     o.max_block_ends = batch == 3 ? 2 : 0;
     o.decode_rows_per_block_end = batch == 1 ? 0 : 4;
+    o.chunked_prefill_tokens = batch == 8 ? 5 : 0;
     BatchPlanner p(o);
     for (int round = 0; round < 500; ++round) {
       std::vector<RowCandidate> c(std::rand() % 20);
@@ -114,6 +115,11 @@ TEST(BatchPlannerTest, InvariantsHoldOnRandomCandidates) {
       }
       ASSERT_EQ(plan.span.size(), plan.span_tokens.size());
       if (!spans) EXPECT_TRUE(plan.span.empty());
+      if (o.chunked_prefill_tokens > 0 && !plan.decode.empty()) {
+        size_t fed = 0;
+        for (size_t t : plan.span_tokens) fed += t;
+        EXPECT_LE(fed, std::max<size_t>(2, o.chunked_prefill_tokens)) << "spans beyond the prefill budget";
+      }
       EXPECT_LE(plan.span.size(), batch * 2u);
       for (size_t k = 0; k < plan.span.size(); ++k) {
         const size_t i = plan.span[k];
@@ -213,6 +219,43 @@ TEST(BatchPlannerTest, BlockEndsAreAShareOfTheDecodeRows) {
   o.decode_rows_per_block_end = 0;
   BatchPlanner unlimited(o);
   EXPECT_EQ(count_ends(unlimited.Plan(many), many), 16u);
+}
+
+// chunked_prefill_tokens: while other rows decode, the span rows of a plan feed at most that many tokens
+// in all (a row may get fewer than it could, and continues later); with no decode rows they take the
+// full row cap, so prompts are fed at full speed when nobody is generating.
+TEST(BatchPlannerTest, ChunkedPrefillBudgetsSpansOnlyWhileOthersDecode) {
+  PlannerOptions o = Opts(/*batch=*/4, /*decode=*/64);
+  o.spans = true;
+  o.chunked_prefill_tokens = 6;
+  std::vector<RowCandidate> c(2, RowCandidate{/*fed=*/7, /*pending=*/1, false});  // generating: decode
+  c.resize(6, RowCandidate{/*fed=*/1, /*pending=*/20, false});                     // prompts: 7 fit each
+  BatchPlanner p(o);
+  std::set<size_t> served;
+  for (int i = 0; i < 4; ++i) {
+    BatchPlan plan = p.Plan(c);
+    EXPECT_EQ(plan.decode.size(), 2u) << "the generating rows are never held for a prompt";
+    ASSERT_EQ(plan.span.size(), 1u) << "plan " << i;
+    EXPECT_EQ(plan.span_tokens[0], 6u) << "a row gets what is left of the budget, not all it could feed";
+    served.insert(plan.span[0]);
+  }
+  EXPECT_EQ(served.size(), 4u) << "the prompts take turns";
+  // Nobody generating: every prompt row, each with all that fits in its block.
+  std::vector<RowCandidate> prompts(c.begin() + 2, c.end());
+  BatchPlan idle = p.Plan(prompts);
+  EXPECT_EQ(idle.span.size(), 4u);
+  EXPECT_EQ(idle.span_tokens, (std::vector<size_t>{7, 7, 7, 7}));
+  // A budget of 10: 7 tokens, then the 3 left to a second row; 8: 7, and the 1 left is not a span.
+  o.chunked_prefill_tokens = 10;
+  EXPECT_EQ(BatchPlanner(o).Plan(c).span_tokens, (std::vector<size_t>{7, 3}));
+  o.chunked_prefill_tokens = 8;
+  EXPECT_EQ(BatchPlanner(o).Plan(c).span_tokens, (std::vector<size_t>{7}));
+  // Below 2 a span would be a decode row: the budget is at least 2.
+  o.chunked_prefill_tokens = 1;
+  EXPECT_EQ(BatchPlanner(o).Plan(c).span_tokens, (std::vector<size_t>{2}));
+  // 0: no budget (the row cap alone).
+  o.chunked_prefill_tokens = 0;
+  EXPECT_EQ(BatchPlanner(o).Plan(c).span_tokens, (std::vector<size_t>{7, 7, 7, 7}));
 }
 
 }  // namespace

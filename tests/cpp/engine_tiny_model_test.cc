@@ -143,5 +143,49 @@ TEST_F(EngineTinyModelTest, GreedyGenerationIsTheArgmaxChain) {
   EXPECT_EQ(engine_->GetSession(id)->tokens_consumed, prompt.size() + want.size());
 }
 
+// Chunked prefill: while a session generates, another session's text arriving mid-block is fed in
+// spans of at most chunked_prefill_tokens tokens (possibly fewer than the rest of the block), over
+// several steps. Every score still equals the token-by-token reference.
+TEST_F(EngineTinyModelTest, ChunkedPrefillWhileAnotherSessionGeneratesMatchesTheReference) {
+  EngineOptions o;
+  o.chunked_prefill_tokens = 2;
+  auto e = Engine::Create(o, LoadTiny(), testing::TinyTokenizer());
+  ASSERT_TRUE(e.ok()) << e.status();
+  engine_ = *std::move(e);
+  auto gen_id = engine_->CreateSession("", {})->id;
+  CollectingGenerateSink gen;
+  GenerateParams p;
+  p.prompt = "And God said";
+  p.max_tokens = 4000;
+  p.sampling.temperature = 0;
+  ASSERT_TRUE(engine_->StartGenerate(gen_id, p, &gen).ok());
+  for (int i = 0; i < 2000 && gen.tokens().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_FALSE(gen.tokens().empty()) << "the generation did not start";
+  // Short lines, sent a few bytes at a time: the Score session mostly receives tokens mid-block.
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "And God said " + std::to_string(i) + ",\n";
+  const StatsSnapshot before = engine_->stats();
+  auto ids = *testing::TinyTokenizer()->Encode(text);
+  auto got = Score(engine_->CreateSession("", {})->id, text, 5);
+  const StatsSnapshot after = engine_->stats();
+  ASSERT_LT(gen.tokens().size(), 4000u) << "the generation ended before the score did: nothing to test";
+  std::vector<float> want = ReferenceNll(ids);
+  ASSERT_EQ(got.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(got[i].token_id, ids[i]);
+    EXPECT_NEAR(got[i].nll, want[i], 1e-4) << "token " << i;
+  }
+  const uint64_t calls = after.span.calls - before.span.calls;
+  const uint64_t tokens = after.span.tokens - before.span.tokens;
+  EXPECT_GT(calls, 0u) << "the text went through no span";
+  EXPECT_LE(tokens, 2 * calls) << "a span call fed more than the budget while the other session decoded";
+  ASSERT_TRUE(engine_->DeleteSession(gen_id).ok());
+  auto ended = gen.Wait();
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->reason, FinishReason::kCancelled);
+}
+
 }  // namespace
 }  // namespace brt
