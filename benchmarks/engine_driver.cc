@@ -54,6 +54,7 @@ ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
 ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_block_end");
 ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens");
+ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, false)");
 
@@ -239,6 +240,7 @@ int main(int argc, char** argv) {
   eo.decode_rows_per_block_end = static_cast<uint32_t>(absl::GetFlag(FLAGS_decode_rows_per_block_end));
   eo.chunked_prefill_tokens = static_cast<uint32_t>(absl::GetFlag(FLAGS_chunked_prefill_tokens));
   eo.feed_spans = absl::GetFlag(FLAGS_feed_spans);
+  eo.mixed_batches = absl::GetFlag(FLAGS_mixed_batches);
   eo.max_queue = 1024;
   auto engine = brt::Engine::Create(eo, *std::move(runner),
                                     std::shared_ptr<const brt::Tokenizer>(*std::move(tok)));

@@ -92,6 +92,9 @@ ABSL_FLAG(uint32_t, chunked_prefill_tokens, 0,
 ABSL_FLAG(uint32_t, max_blocks_per_call, 2,
           "Blocks per session in one score_blocks call when the batch is full; a call runs at most "
           "max_batch_size * max_blocks_per_call blocks");
+ABSL_FLAG(bool, mixed_batches, true,
+          "Run a step's decode rows and span rows (prompts, text that does not fill a block) in one model "
+          "call, so their matrix products read the weights once (exports with mixed_slots)");
 ABSL_FLAG(bool, feed_spans, true,
           "Feed up to a block's worth of tokens that stay inside one block (a prompt, the end of a Score "
           "call) in one batched call instead of token by token (exports with span_slots)");
@@ -332,6 +335,7 @@ int main(int argc, char** argv) {
   options.chunked_prefill_tokens = absl::GetFlag(FLAGS_chunked_prefill_tokens);
   options.checkpoint_recycle_bytes = absl::GetFlag(FLAGS_checkpoint_recycle_mb) << 20;
   options.feed_spans = absl::GetFlag(FLAGS_feed_spans);
+  options.mixed_batches = absl::GetFlag(FLAGS_mixed_batches);
   options.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_bytes);
   options.max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
   if (options.max_line_bytes == 0) {

@@ -110,6 +110,11 @@ def set_rows(pool: Tensor, slots: Tensor, first: int, rows: Tensor) -> None:
         put_rows(pool, slots, rows)
 
 
+def rows_part(t: Tensor, first: int, b: int, n: int) -> Tensor:
+    """Rows first..first+b*n-1 of t (1,M,F) as (b,n,F)."""
+    return t[0, first:first + b * n].reshape(b, n, t.shape[2])
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-6):
         super().__init__()
@@ -358,12 +363,20 @@ class BRTLayer(nn.Module):
 
     def mix(self, x: Tensor, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float) -> Tensor:
         """Residual attention output (plus the state read for a recurrent layer) and the FFN."""
+        return self.out(x, self.state_read(a1, q2, st, state_scale))
+
+    def state_read(self, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float) -> Tensor:
+        """The attention output a1 (B,H,T,dh) with heads merged, and for a recurrent layer the read of the
+        state st (B,3,S,D) by the state queries q2 beside it: (B,T,D) or (B,T,2D), the output projection's
+        input."""
         if self.rec_index >= 0:
-            empty = torch.zeros(0, dtype=x.dtype, device=x.device)
+            empty = torch.zeros(0, dtype=a1.dtype, device=a1.device)
             a2 = attend(q2, self.heads(st[:, 1]), self.heads(st[:, 2]), empty, empty.to(torch.bool), self.alpha2, False, False)
-            att = torch.cat([self.merge(a1), self.merge(a2) * state_scale], dim=-1)
-        else:
-            att = self.merge(a1)
+            return torch.cat([self.merge(a1), self.merge(a2) * state_scale], dim=-1)
+        return self.merge(a1)
+
+    def out(self, x: Tensor, att: Tensor) -> Tensor:
+        """x plus the output projection of att, then plus the FFN of that (row by row)."""
         if len(self.packs) > 0:
             y = x + self.packed(att, 1)
             return y + self.packed(F.relu(self.packed(self.norm2(y), 2)), 3)
@@ -475,18 +488,30 @@ class BRTLayer(nn.Module):
         (P*2, H*C*dh), each contiguous. The ring rows are a copy, so a later write of the pool does not alias
         them; with first >= 0 (slots first, first+1, ...) they are views of the pool instead, read before the
         caller writes the ring."""
-        B = x.shape[0]
-        C = self.C
         q_raw, k_raw, v_raw, q2_raw = self.project(self.norm1(x))
+        q2, q, k, v = self.split_heads(q_raw, k_raw, v_raw, q2_raw)
+        keys, values = self.read_ring(pool, slots, first)
+        return (q2, q, k, v, keys, values)
+
+    def split_heads(self, q_raw: Tensor, k_raw: Tensor, v_raw: Tensor, q2_raw: Tensor
+                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Raw projections (B,T,D) into heads (B,H,T,dh), queries and keys l2-normalised."""
         q = l2norm(self.heads(q_raw))
         k = l2norm(self.heads(k_raw))
         v = self.heads(v_raw)
         q2 = l2norm(self.heads(q2_raw)) if self.rec_index >= 0 else q2_raw
+        return q2, q, k, v
+
+    def read_ring(self, pool: Tensor, slots: Tensor, first: int) -> Tuple[Tensor, Tensor]:
+        """The ring keys and values (B,H,C,dh) of `slots`: a copy, or with first >= 0 (the slots are first,
+        first+1, ...) views of the pool, to be read before the caller writes those rows."""
+        B = slots.shape[0]
+        C = self.C
         if first >= 0:
             rows = pool.narrow(0, first, B)
-            return (q2, q, k, v, rows[:, 0], rows[:, 1])
+            return rows[:, 0], rows[:, 1]
         kv_rows = pool.view(-1, self.h * C * self.dh).index_select(0, torch.cat([slots * 2, slots * 2 + 1]))
-        return (q2, q, k, v, kv_rows[:B].view(B, self.h, C, self.dh), kv_rows[B:].view(B, self.h, C, self.dh))
+        return kv_rows[:B].view(B, self.h, C, self.dh), kv_rows[B:].view(B, self.h, C, self.dh)
 
     def step_slots(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, st: Tensor, state_scale: float,
                    first: int = -1) -> Tensor:
@@ -496,19 +521,24 @@ class BRTLayer(nn.Module):
         B = x.shape[0]
         C = self.C
         q2, q, k, v, keys, values = self.project_and_read(x, pool, slots, first)
+        a1 = self.step_attention(q, keys, values, pos)
+        y = self.mix(x, a1, q2, st, state_scale)
+        self.write_span(pool, slots, pos, k, v)
+        return y
+
+    def step_attention(self, q: Tensor, keys: Tensor, values: Tensor, pos: Tensor) -> Tensor:
+        """One query per row (B,H,1,dh) at positions pos (B,) against its ring (B,H,C,dh): (B,H,1,dh)."""
+        B = q.shape[0]
+        C = self.C
         pp = pos % C
         bucket = self.dec_bucket.index_select(0, pp)  # (B,C)
         bias = self.rel_bias[:, bucket].permute(1, 0, 2).unsqueeze(2)  # (B,H,1,C)
         if self.rec_index >= 0:
             mask = self.dec_mask.index_select(0, pp).view(B, 1, 1, C)
-            a1 = attend(q, keys, values, bias, mask, self.alpha, True, True)
-        else:
-            # C == W: every ring slot is in the window.
-            empty = torch.zeros(0, dtype=x.dtype, device=x.device)
-            a1 = attend(q, keys, values, bias, empty.to(torch.bool), self.alpha, True, False)
-        y = self.mix(x, a1, q2, st, state_scale)
-        self.write_span(pool, slots, pos, k, v)
-        return y
+            return attend(q, keys, values, bias, mask, self.alpha, True, True)
+        # C == W: every ring slot is in the window.
+        empty = torch.zeros(0, dtype=q.dtype, device=q.device)
+        return attend(q, keys, values, bias, empty.to(torch.bool), self.alpha, True, False)
 
 
     def span_slots_layer(self, x: Tensor, pool: Tensor, slots: Tensor, pos: Tensor, valid: Tensor, st: Tensor,
@@ -517,10 +547,19 @@ class BRTLayer(nn.Module):
         real tokens (a prefix; the rest is padding). Like n step_slots calls at once: token i attends to the
         positions pos+i-W..pos+i-1, from the ring and from the span itself. Writes the valid tokens'
         keys/values at their ring indices. Returns the output (B,n,D)."""
-        B = x.shape[0]
-        n = x.shape[1]
-        C = self.C
         q2, q, k, v, ring_k, ring_v = self.project_and_read(x, pool, slots)
+        a1 = self.span_attention(q, k, v, ring_k, ring_v, pos)
+        y = self.mix(x, a1, q2, st, state_scale)
+        self.write_valid(pool, slots, pos, valid, k, v)
+        return y
+
+    def span_attention(self, q: Tensor, k: Tensor, v: Tensor, ring_k: Tensor, ring_v: Tensor, pos: Tensor
+                       ) -> Tensor:
+        """n queries per row (B,H,n,dh) at positions pos..pos+n-1 against the ring and the span's own
+        keys/values (k, v): (B,H,n,dh)."""
+        B = q.shape[0]
+        n = q.shape[2]
+        C = self.C
         keys = torch.cat([ring_k, k], dim=2)  # (B,H,C+n,dh)
         values = torch.cat([ring_v, v], dim=2)
         offs = self.ring_all[:n]  # 0..n-1 (n <= W <= C)
@@ -531,15 +570,46 @@ class BRTLayer(nn.Module):
         mask = ((dist >= 1) & (dist <= self.W)).view(B, 1, n, C + n)
         bucket = self.dist_bucket.index_select(0, dist.clamp(0, C + self.W - 1).reshape(-1)).view(B, n, C + n)
         bias = self.rel_bias[:, bucket].permute(1, 0, 2, 3)  # (B,H,n,C+n)
-        a1 = attend(q, keys, values, bias, mask, self.alpha, True, True)
-        y = self.mix(x, a1, q2, st, state_scale)
-        # The valid tokens' keys/values into the ring, in place.
+        return attend(q, keys, values, bias, mask, self.alpha, True, True)
+
+    def write_valid(self, pool: Tensor, slots: Tensor, pos: Tensor, valid: Tensor, k: Tensor, v: Tensor) -> None:
+        """The valid tokens' keys/values (B,H,n,dh) at positions pos.. into their ring slots, in place."""
+        B = k.shape[0]
+        n = k.shape[2]
+        C = self.C
+        offs = self.ring_all[:n]
         ring = (pos.view(B, 1) + offs.view(1, n)) % C
         idx = self.ring_index(slots, ring)  # (B,2H,n)
         keep = valid.view(B, 1, n).expand(B, 2 * self.h, n)
         src = torch.stack([k, v], dim=1).reshape(B, 2 * self.h, n, self.dh)
         pool.view(-1, self.dh).index_copy_(0, idx[keep], src[keep])
-        return y
+
+    def mixed_layer(self, xd: Tensor, xs: Tensor, pool: Tensor, d_slots: Tensor, d_pos: Tensor, d_st: Tensor,
+                    d_first: int, s_slots: Tensor, s_pos: Tensor, s_valid: Tensor, s_st: Tensor,
+                    state_scale: float) -> Tuple[Tensor, Tensor]:
+        """step_slots of xd (B1,1,D) and span_slots_layer of xs (B2,n,D) in one pass: their rows share
+        every matrix product (one read of the weights for both), each keeps its own attention. The slots of
+        the two sets are distinct. Returns both outputs."""
+        B1 = xd.shape[0]
+        B2 = xs.shape[0]
+        n = xs.shape[1]
+        D = self.d
+        flat = torch.cat([xd.reshape(B1, D), xs.reshape(B2 * n, D)], dim=0).unsqueeze(0)  # (1,M,D)
+        q_raw, k_raw, v_raw, q2_raw = self.project(self.norm1(flat))
+        q2d, qd, kd, vd = self.split_heads(rows_part(q_raw, 0, B1, 1), rows_part(k_raw, 0, B1, 1),
+                                           rows_part(v_raw, 0, B1, 1), rows_part(q2_raw, 0, B1, 1))
+        q2s, qs, ks, vs = self.split_heads(rows_part(q_raw, B1, B2, n), rows_part(k_raw, B1, B2, n),
+                                           rows_part(v_raw, B1, B2, n), rows_part(q2_raw, B1, B2, n))
+        keys_d, values_d = self.read_ring(pool, d_slots, d_first)
+        ring_k, ring_v = self.read_ring(pool, s_slots, -1)
+        att_d = self.state_read(self.step_attention(qd, keys_d, values_d, d_pos), q2d, d_st, state_scale)
+        att_s = self.state_read(self.span_attention(qs, ks, vs, ring_k, ring_v, s_pos), q2s, s_st, state_scale)
+        A = att_d.shape[2]
+        y = self.out(flat, torch.cat([att_d.reshape(B1, A), att_s.reshape(B2 * n, A)], dim=0).unsqueeze(0))
+        # Both rings were read (views of the pool too) before anything is written.
+        self.write_span(pool, d_slots, d_pos, kd, vd)
+        self.write_valid(pool, s_slots, s_pos, s_valid, ks, vs)
+        return rows_part(y, 0, B1, 1), rows_part(y, B1, B2, n)
 
 
 class BlockRecurrentTransformer(nn.Module):
@@ -833,6 +903,13 @@ class BlockRecurrentTransformer(nn.Module):
         # its next distribution do not depend (in their bits) on whether its tokens were scored or not.
         last = (lengths - 1).view(B, 1, 1).expand(B, 1, x.shape[2])
         nxt = torch.log_softmax(self.logits_of(x.gather(1, last))[:, 0].float(), dim=-1)
+        return self.span_outputs(x, tokens, nxt, top_k, all_positions)
+
+    def span_outputs(self, x: Tensor, tokens: Tensor, nxt: Tensor, top_k: int, all_positions: bool
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """span_slots' outputs from the last layer's x (B,n,D) and the next-token log-probs nxt (B,V)."""
+        B = tokens.shape[0]
+        n = tokens.shape[1]
         if not all_positions:
             none = torch.zeros(B, 0, dtype=nxt.dtype, device=nxt.device)
             return none, none.view(B, 0, 0), none.view(B, 0, 0).to(torch.long), nxt
@@ -844,6 +921,40 @@ class BlockRecurrentTransformer(nn.Module):
             top_lp = torch.zeros(B, n, 0, dtype=logp.dtype, device=logp.device)
             top_ids = torch.zeros(B, n, 0, dtype=torch.long, device=logp.device)
         return target, top_lp, top_ids, nxt
+
+    @torch.jit.export
+    def mixed_slots(self, d_tokens: Tensor, d_positions: Tensor, d_slots: Tensor, d_first: int, s_tokens: Tensor,
+                    s_lengths: Tensor, s_positions: Tensor, s_slots: Tensor, kv: List[Tensor], state: Tensor,
+                    top_k: int, all_positions: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """decode_slots of the rows d_* (B1 >= 1; with d_first >= 0 they are the slots d_first, d_first+1, ...,
+        read in place as decode_range does) and span_slots of the rows s_* (B2 >= 1) in one call, on distinct
+        slots: every matrix product runs once over all B1 + B2*n token rows, so the weights are read once for
+        both (on a CPU whose caches do not hold them, a call's fixed cost). Returns the decode rows' log-probs
+        (B1,V), then span_slots' four outputs. Equal to the two calls to fp32 rounding (the products' rounding
+        may depend on their row count); like them it writes the rings, not the state (finish_slots)."""
+        B1 = d_tokens.shape[0]
+        B2 = s_tokens.shape[0]
+        n = s_tokens.shape[1]
+        offs = torch.arange(n, device=s_tokens.device)
+        valid = offs.view(1, n) < s_lengths.view(B2, 1)
+        d_st_rows = rows_of(state, d_slots, d_first)
+        s_st_rows = take_rows(state, s_slots)
+        empty = s_st_rows[:, 0:0]
+        xd = self.embed(d_tokens).unsqueeze(1)
+        xs = self.embed(s_tokens)
+        for i, layer in enumerate(self.layers):
+            r = layer.rec_index
+            d_st = d_st_rows[:, r] if r >= 0 else empty
+            s_st = s_st_rows[:, r] if r >= 0 else empty
+            xd, xs = layer.mixed_layer(xd, xs, kv[i], d_slots, d_positions, d_st, d_first, s_slots, s_positions,
+                                       valid, s_st, self.state_scale)
+        # One product for the decode rows' logits and the spans' next-token ones (span_slots computes the
+        # latter alone, so its bits may differ: the pair is equal to fp32 rounding, as above).
+        last = (s_lengths - 1).view(B2, 1, 1).expand(B2, 1, xs.shape[2])
+        both = torch.cat([xd[:, 0], xs.gather(1, last)[:, 0]], dim=0).unsqueeze(0)
+        logp = torch.log_softmax(self.logits_of(both)[0].float(), dim=-1)
+        target, top_lp, top_ids, nxt = self.span_outputs(xs, s_tokens, logp[B1:], top_k, all_positions)
+        return logp[:B1], target, top_lp, top_ids, nxt
 
     @torch.jit.export
     def finish_slots(self, slots: Tensor, kv: List[Tensor], state: Tensor) -> None:

@@ -94,6 +94,10 @@ struct EngineOptions {
   // call instead of token by token, when the backend can (ModelBackend::SupportsSpans). Same results to
   // fp32 rounding; a span call's rows are bounded like a score call's blocks.
   bool feed_spans = true;
+  // A step's decode rows and span rows in one model call when the backend can (SupportsMixedCalls):
+  // their matrix products then read the weights once for both (mixed batches, as vLLM's chunked
+  // prefill runs prompt chunks and decode tokens together). Same results to fp32 rounding.
+  bool mixed_batches = true;
   // Bytes per Score chunk and per Generate prompt; RESOURCE_EXHAUSTED beyond.
   uint64_t max_chunk_bytes = 1 << 20;
   // Bytes of a Score call's text that may wait for a newline (IncrementalTokenizer); RESOURCE_EXHAUSTED
@@ -373,6 +377,11 @@ class Engine {
   void RunDecode(Plan* plan);
   void RunScore(Plan* plan);
   void RunSpans(Plan* plan);
+  // A plan's decode rows and span rows in one backend call (DecodeAndFeedSpans).
+  void RunDecodeAndSpans(Plan* plan);
+  // A decode / span call's results into the sessions, calls and streams.
+  void ApplyDecode(Plan* plan, absl::StatusOr<std::vector<DecodeResult>>& results);
+  void ApplySpans(Plan* plan, absl::StatusOr<std::vector<SpanResult>>& results, int top_k);
   // Applies the results of a score or span call (row r fed the tokens *fed_tokens[r]) to its jobs' sessions.
   void ApplyFed(const std::vector<std::shared_ptr<Job>>& jobs,
                 const std::vector<const std::vector<int32_t>*>& fed_tokens,

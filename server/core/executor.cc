@@ -391,17 +391,40 @@ void Engine::RunPlan(Plan* plan) {
       return;
     }
   }
-  RunDecode(plan);
-  RunSpans(plan);
+  if (!plan->decode_rows.empty() && !plan->span_rows.empty() && options_.mixed_batches &&
+      backend_->SupportsMixedCalls()) {
+    RunDecodeAndSpans(plan);
+  } else {
+    RunDecode(plan);
+    RunSpans(plan);
+  }
   RunScore(plan);
+}
+
+void Engine::RunDecodeAndSpans(Plan* plan) {
+  const int top_k = plan->span_all_positions ? plan->span_top_k : 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto both = backend_->DecodeAndFeedSpans(plan->decode_rows, plan->span_rows, top_k, plan->span_all_positions);
+  // One call: observed as the decode step it is (its span rows are counted in the executor's stats).
+  ObserveCall(options_.metrics, metrics::BatchKind::kDecode, plan->decode_rows.size(), t0);
+  absl::StatusOr<std::vector<DecodeResult>> decoded =
+      both.ok() ? absl::StatusOr<std::vector<DecodeResult>>(std::move(both->decode)) : both.status();
+  absl::StatusOr<std::vector<SpanResult>> spanned =
+      both.ok() ? absl::StatusOr<std::vector<SpanResult>>(std::move(both->spans)) : both.status();
+  ApplyDecode(plan, decoded);
+  ApplySpans(plan, spanned, top_k);
 }
 
 void Engine::RunDecode(Plan* plan) {
   if (plan->decode_rows.empty()) return;
   const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->DecodeStep(plan->decode_rows);
-  stats_.RecordDecode(static_cast<uint32_t>(plan->decode_rows.size()));
   ObserveCall(options_.metrics, metrics::BatchKind::kDecode, plan->decode_rows.size(), t0);
+  ApplyDecode(plan, results);
+}
+
+void Engine::ApplyDecode(Plan* plan, absl::StatusOr<std::vector<DecodeResult>>& results) {
+  stats_.RecordDecode(static_cast<uint32_t>(plan->decode_rows.size()));
   uint64_t scored = 0;
   Events events;
   std::vector<ScoreDelivery> deliveries;
@@ -467,6 +490,11 @@ void Engine::RunSpans(Plan* plan) {
   const int top_k = plan->span_all_positions ? plan->span_top_k : 0;
   const auto t0 = std::chrono::steady_clock::now();
   auto results = backend_->FeedSpans(plan->span_rows, top_k, plan->span_all_positions);
+  ObserveCall(options_.metrics, metrics::BatchKind::kSpan, plan->span_rows.size(), t0);
+  ApplySpans(plan, results, top_k);
+}
+
+void Engine::ApplySpans(Plan* plan, absl::StatusOr<std::vector<SpanResult>>& results, int top_k) {
   std::vector<const std::vector<int32_t>*> fed;
   size_t tokens = 0;
   for (const auto& row : plan->span_rows) {
@@ -474,7 +502,6 @@ void Engine::RunSpans(Plan* plan) {
     tokens += row.tokens.size();
   }
   stats_.RecordSpan(static_cast<uint32_t>(plan->span_rows.size()), tokens);
-  ObserveCall(options_.metrics, metrics::BatchKind::kSpan, plan->span_rows.size(), t0);
   ApplyFed(plan->span_jobs, fed, results, top_k);
 }
 

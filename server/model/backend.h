@@ -77,6 +77,11 @@ struct DecodeRow {
 struct DecodeResult {
   std::vector<float> logprobs;  // V: distribution of the next token
 };
+// DecodeAndFeedSpans' results: the decode rows' and the span rows', each in its rows' order.
+struct MixedResult {
+  std::vector<DecodeResult> decode;
+  std::vector<SpanResult> spans;
+};
 
 // One tensor of a session's memory copied to host bytes (row-major, the device dtype's exact bytes),
 // for snapshots.
@@ -123,6 +128,29 @@ class ModelBackend {
   virtual absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
                                                             bool all_positions) {
     return absl::UnimplementedError("this model backend cannot feed spans");
+  }
+
+  // Whether DecodeAndFeedSpans runs both kinds of rows in one model call (else it is the two calls).
+  virtual bool SupportsMixedCalls() const { return false; }
+  // DecodeStep(decode) and FeedSpans(spans, top_k, all_positions) at once, on distinct slots: a backend
+  // may run them as one model call whose matrix products cover both kinds of rows (on a CPU a call's
+  // fixed cost is reading the weights). Same results to fp32 rounding. REQUIRES: as both calls (either
+  // list may be empty, not both). Default: the two calls, decode first.
+  virtual absl::StatusOr<MixedResult> DecodeAndFeedSpans(const std::vector<DecodeRow>& decode,
+                                                         const std::vector<SpanRow>& spans, int top_k,
+                                                         bool all_positions) {
+    MixedResult out;
+    if (!decode.empty()) {
+      auto d = DecodeStep(decode);
+      if (!d.ok()) return d.status();
+      out.decode = *std::move(d);
+    }
+    if (!spans.empty()) {
+      auto s = FeedSpans(spans, top_k, all_positions);
+      if (!s.ok()) return s.status();
+      out.spans = *std::move(s);
+    }
+    return out;
   }
 
   // Session persistence. ExportSlot copies a slot to host bytes, exactly; ImportSlot puts such bytes

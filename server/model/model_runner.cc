@@ -15,169 +15,12 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/model/export_metadata.h"
+#include "server/model/model_runner_impl.h"
 #include "server/model/shard_pool.h"
 #include "server/model/tensor_io.h"
 #include "server/model/torch_threads.h"
 
 namespace brt {
-namespace {
-
-
-const char* DTypeString(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "float32";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return "unsupported";
-  }
-}
-
-absl::Status TorchError(const char* what, const std::exception& e) {
-  std::string msg = e.what();
-  // c10::Error messages carry a long backtrace; keep the first line.
-  size_t nl = msg.find('\n');
-  if (nl != std::string::npos) msg.resize(nl);
-  return absl::InternalError(absl::StrCat(what, ": ", msg));
-}
-
-// A row's state update (finish_slots) in units of one token's decode work, for balancing shards: ~67
-// MFLOP a session against ~10 MFLOP a token for the shipped model. Measured per shard call since decode
-// steps read the pools in place (decode_range): ~0.7 ms against ~0.15 ms a row on the first dev VM, and
-// 2.2-2.5 ms against ~0.45 ms on a slower one (one to seven updates in a 32-row step: no batching gain),
-// so ~5x on both (it was 3x before decode_range).
-constexpr double kFinishCost = 5.0;
-
-// Whether v[begin, end) is first, first+1, ...: those rows of a pool are one slice, read in place.
-bool Consecutive(const std::vector<int64_t>& v, int64_t begin, int64_t end) {
-  for (int64_t i = begin + 1; i < end; ++i) {
-    if (v[static_cast<size_t>(i)] != v[static_cast<size_t>(i) - 1] + 1) return false;
-  }
-  return end > begin;
-}
-
-}  // namespace
-
-struct ModelRunner::Impl {
-  torch::jit::script::Module module;
-  // With packed weights and row shards: shard i runs on lanes[i], a copy of `module` with its own packed
-  // products (XNNPACK operators are set up per call and must not be shared by two threads at once);
-  // lanes[0] is `module`. Empty otherwise: every shard uses `module`.
-  std::vector<torch::jit::script::Module> lanes;
-  c10::Device device{at::kCPU};
-  at::ScalarType dtype = at::kFloat;
-  ModelMetadata meta;
-  std::vector<int64_t> ring;     // C_l: ring slots of layer l (W or 2W)
-  std::vector<at::Tensor> kv;    // per layer (P, 2, H, C_l, dh)
-  at::Tensor state;              // (P, R, 3, S, D)
-  int32_t capacity = 0;          // P
-  int32_t max_slots = 0;
-  int threads = 1;
-  int decode_threads = 1;
-  bool jit_optimize = false;
-  int current_threads = 0;  // what at::set_num_threads was last given on the executor thread
-  bool has_spans = false;   // the export has span_slots
-  bool has_ranges = false;  // the export has decode_range and finish_range (read the pools in place)
-  bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
-  bool auto_unpacked = false;   // kAuto left a CPU float32 model unpacked (PackedWeightsPayOff)
-  std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
-  // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
-  // workers of one intra-op thread each. Null when off (one shard, or a GPU).
-  std::unique_ptr<ShardPool> shards;
-  int shard_min_rows = 2;
-
-  // Runs fn(module, begin, end) over [0, rows): in shards on the workers when the pool is on and the call
-  // has enough rows (or always_pool), else on the calling thread with `threads` intra-op threads. Shards
-  // are contiguous ranges of even summed `cost` (a row's relative work; empty: 1 each). Each shard's
-  // status is kept; the first failure is returned.
-  absl::Status ForShards(int64_t rows, int threads_here, bool always_pool,
-                         const std::function<absl::Status(torch::jit::script::Module&, int64_t, int64_t)>& fn,
-                         std::vector<double> cost = {}) {
-    if (shards == nullptr || (rows < shard_min_rows && !always_pool)) {
-      UseThreads(threads_here);
-      return fn(module, 0, rows);
-    }
-    const int64_t k = rows < shard_min_rows ? 1 : std::min<int64_t>(shards->threads(), rows);
-    std::vector<absl::Status> status(static_cast<size_t>(k));
-    std::vector<std::function<void()>> jobs;
-    if (cost.empty()) cost.assign(static_cast<size_t>(rows), 1.0);
-    const std::vector<int64_t> bounds = ShardBounds(cost, k);
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t begin = bounds[static_cast<size_t>(i)], end = bounds[static_cast<size_t>(i) + 1];
-      torch::jit::script::Module& m = i < static_cast<int64_t>(lanes.size()) ? lanes[static_cast<size_t>(i)] : module;
-      jobs.push_back([&fn, &status, &m, i, begin, end] { status[static_cast<size_t>(i)] = fn(m, begin, end); });
-    }
-    shards->Run(jobs);
-    for (auto& st : status) {
-      if (!st.ok()) return st;
-    }
-    return absl::OkStatus();
-  }
-
-  // Switches the executor thread's intra-op thread count (OpenMP keeps it per thread; cheap).
-  void UseThreads(int n) {
-    if (n != current_threads) {
-      SetIntraOpThreads(n);
-      // With packed weights the matrix products run on XNNPACK's pool of n threads (LibTorch's
-      // pthreadpool, which at::set_num_threads sizes). ATen's OpenMP threads are kept to one beside it:
-      // both kinds spin while they wait, and on 2 cores a 1-session Score ran 20x slower with both at 2.
-      if (packed_weights) SetOpenMpThreads(1);
-      current_threads = n;
-    }
-  }
-
-  c10::IValue KvList() const {
-    c10::List<at::Tensor> list;
-    for (const auto& t : kv) list.push_back(t);
-    return list;
-  }
-  // The state update of `done` (ascending slots): in place when they are consecutive and the export can.
-  void Finish(torch::jit::script::Module& m, const std::vector<int64_t>& done, const c10::IValue& kv) const {
-    if (done.empty()) return;
-    if (has_ranges && Consecutive(done, 0, static_cast<int64_t>(done.size()))) {
-      m.get_method("finish_range")({done.front(), static_cast<int64_t>(done.size()), kv, state});
-    } else {
-      m.get_method("finish_slots")({LongTensor(done, device), kv, state});
-    }
-  }
-  at::Tensor NewPool(std::vector<int64_t> dims, int64_t p) const {
-    dims.insert(dims.begin(), p);
-    return at::zeros(dims, at::TensorOptions().dtype(dtype).device(device));
-  }
-  // Grows every pool to hold `slot` (doubling, capped at max_slots). The old rows are copied.
-  void Reserve(int32_t slot) {
-    if (slot < capacity) return;
-    int64_t want = std::max<int64_t>(1, capacity);
-    while (want <= slot) want *= 2;
-    want = std::min<int64_t>(want, max_slots);
-    const auto& m = meta;
-    for (size_t l = 0; l < kv.size(); ++l) {
-      at::Tensor grown = NewPool({2, m.n_heads, ring[l], m.head_dim}, want);
-      if (capacity > 0) grown.narrow(0, 0, capacity).copy_(kv[l]);
-      kv[l] = grown;
-    }
-    at::Tensor grown = NewPool({m.n_recurrent, 3, m.n_state, m.d_model}, want);
-    if (capacity > 0) grown.narrow(0, 0, capacity).copy_(state);
-    state = grown;
-    capacity = static_cast<int32_t>(want);
-  }
-  // Reserve, as a status (for calls that then run their shards outside one try block).
-  absl::Status Grow(int32_t slot) {
-    try {
-      c10::InferenceMode guard;
-      Reserve(slot);
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("growing the session memory pools failed", e);
-    }
-  }
-  absl::Status CheckSlot(int32_t slot) const {
-    if (slot < 0 || slot >= max_slots) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("slot ", slot, " is outside [0, ", max_slots, ")"));
-    }
-    return absl::OkStatus();
-  }
-};
 
 ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ModelRunner::~ModelRunner() = default;
@@ -226,6 +69,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     impl->module = torch::jit::load(options.model_path, at::kCPU, extra);
     impl->module.eval();
     impl->has_spans = impl->module.find_method("span_slots").has_value();
+    impl->has_mixed = impl->has_spans && impl->module.find_method("mixed_slots").has_value();
     impl->has_ranges = impl->module.find_method("decode_range").has_value() &&
                        impl->module.find_method("finish_range").has_value();
     impl->module.to(impl->device);
@@ -418,75 +262,6 @@ absl::StatusOr<std::vector<ScoreBlocksResult>> ModelRunner::ScoreBlocks(
   return results;
 }
 
-absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(
-    const std::vector<DecodeRow>& rows) {
-  const int64_t b = static_cast<int64_t>(rows.size());
-  if (b == 0) return absl::InvalidArgumentError("DecodeStep: no rows");
-  const int64_t w = impl_->meta.window;
-  // Rows in slot order (order[j] is the caller's row at place j): a shard's rows are then often
-  // consecutive slots (the slot allocator hands out the lowest free one), which decode_range reads in
-  // place instead of gathering them.
-  std::vector<int64_t> order(static_cast<size_t>(b));
-  for (int64_t i = 0; i < b; ++i) order[static_cast<size_t>(i)] = i;
-  std::stable_sort(order.begin(), order.end(), [&rows](int64_t x, int64_t y) {
-    return rows[static_cast<size_t>(x)].slot < rows[static_cast<size_t>(y)].slot;
-  });
-  std::vector<int64_t> tokens(b), positions(b), slots(b);
-  int32_t max_slot = 0;
-  for (int64_t j = 0; j < b; ++j) {
-    const DecodeRow& r = rows[static_cast<size_t>(order[static_cast<size_t>(j)])];
-    absl::Status ok = impl_->CheckSlot(r.slot);
-    if (!ok.ok()) return ok;
-    max_slot = std::max(max_slot, r.slot);
-    tokens[j] = r.token;
-    positions[j] = r.position;
-    slots[j] = r.slot;
-  }
-  if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
-  // The rows that complete a block, known on the host (no device sync): they also run the state update,
-  // and weigh 1 + kFinishCost in the shard split.
-  std::vector<bool> completes(static_cast<size_t>(b));
-  std::vector<double> cost(static_cast<size_t>(b), 1.0);
-  for (int64_t i = 0; i < b; ++i) {
-    completes[static_cast<size_t>(i)] = positions[i] % w == w - 1;
-    if (completes[static_cast<size_t>(i)]) cost[static_cast<size_t>(i)] += kFinishCost;
-  }
-  std::vector<DecodeResult> results(b);
-  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
-    try {
-      c10::InferenceMode guard;
-      std::vector<int64_t> done;
-      for (int64_t i = begin; i < end; ++i) {
-        if (completes[static_cast<size_t>(i)]) done.push_back(slots[i]);
-      }
-      c10::IValue kv = impl_->KvList();
-      at::Tensor toks = LongTensor(Span(tokens, begin, end), impl_->device);
-      at::Tensor pos = LongTensor(Span(positions, begin, end), impl_->device);
-      at::Tensor out =
-          impl_->has_ranges && Consecutive(slots, begin, end)
-              ? m.get_method("decode_range")({toks, pos, slots[begin], kv, impl_->state}).toTensor()
-              : m.get_method("decode_slots")(
-                     {toks, pos, LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state})
-                    .toTensor();
-      impl_->Finish(m, done, kv);
-      at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
-      const int64_t v = logprobs.size(1);
-      for (int64_t i = 0; i < end - begin; ++i) {
-        const float* lp = logprobs.data_ptr<float>() + i * v;
-        results[static_cast<size_t>(order[static_cast<size_t>(begin + i)])].logprobs.assign(lp, lp + v);
-      }
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("decode_slots failed", e);
-    }
-  };
-  // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
-  // decodes faster than two here, and the executor's own thread count then never changes.
-  absl::Status ok = impl_->ForShards(b, impl_->decode_threads, /*always_pool=*/true, shard, std::move(cost));
-  if (!ok.ok()) return ok;
-  return results;
-}
-
 bool ModelRunner::SupportsSpans() const { return impl_->has_spans; }
 
 bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
@@ -494,77 +269,6 @@ bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
 const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
 
 bool ModelRunner::auto_unpacked() const { return impl_->auto_unpacked; }
-
-absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows,
-                                                               int top_k, bool all_positions) {
-  const int64_t b = static_cast<int64_t>(rows.size());
-  if (b == 0) return absl::InvalidArgumentError("FeedSpans: no rows");
-  if (!impl_->has_spans) return absl::UnimplementedError("this export has no span_slots; re-export it");
-  const int64_t w = impl_->meta.window;
-  int64_t n = 0;
-  int32_t max_slot = 0;
-  for (const auto& r : rows) {
-    const int64_t len = static_cast<int64_t>(r.tokens.size());
-    if (len == 0 || r.start < 0 || r.start % w + len > w) {
-      return absl::InvalidArgumentError(absl::StrCat("FeedSpans: ", len, " tokens at position ", r.start,
-                                                     " do not fit in one block of W=", w));
-    }
-    absl::Status ok = impl_->CheckSlot(r.slot);
-    if (!ok.ok()) return ok;
-    max_slot = std::max(max_slot, r.slot);
-    n = std::max(n, len);
-  }
-  // Padded to the longest span; the padding (token 0) is neither attended to nor written.
-  std::vector<int64_t> flat(static_cast<size_t>(b * n), 0), lengths(b), starts(b), slots(b);
-  for (int64_t i = 0; i < b; ++i) {
-    const SpanRow& r = rows[static_cast<size_t>(i)];
-    std::copy(r.tokens.begin(), r.tokens.end(), flat.begin() + i * n);
-    lengths[i] = static_cast<int64_t>(r.tokens.size());
-    starts[i] = r.start;
-    slots[i] = r.slot;
-  }
-  if (absl::Status grown = impl_->Grow(max_slot); !grown.ok()) return grown;
-  // The rows whose span completes their block, known on the host: they also run the state update. A row
-  // costs its padded length in the shard split, plus kFinishCost for the update.
-  std::vector<bool> completes(static_cast<size_t>(b));
-  std::vector<double> cost(static_cast<size_t>(b), static_cast<double>(n));
-  for (int64_t i = 0; i < b; ++i) {
-    completes[static_cast<size_t>(i)] = (starts[i] % w) + lengths[i] == w;
-    if (completes[static_cast<size_t>(i)]) cost[static_cast<size_t>(i)] += kFinishCost;
-  }
-  std::vector<SpanResult> results(b);
-  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
-    try {
-      c10::InferenceMode guard;
-      const int64_t rows_here = end - begin;
-      std::vector<int64_t> done;
-      for (int64_t i = begin; i < end; ++i) {
-        if (completes[static_cast<size_t>(i)]) done.push_back(slots[i]);
-      }
-      c10::IValue kv = impl_->KvList();
-      at::Tensor tokens = at::from_blob(flat.data() + begin * n, {rows_here, n}, at::kLong).to(impl_->device);
-      auto out = m.get_method("span_slots")(
-                                   {tokens, LongTensor(Span(lengths, begin, end), impl_->device),
-                                    LongTensor(Span(starts, begin, end), impl_->device),
-                                    LongTensor(Span(slots, begin, end), impl_->device), kv, impl_->state,
-                                    int64_t{top_k}, all_positions})
-                     .toTuple();
-      std::sort(done.begin(), done.end());
-      impl_->Finish(m, done, kv);
-      const HostOutputs h = ToHost(*out, all_positions);
-      for (int64_t i = 0; i < rows_here; ++i) {
-        CopyRowOutputs(h.target, h.topk_lp, h.topk_id, h.next, i, n, lengths[begin + i], top_k, all_positions,
-                       &results[static_cast<size_t>(begin + i)]);
-      }
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("span_slots failed", e);
-    }
-  };
-  absl::Status ok = impl_->ForShards(b, impl_->threads, /*always_pool=*/false, shard, std::move(cost));
-  if (!ok.ok()) return ok;
-  return results;
-}
 
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
   HostMemory out;

@@ -87,14 +87,22 @@ class ModelRunner : public ModelBackend {
   bool auto_unpacked() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,
                                                     bool all_positions) override;
+  // True when the export has mixed_slots: DecodeAndFeedSpans then runs both kinds of rows in one model
+  // call per shard (their matrix products share one read of the weights).
+  bool SupportsMixedCalls() const override;
+  absl::StatusOr<MixedResult> DecodeAndFeedSpans(const std::vector<DecodeRow>& decode,
+                                                 const std::vector<SpanRow>& spans, int top_k,
+                                                 bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
   absl::Status ExportSlotInto(int32_t slot, HostMemory* out) override;
   absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
   // Slots the pools hold now (grows on demand).
   int32_t pool_capacity() const;
 
- private:
+  // The runner's internals (model_runner_impl.h), shared by its translation units; not an API.
   struct Impl;
+
+ private:
   explicit ModelRunner(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -439,6 +439,90 @@ TEST(ModelRunnerTest, FeedSpansEqualsDecodeChainAcrossBlocks) {
   }
 }
 
+// DecodeAndFeedSpans (mixed_slots: decode rows and span rows in one call per shard) equals DecodeStep then
+// FeedSpans on a second runner: the decode log-probs, every span output and the memory, over four blocks
+// with state updates, unsharded and in 2 shards (a shard then runs decode rows, span rows or both). With
+// packed weights (a row's sums do not depend on the row count) bitwise; with ATen's products to 1e-5.
+TEST(ModelRunnerTest, MixedCallsEqualADecodeStepAndAFeedSpansCall) {
+  for (bool packed : {true, false}) {
+    for (int shards : {1, 2}) {
+      auto mixed = LoadTiny(/*threads=*/2, shards, packed);
+      auto apart = LoadTiny(/*threads=*/2, shards, packed);
+      ASSERT_NE(mixed, nullptr);
+      ASSERT_NE(apart, nullptr);
+      ASSERT_TRUE(mixed->SupportsMixedCalls());
+      const int w = mixed->metadata().window;
+      const int n = 4 * w;
+      const std::vector<int32_t> decode_slots = {0, 1, 5}, span_slots = {3, 7};
+      std::vector<int32_t> all = decode_slots;
+      all.insert(all.end(), span_slots.begin(), span_slots.end());
+      std::vector<std::vector<int32_t>> text;
+      for (int32_t s : all) text.push_back(RandomTokens(n + 1, 40 + static_cast<uint32_t>(s)));
+      ASSERT_TRUE(mixed->InitSlots(all).ok());
+      ASSERT_TRUE(apart->InitSlots(all).ok());
+      std::vector<int64_t> pos(all.size(), 0);
+      std::mt19937 rng(11 + shards);
+      auto near = [packed](const std::vector<float>& a, const std::vector<float>& b) {
+        if (packed) return a == b;
+        if (a.size() != b.size()) return false;
+        for (size_t i = 0; i < a.size(); ++i) {
+          if (std::abs(a[i] - b[i]) > 1e-5) return false;
+        }
+        return true;
+      };
+      int rounds = 0;
+      while (pos[3] < n - w && pos[4] < n - w) {
+        std::vector<DecodeRow> decode;
+        for (size_t k = 0; k < decode_slots.size(); ++k) {
+          decode.push_back(DecodeRow{decode_slots[k], text[k][static_cast<size_t>(pos[k])], pos[k]});
+        }
+        std::vector<SpanRow> spans;
+        for (size_t k = decode_slots.size(); k < all.size(); ++k) {
+          const int64_t len = 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(w - pos[k] % w));
+          spans.push_back(SpanRow{all[k], pos[k],
+                                  std::vector<int32_t>(text[k].begin() + pos[k], text[k].begin() + pos[k] + len)});
+        }
+        auto got = mixed->DecodeAndFeedSpans(decode, spans, 2, /*all_positions=*/true);
+        ASSERT_TRUE(got.ok()) << got.status();
+        auto want_d = apart->DecodeStep(decode);
+        auto want_s = apart->FeedSpans(spans, 2, /*all_positions=*/true);
+        ASSERT_TRUE(want_d.ok() && want_s.ok());
+        ASSERT_EQ(got->decode.size(), decode.size());
+        ASSERT_EQ(got->spans.size(), spans.size());
+        for (size_t i = 0; i < decode.size(); ++i) {
+          EXPECT_TRUE(near(got->decode[i].logprobs, (*want_d)[i].logprobs)) << "decode row " << i;
+        }
+        for (size_t i = 0; i < spans.size(); ++i) {
+          EXPECT_TRUE(near(got->spans[i].target_logprobs, (*want_s)[i].target_logprobs)) << "span row " << i;
+          EXPECT_TRUE(near(got->spans[i].topk_logprobs, (*want_s)[i].topk_logprobs)) << "span row " << i;
+          EXPECT_TRUE(near(got->spans[i].next_logprobs, (*want_s)[i].next_logprobs)) << "span row " << i;
+          if (packed) EXPECT_EQ(got->spans[i].topk_ids, (*want_s)[i].topk_ids);
+        }
+        for (size_t k = 0; k < decode_slots.size(); ++k) ++pos[k];
+        for (size_t k = 0; k < spans.size(); ++k) pos[decode_slots.size() + k] += spans[k].tokens.size();
+        ++rounds;
+      }
+      EXPECT_GT(rounds, 3);
+      for (int32_t s : all) {
+        auto a = mixed->ExportSlot(s), b = apart->ExportSlot(s);
+        ASSERT_TRUE(a.ok() && b.ok());
+        for (int part = 0; part < 2; ++part) {
+          const std::string& x = part == 0 ? a->kv.data : a->state.data;
+          const std::string& y = part == 0 ? b->kv.data : b->state.data;
+          ASSERT_EQ(x.size(), y.size());
+          if (packed) {
+            EXPECT_TRUE(x == y) << "slot " << s << " part " << part << " shards " << shards;
+            continue;
+          }
+          const float* fx = reinterpret_cast<const float*>(x.data());
+          const float* fy = reinterpret_cast<const float*>(y.data());
+          for (size_t i = 0; i < x.size() / 4; ++i) ASSERT_NEAR(fx[i], fy[i], 1e-5) << "slot " << s << " at " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);

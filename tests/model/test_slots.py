@@ -724,3 +724,73 @@ def test_range_methods_are_the_slot_methods_read_in_place(gate, packed):
     model.finish_range(5, 1, kv2, state2)
     model.finish_slots(torch.tensor([5]), kv, state)
     assert torch.equal(state, state2)
+
+
+# ---- mixed calls (mixed_slots) == a decode call and a span call -------------------------------------------------
+
+@pytest.mark.parametrize("packed", [False, True], ids=["aten", "packed"])
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "script"])
+@pytest.mark.parametrize("gate,recurrent", [("fixed", (1,)), ("lstm", (1,)), ("fixed", (0, 2)), ("fixed", ())])
+@torch.no_grad()
+def test_mixed_slots_equal_a_decode_call_and_a_span_call(gate, recurrent, scripted, packed):
+    """Two decode rows (in turn gathered slots [5, 2] and the consecutive slots [3, 4] read in place) and two
+    span rows (slots [7, 0], random lengths to the end of their block, padded together) over 4 blocks: one
+    mixed_slots call per round gives the decode log-probs and every span output of decode_slots + span_slots
+    on a copy of the pools, and the same pools (state updates included, by finish_slots after each round);
+    rows outside the calls are untouched. With packed products (a row's sums do not depend on the row count)
+    it is bitwise the same."""
+    if packed and not scripted:
+        pytest.skip("packing is for the scripted module (the server's)")
+    W = 8
+    model = make(gate=gate, recurrent=recurrent, window=W, scripted=scripted)
+    if packed:
+        assert model.pack_cpu()
+    g = torch.Generator().manual_seed(33)
+    T = 4 * W
+    mix = garbage_pools(model, 9, seed=4)
+    sep = clone_pools(*mix)
+    mix0 = clone_pools(*mix)
+    span_slots = torch.tensor([7, 0])
+    gathered, in_place = torch.tensor([5, 2]), torch.tensor([3, 4])
+    used = [7, 0, 5, 2, 3, 4]
+    for pools in (mix, sep):
+        model.init_slots(torch.tensor(used), *pools)
+    toks = torch.randint(0, V, (9, T + W), generator=g)
+    pos = {s: 0 for s in used}
+    worst, rounds = 0.0, 0
+    while min(pos[s] for s in (7, 0)) < T - W:
+        for dec, first in ((gathered, -1), (in_place, 3)):
+            d_pos = torch.tensor([pos[int(s)] for s in dec])
+            d_tok = torch.stack([toks[int(s), pos[int(s)]] for s in dec])
+            lens = [int(torch.randint(1, W - pos[int(s)] % W + 1, (1,), generator=g)) for s in span_slots]
+            n = max(lens)
+            s_tok = torch.zeros(2, n, dtype=torch.long)
+            for i, s in enumerate(span_slots.tolist()):
+                s_tok[i, :lens[i]] = toks[s, pos[s]:pos[s] + lens[i]]
+            s_pos = torch.tensor([pos[int(s)] for s in span_slots])
+            got = model.mixed_slots(d_tok, d_pos, dec, first, s_tok, torch.tensor(lens), s_pos, span_slots, *mix, 3,
+                                    True)
+            want = [model.decode_slots(d_tok, d_pos, dec, *sep)]
+            want += list(model.span_slots(s_tok, torch.tensor(lens), s_pos, span_slots, *sep, 3, True))
+            for k, (x, y) in enumerate(zip(got, want)):
+                assert x.shape == y.shape, k
+                if packed:
+                    assert torch.equal(x, y), k
+                if x.is_floating_point() and x.numel():
+                    worst = max(worst, (x - y).abs().max().item())
+            done = [int(s) for s in dec if pos[int(s)] % W == W - 1]
+            done += [s for i, s in enumerate(span_slots.tolist()) if (pos[s] + lens[i]) % W == 0]
+            for s in dec.tolist():
+                pos[s] += 1
+            for i, s in enumerate(span_slots.tolist()):
+                pos[s] += lens[i]
+            if done:
+                for pools in (mix, sep):
+                    model.finish_slots(torch.tensor(done), *pools)
+            rounds += 1
+    assert rounds >= 8
+    assert worst < TOL, worst
+    assert max_pool_diff(mix, sep, torch.tensor(used)) < TOL
+    if packed:
+        assert all(torch.equal(a, b) for a, b in zip(mix[0], sep[0])) and torch.equal(mix[1], sep[1])
+    assert_untouched(*mix, *mix0, used)

@@ -1,0 +1,273 @@
+// ModelRunner's token-row calls: decode steps (decode_slots / decode_range), spans (span_slots), and both
+// in one call (mixed_slots). Each prepares its rows on the host, splits them into shards of even cost, and
+// runs a shard's rows with one model call (plus the state update of the rows that complete a block).
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "server/model/model_runner_impl.h"
+
+namespace brt {
+namespace {
+
+// Decode rows on the host, in slot order (order[j] is the caller's row at place j): a shard's rows are then
+// often consecutive slots (the slot allocator hands out the lowest free one), which decode_range reads in
+// place instead of gathering them.
+struct DecodeBatch {
+  std::vector<int64_t> order, tokens, positions, slots;
+  std::vector<bool> completes;  // the token completes a block: the row also runs the state update
+  std::vector<double> cost;     // 1, plus kFinishCost for the update
+  int32_t max_slot = 0;
+  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
+};
+
+absl::StatusOr<DecodeBatch> PrepareDecode(const ModelRunner::Impl& impl, const std::vector<DecodeRow>& rows) {
+  const int64_t b = static_cast<int64_t>(rows.size());
+  const int64_t w = impl.meta.window;
+  DecodeBatch d;
+  d.order.resize(static_cast<size_t>(b));
+  std::iota(d.order.begin(), d.order.end(), 0);
+  std::stable_sort(d.order.begin(), d.order.end(), [&rows](int64_t x, int64_t y) {
+    return rows[static_cast<size_t>(x)].slot < rows[static_cast<size_t>(y)].slot;
+  });
+  for (int64_t j = 0; j < b; ++j) {
+    const DecodeRow& r = rows[static_cast<size_t>(d.order[static_cast<size_t>(j)])];
+    absl::Status ok = impl.CheckSlot(r.slot);
+    if (!ok.ok()) return ok;
+    d.max_slot = std::max(d.max_slot, r.slot);
+    d.tokens.push_back(r.token);
+    d.positions.push_back(r.position);
+    d.slots.push_back(r.slot);
+    // Known on the host: no device sync.
+    d.completes.push_back(r.position % w == w - 1);
+    d.cost.push_back(d.completes.back() ? 1.0 + kFinishCost : 1.0);
+  }
+  return d;
+}
+
+// Span rows on the host, padded to the longest (the padding, token 0, is neither attended to nor written).
+struct SpanBatch {
+  int64_t n = 0;  // padded length
+  std::vector<int64_t> flat, lengths, starts, slots;
+  std::vector<bool> completes;  // the span completes its block: the row also runs the state update
+  std::vector<double> cost;     // the padded length, plus kFinishCost for the update
+  int32_t max_slot = 0;
+  int64_t size() const { return static_cast<int64_t>(lengths.size()); }
+};
+
+absl::StatusOr<SpanBatch> PrepareSpans(const ModelRunner::Impl& impl, const std::vector<SpanRow>& rows) {
+  const int64_t w = impl.meta.window;
+  SpanBatch s;
+  for (const auto& r : rows) {
+    const int64_t len = static_cast<int64_t>(r.tokens.size());
+    if (len == 0 || r.start < 0 || r.start % w + len > w) {
+      return absl::InvalidArgumentError(absl::StrCat("FeedSpans: ", len, " tokens at position ", r.start,
+                                                     " do not fit in one block of W=", w));
+    }
+    absl::Status ok = impl.CheckSlot(r.slot);
+    if (!ok.ok()) return ok;
+    s.max_slot = std::max(s.max_slot, r.slot);
+    s.n = std::max(s.n, len);
+  }
+  const int64_t b = static_cast<int64_t>(rows.size());
+  s.flat.assign(static_cast<size_t>(b * s.n), 0);
+  for (int64_t i = 0; i < b; ++i) {
+    const SpanRow& r = rows[static_cast<size_t>(i)];
+    std::copy(r.tokens.begin(), r.tokens.end(), s.flat.begin() + i * s.n);
+    s.lengths.push_back(static_cast<int64_t>(r.tokens.size()));
+    s.starts.push_back(r.start);
+    s.slots.push_back(r.slot);
+    s.completes.push_back(r.start % w + s.lengths.back() == w);
+    s.cost.push_back(static_cast<double>(s.n) + (s.completes.back() ? kFinishCost : 0.0));
+  }
+  return s;
+}
+
+// The model's inputs for rows [begin, end) of a batch.
+struct DecodeInputs {
+  at::Tensor tokens, positions, slots;
+  int64_t first = -1;  // >= 0: the slots are first, first+1, ... (read in place)
+};
+
+DecodeInputs DecodeInputsOf(const ModelRunner::Impl& impl, const DecodeBatch& d, int64_t begin, int64_t end) {
+  DecodeInputs in;
+  in.tokens = LongTensor(Span(d.tokens, begin, end), impl.device);
+  in.positions = LongTensor(Span(d.positions, begin, end), impl.device);
+  in.slots = LongTensor(Span(d.slots, begin, end), impl.device);
+  if (impl.has_ranges && Consecutive(d.slots, begin, end)) in.first = d.slots[static_cast<size_t>(begin)];
+  return in;
+}
+
+std::vector<c10::IValue> SpanInputsOf(const ModelRunner::Impl& impl, SpanBatch& s, int64_t begin, int64_t end) {
+  const int64_t rows = end - begin;
+  return {at::from_blob(s.flat.data() + begin * s.n, {rows, s.n}, at::kLong).to(impl.device),
+          LongTensor(Span(s.lengths, begin, end), impl.device), LongTensor(Span(s.starts, begin, end), impl.device),
+          LongTensor(Span(s.slots, begin, end), impl.device)};
+}
+
+void CopyDecodeOutputs(const at::Tensor& out, const DecodeBatch& d, int64_t begin, std::vector<DecodeResult>* results) {
+  at::Tensor logprobs = out.to(at::kCPU, at::kFloat).contiguous();
+  const int64_t v = logprobs.size(1);
+  for (int64_t i = 0; i < logprobs.size(0); ++i) {
+    const float* lp = logprobs.data_ptr<float>() + i * v;
+    (*results)[static_cast<size_t>(d.order[static_cast<size_t>(begin + i)])].logprobs.assign(lp, lp + v);
+  }
+}
+
+void CopySpanOutputs(const c10::ivalue::Tuple& out, const SpanBatch& s, int64_t begin, int64_t end, int top_k,
+                     bool all_positions, std::vector<SpanResult>* results) {
+  const HostOutputs h = ToHost(out, all_positions);
+  for (int64_t i = 0; i < end - begin; ++i) {
+    CopyRowOutputs(h.target, h.topk_lp, h.topk_id, h.next, i, s.n, s.lengths[static_cast<size_t>(begin + i)], top_k,
+                   all_positions, &(*results)[static_cast<size_t>(begin + i)]);
+  }
+}
+
+// Appends the slots of the rows in [begin, end) that complete a block.
+void AddDone(const std::vector<bool>& completes, const std::vector<int64_t>& slots, int64_t begin, int64_t end,
+             std::vector<int64_t>* done) {
+  for (int64_t i = begin; i < end; ++i) {
+    if (completes[static_cast<size_t>(i)]) done->push_back(slots[static_cast<size_t>(i)]);
+  }
+}
+
+// Decode rows [begin, end) with one decode_range / decode_slots call.
+void RunDecodeRows(ModelRunner::Impl& impl, torch::jit::script::Module& m, const c10::IValue& kv,
+                   const DecodeBatch& d, int64_t begin, int64_t end, std::vector<DecodeResult>* results) {
+  DecodeInputs in = DecodeInputsOf(impl, d, begin, end);
+  at::Tensor out =
+      in.first >= 0
+          ? m.get_method("decode_range")({in.tokens, in.positions, in.first, kv, impl.state}).toTensor()
+          : m.get_method("decode_slots")({in.tokens, in.positions, in.slots, kv, impl.state}).toTensor();
+  CopyDecodeOutputs(out, d, begin, results);
+}
+
+// Span rows [begin, end) with one span_slots call.
+void RunSpanRows(ModelRunner::Impl& impl, torch::jit::script::Module& m, const c10::IValue& kv, SpanBatch& s,
+                 int64_t begin, int64_t end, int top_k, bool all_positions, std::vector<SpanResult>* results) {
+  std::vector<c10::IValue> args = SpanInputsOf(impl, s, begin, end);
+  args.insert(args.end(), {kv, impl.state, int64_t{top_k}, all_positions});
+  auto out = m.get_method("span_slots")(args).toTuple();
+  CopySpanOutputs(*out, s, begin, end, top_k, all_positions, results);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vector<DecodeRow>& rows) {
+  if (rows.empty()) return absl::InvalidArgumentError("DecodeStep: no rows");
+  absl::StatusOr<DecodeBatch> d = PrepareDecode(*impl_, rows);
+  if (!d.ok()) return d.status();
+  if (absl::Status grown = impl_->Grow(d->max_slot); !grown.ok()) return grown;
+  std::vector<DecodeResult> results(rows.size());
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      c10::IValue kv = impl_->KvList();
+      RunDecodeRows(*impl_, m, kv, *d, begin, end, &results);
+      std::vector<int64_t> done;
+      AddDone(d->completes, d->slots, begin, end, &done);
+      impl_->Finish(m, done, kv);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("decode_slots failed", e);
+    }
+  };
+  // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
+  // decodes faster than two here, and the executor's own thread count then never changes.
+  absl::Status ok = impl_->ForShards(d->size(), impl_->decode_threads, /*always_pool=*/true, shard, d->cost);
+  if (!ok.ok()) return ok;
+  return results;
+}
+
+absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows, int top_k,
+                                                               bool all_positions) {
+  if (rows.empty()) return absl::InvalidArgumentError("FeedSpans: no rows");
+  if (!impl_->has_spans) return absl::UnimplementedError("this export has no span_slots; re-export it");
+  absl::StatusOr<SpanBatch> s = PrepareSpans(*impl_, rows);
+  if (!s.ok()) return s.status();
+  if (absl::Status grown = impl_->Grow(s->max_slot); !grown.ok()) return grown;
+  std::vector<SpanResult> results(rows.size());
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      c10::IValue kv = impl_->KvList();
+      RunSpanRows(*impl_, m, kv, *s, begin, end, top_k, all_positions, &results);
+      std::vector<int64_t> done;
+      AddDone(s->completes, s->slots, begin, end, &done);
+      std::sort(done.begin(), done.end());
+      impl_->Finish(m, done, kv);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("span_slots failed", e);
+    }
+  };
+  absl::Status ok = impl_->ForShards(s->size(), impl_->threads, /*always_pool=*/false, shard, s->cost);
+  if (!ok.ok()) return ok;
+  return results;
+}
+
+bool ModelRunner::SupportsMixedCalls() const { return impl_->has_mixed; }
+
+absl::StatusOr<MixedResult> ModelRunner::DecodeAndFeedSpans(const std::vector<DecodeRow>& decode,
+                                                           const std::vector<SpanRow>& spans, int top_k,
+                                                           bool all_positions) {
+  if (!impl_->has_mixed || decode.empty() || spans.empty()) {
+    return ModelBackend::DecodeAndFeedSpans(decode, spans, top_k, all_positions);
+  }
+  absl::StatusOr<DecodeBatch> d = PrepareDecode(*impl_, decode);
+  if (!d.ok()) return d.status();
+  absl::StatusOr<SpanBatch> s = PrepareSpans(*impl_, spans);
+  if (!s.ok()) return s.status();
+  if (absl::Status grown = impl_->Grow(std::max(d->max_slot, s->max_slot)); !grown.ok()) return grown;
+  MixedResult results;
+  results.decode.resize(decode.size());
+  results.spans.resize(spans.size());
+  // The decode rows, then the span rows, as one list of rows split into shards by cost: a shard gets
+  // decode rows, span rows or both, and runs them with one model call.
+  const int64_t b1 = d->size();
+  std::vector<double> cost = d->cost;
+  cost.insert(cost.end(), s->cost.begin(), s->cost.end());
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
+    try {
+      c10::InferenceMode guard;
+      c10::IValue kv = impl_->KvList();
+      const int64_t d_begin = std::min(begin, b1), d_end = std::min(end, b1);
+      const int64_t s_begin = std::max(begin, b1) - b1, s_end = std::max(end, b1) - b1;
+      if (s_begin == s_end) {
+        RunDecodeRows(*impl_, m, kv, *d, d_begin, d_end, &results.decode);
+      } else if (d_begin == d_end) {
+        RunSpanRows(*impl_, m, kv, *s, s_begin, s_end, top_k, all_positions, &results.spans);
+      } else {
+        DecodeInputs in = DecodeInputsOf(*impl_, *d, d_begin, d_end);
+        std::vector<c10::IValue> args = {in.tokens, in.positions, in.slots, in.first};
+        std::vector<c10::IValue> span_args = SpanInputsOf(*impl_, *s, s_begin, s_end);
+        args.insert(args.end(), span_args.begin(), span_args.end());
+        args.insert(args.end(), {kv, impl_->state, int64_t{top_k}, all_positions});
+        auto out = m.get_method("mixed_slots")(args).toTuple();
+        const auto& e = out->elements();
+        CopyDecodeOutputs(e[0].toTensor(), *d, d_begin, &results.decode);
+        c10::intrusive_ptr<c10::ivalue::Tuple> span_out =
+            c10::ivalue::Tuple::create({e[1], e[2], e[3], e[4]});
+        CopySpanOutputs(*span_out, *s, s_begin, s_end, top_k, all_positions, &results.spans);
+      }
+      std::vector<int64_t> done;
+      AddDone(d->completes, d->slots, d_begin, d_end, &done);
+      AddDone(s->completes, s->slots, s_begin, s_end, &done);
+      std::sort(done.begin(), done.end());
+      impl_->Finish(m, done, kv);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return TorchError("mixed_slots failed", e);
+    }
+  };
+  // On the shard workers, like a decode step.
+  absl::Status ok = impl_->ForShards(b1 + s->size(), impl_->decode_threads, /*always_pool=*/true, shard,
+                                     std::move(cost));
+  if (!ok.ok()) return ok;
+  return results;
+}
+
+}  // namespace brt
