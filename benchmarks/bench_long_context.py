@@ -239,7 +239,7 @@ def measure_brt_bare(module, meta, n_ctx, reps, tokens_row, packed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5, help="window scorings per length (forks + the session)")
+    ap.add_argument("--reps", type=int, default=11, help="window scorings per length (forks + the session)")
     ap.add_argument("--baseline-reps", type=int, default=3)
     ap.add_argument("--baseline-max-s", type=float, default=180.0,
                     help="skip a baseline length whose estimated time (warm-up + reps) exceeds this")

@@ -3,7 +3,7 @@
 # clean clone). Three parts, each timed:
 #   1. thread safety: clang -Wthread-safety -Werror=thread-safety (syntax only: the analysis is done by the
 #      front end) over every .cc under server/, the gRPC and HTTP layers included, except
-#      server/model/model_runner.cc and server/model/tensor_io.cc (the files that parse LibTorch's full
+#      server/model/model_runner*.cc and server/model/tensor_io.cc (the files that parse LibTorch's full
 #      headers: they hold no locks and have no lock annotations, and parsing LibTorch would cost more than
 #      the rest together). Uses the main build's generated headers
 #      (build/gen, build/client/gen), so run deploy/build.sh first.
@@ -41,11 +41,11 @@ elapsed() { echo $(( $(date +%s) - $1 )); }
 # ---- 1. thread safety -------------------------------------------------------------------------------------
 thread_safety() {
   local t0; t0=$(date +%s)
-  echo "== checks 1/3: clang -Wthread-safety -Werror=thread-safety over server/ (all but model_runner.cc and tensor_io.cc)"
+  echo "== checks 1/3: clang -Wthread-safety -Werror=thread-safety over server/ (all but model_runner*.cc and tensor_io.cc)"
   for gen in "$MAIN_BUILD/gen/brt/v1/brt.pb.h" "$MAIN_BUILD/client/gen/grpc/health/v1/health.pb.h"; do
     [ -f "$gen" ] || { echo "missing $gen: run deploy/build.sh first" >&2; exit 1; }
   done
-  local files; files=$(find server -name '*.cc' ! -path 'server/model/model_runner.cc' \
+  local files; files=$(find server -name '*.cc' ! -path 'server/model/model_runner*.cc' \
     ! -path 'server/model/tensor_io.cc' | sort)
   local n; n=$(echo "$files" | wc -l)
   local log; log=$(mktemp)
