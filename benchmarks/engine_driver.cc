@@ -49,6 +49,10 @@ ABSL_FLAG(double, generate_top_p, 1, "Generate's top_p");
 ABSL_FLAG(int, generate_stagger, 0,
           "Before Generate, session i reads i * N newline tokens (untimed), so the sessions sit at different "
           "offsets in their blocks and complete blocks in different steps (bench_engine.py's staggered run)");
+ABSL_FLAG(double, generate_arrival_ms, 0,
+          "Session i starts its Generate call i * this many ms after the first (arrivals while others generate; "
+          "0 = all at once)");
+ABSL_FLAG(int, generate_prompt_repeat, 1, "Each Generate prompt is its phrase this many times (~10 tokens each)");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
@@ -169,9 +173,15 @@ std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
     sink.done.WaitForNotification();
   }
   const auto t0 = Clock::now();
+  const double arrival_ms = absl::GetFlag(FLAGS_generate_arrival_ms);
   for (int i = 0; i < sessions; ++i) {
+    if (arrival_ms > 0) {
+      std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<int64_t>(i * arrival_ms * 1000)));
+    }
     brt::GenerateParams p;
-    p.prompt = "And it came to pass in the " + std::to_string(i + 1) + " year";
+    for (int k = 0; k < std::max(1, absl::GetFlag(FLAGS_generate_prompt_repeat)); ++k) {
+      p.prompt += (k > 0 ? ", a" : "A") + std::string("nd it came to pass in the ") + std::to_string(i + 1) + " year";
+    }
     p.max_tokens = max_tokens;
     p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_generate_temperature));
     p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_generate_top_p));

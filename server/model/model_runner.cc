@@ -1,5 +1,6 @@
-// One of the two translation units that include LibTorch's full headers (with tensor_io.cc; each costs
-// ~30 s to compile).
+// ModelRunner: loading, slots, block scoring and persistence (the token-row calls are in
+// model_runner_rows.cc). One of the three translation units that include LibTorch's full headers (with
+// model_runner_rows.cc and tensor_io.cc; each costs ~30 s to compile).
 #include "server/model/model_runner.h"
 
 #include <ATen/Parallel.h>
