@@ -18,9 +18,9 @@ brt-server (build/bin/brt-server on loopback, --threads=N, the shipped model mod
   The window is one Score call of whole lines, padded with newline tokens (always one token each) so that it
   starts and ends on a block boundary: it runs whole blocks only, like the baseline below. Every window is
   the SAME text (the opening lines of the held-out documents; at 1k, where less fits, a prefix of it): the
-  server's cost per token depends on the text too (bytes per token, lines per call, on a machine whose two
-  cores also tokenize), so windows of different text, as earlier versions of this script used, read that
-  difference as a cost of position (the 256k window, Python source, cost 7-17% more than the 4k one). Before the window
+  server's cost per token can depend on the text too (bytes per token, lines per call, on a machine whose
+  two cores also tokenize), so windows of different text, as earlier versions of this script used (4k: Bible
+  verses, 256k: a novel), could read that difference as a cost of position. Before the window
   the session is brought to a block boundary with a short untimed call of newlines; a fork of the session is
   parked there, and the session reads the window (untimed) to go on. After the stream, --reps timed rounds
   each score every length's window in a fresh fork of its parked session, the lengths in alternating order
