@@ -154,6 +154,43 @@ void RunSpanRows(ModelRunner::Impl& impl, torch::jit::script::Module& m, const c
   CopySpanOutputs(*out, s, begin, end, top_k, all_positions, results);
 }
 
+// Decode rows [d_begin, d_end) of d and span rows [s_begin, s_end) of s (either range may be empty, not
+// both) with one model call: decode_range / decode_slots, span_slots, or mixed_slots for both; then the
+// state update of the rows that completed a block. Results go to out's vectors at the rows' places.
+absl::Status RunShard(ModelRunner::Impl& impl, torch::jit::script::Module& m, const DecodeBatch& d, int64_t d_begin,
+                      int64_t d_end, SpanBatch& s, int64_t s_begin, int64_t s_end, int top_k, bool all_positions,
+                      MixedResult* out) {
+  const char* method = s_begin == s_end ? "decode_slots" : d_begin == d_end ? "span_slots" : "mixed_slots";
+  try {
+    c10::InferenceMode guard;
+    c10::IValue kv = impl.KvList();
+    if (s_begin == s_end) {
+      RunDecodeRows(impl, m, kv, d, d_begin, d_end, &out->decode);
+    } else if (d_begin == d_end) {
+      RunSpanRows(impl, m, kv, s, s_begin, s_end, top_k, all_positions, &out->spans);
+    } else {
+      DecodeInputs in = DecodeInputsOf(impl, d, d_begin, d_end);
+      std::vector<c10::IValue> args = {in.tokens, in.positions, in.slots, in.first};
+      std::vector<c10::IValue> span_args = SpanInputsOf(impl, s, s_begin, s_end);
+      args.insert(args.end(), span_args.begin(), span_args.end());
+      args.insert(args.end(), {kv, impl.state, int64_t{top_k}, all_positions});
+      auto res = m.get_method("mixed_slots")(args).toTuple();
+      const auto& e = res->elements();
+      CopyDecodeOutputs(e[0].toTensor(), d, d_begin, &out->decode);
+      c10::intrusive_ptr<c10::ivalue::Tuple> span_out = c10::ivalue::Tuple::create({e[1], e[2], e[3], e[4]});
+      CopySpanOutputs(*span_out, s, s_begin, s_end, top_k, all_positions, &out->spans);
+    }
+    std::vector<int64_t> done;
+    AddDone(d.completes, d.slots, d_begin, d_end, &done);
+    AddDone(s.completes, s.slots, s_begin, s_end, &done);
+    std::sort(done.begin(), done.end());
+    impl.Finish(m, done, kv);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return TorchError(absl::StrCat(method, " failed").c_str(), e);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vector<DecodeRow>& rows) {
@@ -161,25 +198,17 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vec
   absl::StatusOr<DecodeBatch> d = PrepareDecode(*impl_, rows);
   if (!d.ok()) return d.status();
   if (absl::Status grown = impl_->Grow(d->max_slot); !grown.ok()) return grown;
-  std::vector<DecodeResult> results(rows.size());
-  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
-    try {
-      c10::InferenceMode guard;
-      c10::IValue kv = impl_->KvList();
-      RunDecodeRows(*impl_, m, kv, *d, begin, end, &results);
-      std::vector<int64_t> done;
-      AddDone(d->completes, d->slots, begin, end, &done);
-      impl_->Finish(m, done, kv);
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("decode_slots failed", e);
-    }
+  MixedResult results;
+  results.decode.resize(rows.size());
+  SpanBatch none;
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) {
+    return RunShard(*impl_, m, *d, begin, end, none, 0, 0, 0, false, &results);
   };
   // Every decode step runs on the shard workers when they are on (one row too): one intra-op thread
   // decodes faster than two here, and the executor's own thread count then never changes.
   absl::Status ok = impl_->ForShards(d->size(), impl_->decode_threads, /*always_pool=*/true, shard, d->cost);
   if (!ok.ok()) return ok;
-  return results;
+  return std::move(results.decode);
 }
 
 absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector<SpanRow>& rows, int top_k,
@@ -189,24 +218,15 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
   absl::StatusOr<SpanBatch> s = PrepareSpans(*impl_, rows);
   if (!s.ok()) return s.status();
   if (absl::Status grown = impl_->Grow(s->max_slot); !grown.ok()) return grown;
-  std::vector<SpanResult> results(rows.size());
-  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
-    try {
-      c10::InferenceMode guard;
-      c10::IValue kv = impl_->KvList();
-      RunSpanRows(*impl_, m, kv, *s, begin, end, top_k, all_positions, &results);
-      std::vector<int64_t> done;
-      AddDone(s->completes, s->slots, begin, end, &done);
-      std::sort(done.begin(), done.end());
-      impl_->Finish(m, done, kv);
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("span_slots failed", e);
-    }
+  MixedResult results;
+  results.spans.resize(rows.size());
+  const DecodeBatch none;
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) {
+    return RunShard(*impl_, m, none, 0, 0, *s, begin, end, top_k, all_positions, &results);
   };
   absl::Status ok = impl_->ForShards(s->size(), impl_->threads, /*always_pool=*/false, shard, s->cost);
   if (!ok.ok()) return ok;
-  return results;
+  return std::move(results.spans);
 }
 
 bool ModelRunner::SupportsMixedCalls() const { return impl_->has_mixed; }
@@ -230,38 +250,9 @@ absl::StatusOr<MixedResult> ModelRunner::DecodeAndFeedSpans(const std::vector<De
   const int64_t b1 = d->size();
   std::vector<double> cost = d->cost;
   cost.insert(cost.end(), s->cost.begin(), s->cost.end());
-  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) -> absl::Status {
-    try {
-      c10::InferenceMode guard;
-      c10::IValue kv = impl_->KvList();
-      const int64_t d_begin = std::min(begin, b1), d_end = std::min(end, b1);
-      const int64_t s_begin = std::max(begin, b1) - b1, s_end = std::max(end, b1) - b1;
-      if (s_begin == s_end) {
-        RunDecodeRows(*impl_, m, kv, *d, d_begin, d_end, &results.decode);
-      } else if (d_begin == d_end) {
-        RunSpanRows(*impl_, m, kv, *s, s_begin, s_end, top_k, all_positions, &results.spans);
-      } else {
-        DecodeInputs in = DecodeInputsOf(*impl_, *d, d_begin, d_end);
-        std::vector<c10::IValue> args = {in.tokens, in.positions, in.slots, in.first};
-        std::vector<c10::IValue> span_args = SpanInputsOf(*impl_, *s, s_begin, s_end);
-        args.insert(args.end(), span_args.begin(), span_args.end());
-        args.insert(args.end(), {kv, impl_->state, int64_t{top_k}, all_positions});
-        auto out = m.get_method("mixed_slots")(args).toTuple();
-        const auto& e = out->elements();
-        CopyDecodeOutputs(e[0].toTensor(), *d, d_begin, &results.decode);
-        c10::intrusive_ptr<c10::ivalue::Tuple> span_out =
-            c10::ivalue::Tuple::create({e[1], e[2], e[3], e[4]});
-        CopySpanOutputs(*span_out, *s, s_begin, s_end, top_k, all_positions, &results.spans);
-      }
-      std::vector<int64_t> done;
-      AddDone(d->completes, d->slots, d_begin, d_end, &done);
-      AddDone(s->completes, s->slots, s_begin, s_end, &done);
-      std::sort(done.begin(), done.end());
-      impl_->Finish(m, done, kv);
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return TorchError("mixed_slots failed", e);
-    }
+  auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) {
+    return RunShard(*impl_, m, *d, std::min(begin, b1), std::min(end, b1), *s, std::max(begin, b1) - b1,
+                    std::max(end, b1) - b1, top_k, all_positions, &results);
   };
   // On the shard workers, like a decode step.
   absl::Status ok = impl_->ForShards(b1 + s->size(), impl_->decode_threads, /*always_pool=*/true, shard,
