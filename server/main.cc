@@ -10,10 +10,8 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,9 +35,9 @@
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
-#include "server/metrics/process_collector.h"
 #include "server/model/model_runner.h"
 #include "server/persistence/snapshot_store.h"
+#include "server/startup.h"
 #include "server/tokenizer/tokenizer.h"
 
 ABSL_FLAG(
@@ -208,22 +206,6 @@ ABSL_FLAG(int64_t, http_request_timeout_s, 0,
 
 namespace {
 
-std::string ExecutableDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, n);
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-bool Exists(const std::string& path) { return std::ifstream(path).good(); }
-
-std::string DefaultModelDir() {
-  if (Exists("model/artifacts/brt.pt")) return "model/artifacts";
-  return ExecutableDir() + "/../../model/artifacts";
-}
-
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "brt-server: %s\n", status.ToString().c_str());
   return 1;
@@ -289,9 +271,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
 
   std::string model_dir = absl::GetFlag(FLAGS_model_dir);
-  if (model_dir.empty()) model_dir = DefaultModelDir();
+  if (model_dir.empty()) model_dir = brt::startup::DefaultModelDir();
   std::string shim = absl::GetFlag(FLAGS_tokenizer_shim);
-  if (shim.empty()) shim = ExecutableDir() + "/../lib/libbrt_spm_shim.so";
+  if (shim.empty()) shim = brt::startup::ExecutableDir() + "/../lib/libbrt_spm_shim.so";
 
   auto tokenizer = brt::Tokenizer::Create(model_dir + "/tokenizer.model", shim);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
@@ -359,29 +341,15 @@ int main(int argc, char** argv) {
   std::unique_ptr<brt::persistence::SnapshotStore> store;
   const std::string store_uri = absl::GetFlag(FLAGS_snapshot_store);
   if (!store_uri.empty()) {
-    std::string uri = store_uri;
-    // "file://relative/dir": relative to the current directory (CreateSnapshotStore wants file:///abs).
-    if (absl::StartsWith(uri, "file://") && !absl::StartsWith(uri, "file:///")) {
-      uri = uri.substr(7);
-    }
-    auto created = brt::persistence::CreateSnapshotStore(uri);
+    auto created = brt::startup::OpenSnapshotStore(store_uri);
     if (!created.ok()) return Fail(created.status());
     store = *std::move(created);
     options.snapshot_store = store.get();
   }
-  const std::string key_file = absl::GetFlag(FLAGS_snapshot_hmac_key_file);
-  if (!key_file.empty()) {
-    std::ifstream in(key_file, std::ios::binary);
-    std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
-    if (!in.good() && !in.eof()) {
-      return Fail(absl::NotFoundError(absl::StrCat("cannot read --snapshot_hmac_key_file ", key_file)));
-    }
-    if (key.size() < 16) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--snapshot_hmac_key_file ", key_file, " holds ", key.size(), " bytes; use >= 16 (32 random)")));
-    }
-    options.snapshot_hmac_key = std::move(key);
+  if (const std::string key_file = absl::GetFlag(FLAGS_snapshot_hmac_key_file); !key_file.empty()) {
+    auto key = brt::startup::ReadHmacKey(key_file);
+    if (!key.ok()) return Fail(key.status());
+    options.snapshot_hmac_key = *std::move(key);
   }
   options.session_idle_ttl_ms = absl::GetFlag(FLAGS_session_idle_ttl_s) * 1000;
   options.session_memory_budget_bytes = absl::GetFlag(FLAGS_session_memory_budget_bytes);
@@ -389,12 +357,7 @@ int main(int argc, char** argv) {
   if (const double lease_s = absl::GetFlag(FLAGS_session_lease_s); lease_s > 0) {
     options.lease_ttl_ms = static_cast<int64_t>(lease_s * 1000);
     options.replica_id = absl::GetFlag(FLAGS_replica_id);
-    if (options.replica_id.empty()) {
-      char host[256] = {0};
-      gethostname(host, sizeof(host) - 1);
-      std::random_device rd;
-      options.replica_id = absl::StrCat(host, "-", getpid(), "-", absl::Hex(rd(), absl::kZeroPad8));
-    }
+    if (options.replica_id.empty()) options.replica_id = brt::startup::DefaultReplicaId();
   } else if (lease_s < 0) {
     return Fail(absl::InvalidArgumentError("--session_lease_s must be >= 0 (default 10; 0 = off)"));
   }
@@ -417,31 +380,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<brt::metrics::Metrics> metrics;
   std::unique_ptr<brt::metrics::MetricsExposer> exposer;
   if (!metrics_address.empty()) {
-    auto registry = std::make_shared<prometheus::Registry>();
-    // The method label's closed set: every method of brt.v1.Brt, from the compiled-in descriptor.
-    brt::metrics::MetricsOptions metrics_options;
-    metrics_options.methods.clear();
-    const google::protobuf::ServiceDescriptor* api =
-        brt::v1::ServerInfo::descriptor()->file()->FindServiceByName("Brt");
-    for (int i = 0; api != nullptr && i < api->method_count(); ++i) {
-      metrics_options.methods.push_back(api->method(i)->name());
-    }
-    auto created = brt::metrics::Metrics::Create(registry, std::move(metrics_options));
-    if (!created.ok()) return Fail(created.status());
-    metrics = *std::move(created);
-    metrics->SetModelInfo(meta.name, meta.fingerprint, meta.device, meta.dtype);
-    metrics->SetBuildInfo(kVersion, BRT_GIT_COMMIT);
-    std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {registry};
-    auto process = brt::metrics::ProcessCollector::Create();
-    if (process.ok()) {
-      collectables.push_back(*std::move(process));
-    } else {
-      std::fprintf(stderr, "brt-server: no process metrics: %s\n",
-                   process.status().ToString().c_str());
-    }
-    auto started = brt::metrics::MetricsExposer::Start(metrics_address, std::move(collectables));
+    auto started = brt::startup::StartMetrics(metrics_address, meta, kVersion, BRT_GIT_COMMIT);
     if (!started.ok()) return Fail(started.status());
-    exposer = *std::move(started);
+    metrics = std::move(started->metrics);
+    exposer = std::move(started->exposer);
     options.metrics = metrics.get();
   }
 
@@ -491,20 +433,7 @@ int main(int argc, char** argv) {
           "Configure API keys or mutual TLS, listen on 127.0.0.1, or pass --allow_unauthenticated")));
     }
   }
-  std::thread([&hangup, auth = authenticator->get()] {
-    while (true) {
-      int sig = 0;
-      if (sigwait(&hangup, &sig) != 0) return;
-      auto reloaded = auth->Reload();
-      if (reloaded.ok()) {
-        std::fprintf(stderr, "brt-server: SIGHUP: %zu API keys loaded\n", *reloaded);
-      } else {
-        std::fprintf(stderr, "brt-server: SIGHUP: keeping the previous API keys: %s\n",
-                     reloaded.status().ToString().c_str());
-      }
-      std::fflush(stderr);
-    }
-  }).detach();
+  brt::startup::StartKeyReloader(&hangup, authenticator->get());
 
   brt::BrtService service(engine->get(), kVersion, metrics.get(), service_options,
                           authenticator->get());
