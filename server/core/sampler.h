@@ -1,7 +1,8 @@
 // Sampler: picks the next token from a distribution of log-probabilities with temperature (0 =
 // greedy), top-k, top-p, min-p and a CTRL-style repetition penalty, using its own seeded generator
 // (std::mt19937_64 with a portable uniform conversion), so the same seed and inputs give the same
-// tokens on every run and platform.
+// tokens on every run. The cuts select their candidates without sorting them (selection by logit for
+// top-k, by probability mass for top-p), and the draw walks the kept candidates in id order.
 //
 // Thread safety: not thread-safe; one per generation request, used by the executor thread.
 #ifndef BRT_SERVER_CORE_SAMPLER_H_
@@ -26,16 +27,27 @@ class Sampler {
   const SamplingConfig& config() const { return config_; }
 
  private:
+  struct Item {
+    uint64_t key;   // Key(): ascending keys are the most likely first
+    double weight;  // exp(logit / T - max / T)
+  };
+
   double Uniform();  // [0, 1)
-  // Makes order_[0, n') the n' >= n best candidates (n' <= limit), sorted, leaving the rest unordered.
-  void SortedPrefix(size_t n, size_t limit);
+  // Orders candidates by logit, best first, ties by lower id: (~order bits of the logit) << 32 | id.
+  static uint64_t Key(float logit, int32_t id);
+  // Rearranges items_ so that its first n items are the fewest best whose weights sum to `need` (all
+  // of them if they never do), and returns n. Expected linear time.
+  size_t TopPCount(double need);
 
   SamplingConfig config_;
   std::mt19937_64 rng_;
-  std::vector<float> scratch_;
-  std::vector<int32_t> order_;
-  size_t sorted_ = 0;           // order_[0, sorted_) is sorted, best first
-  std::vector<double> probs_;   // probabilities of order_[0, probs_.size())
+  // Scratch, kept between calls so a draw allocates nothing.
+  std::vector<float> scratch_;     // the logits after the repetition penalty
+  std::vector<uint64_t> keys_;     // top-k selection
+  std::vector<int32_t> cands_;     // the candidates still kept, in id order
+  std::vector<double> weights_;    // their weights
+  std::vector<Item> items_;        // top-p selection
+  std::vector<uint8_t> kept_;      // per id: selected by top-p
 };
 
 }  // namespace brt

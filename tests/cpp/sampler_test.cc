@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "server/core/sampling_params.h"
 #include "tests/cpp/testing/status_matchers.h"
@@ -39,6 +41,26 @@ TEST(SamplerTest, GreedyPicksArgmax) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(s.Sample(lp, {}), 2);
 }
 
+TEST(SamplerTest, GreedyIsTheFirstLargestWhateverTheLengthAndTies) {
+  // The lane-wise argmax against std::max_element: lengths around its lane count, ties (the first wins),
+  // -0 beside +0, -inf everywhere, and the maximum in the tail after the last full group of lanes.
+  SamplingConfig c;
+  c.temperature = 0;
+  Sampler s(c);
+  std::mt19937 rng(3);
+  for (size_t n : {1u, 7u, 8u, 9u, 15u, 16u, 17u, 4095u, 4096u}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> l(n);
+      for (auto& x : l) x = -static_cast<float>(rng() % 5);  // many ties, including at the maximum
+      if (trial == 1) l.assign(n, -std::numeric_limits<float>::infinity());
+      if (trial == 2 && n > 1) l[n - 1] = 1.0f;  // the tail
+      if (trial == 3) l.assign(n, -0.0f), l[n / 2] = 0.0f;
+      const auto want = std::max_element(l.begin(), l.end()) - l.begin();
+      ASSERT_EQ(s.Sample(l, {}), want) << "n " << n << " trial " << trial;
+    }
+  }
+}
+
 TEST(SamplerTest, TopKOneIsGreedy) {
   SamplingConfig c;
   c.top_k = 1;
@@ -62,6 +84,29 @@ TEST(SamplerTest, TopPKeepsSmallestNucleus) {
   auto h = Histogram(c, Logp({0.5, 0.3, 0.15, 0.05}), 2000);
   EXPECT_EQ(h.size(), 2u);
   EXPECT_GT(h[0], h[1]);
+}
+
+TEST(SamplerTest, TopPKeepsExactlyTheNucleusOfAShuffledVocabulary) {
+  // 1,000 tokens with probabilities proportional to their rank (rank r, 1-based from the least likely,
+  // has r / 500,500), their ids shuffled. top_p = the mass of the 300 most likely plus half of the
+  // 301st's: exactly those 301 are kept. Every draw must come from them, and the boundary token (rank 700
+  // from the bottom, ~0.14% a draw) must be drawn; the one just outside it must not.
+  constexpr int kV = 1000;
+  std::vector<int32_t> id_of_rank(kV);
+  std::iota(id_of_rank.begin(), id_of_rank.end(), 0);
+  std::shuffle(id_of_rank.begin(), id_of_rank.end(), std::mt19937(11));
+  std::vector<double> p(kV);
+  for (int r = 1; r <= kV; ++r) p[id_of_rank[r - 1]] = r / 500500.0;
+  double top = 0;
+  for (int r = kV; r > kV - 300; --r) top += r / 500500.0;
+  SamplingConfig c;
+  c.seed = 5;
+  c.top_p = static_cast<float>(top + 0.5 * (kV - 300) / 500500.0);
+  std::set<int32_t> nucleus(id_of_rank.end() - 301, id_of_rank.end());
+  auto h = Histogram(c, Logp(p), 20000);
+  for (const auto& [id, n] : h) ASSERT_TRUE(nucleus.count(id)) << "token " << id << " drawn " << n << " times";
+  EXPECT_GT(h[id_of_rank[kV - 301]], 0) << "the nucleus's least likely token was never drawn";
+  EXPECT_GT(h.size(), 290u);
 }
 
 TEST(SamplerTest, MinPDropsUnlikelyTokens) {
@@ -92,28 +137,30 @@ TEST(SamplerTest, RepetitionPenaltyAvoidsRecentTokens) {
   EXPECT_EQ(s2.Sample(lp, {0, 2}), 0);
 }
 
-// A plain implementation that sorts every candidate (what Sampler did before it sorted only the prefix a
-// draw needs): the candidates it keeps, in order, with their probabilities. Built once per distribution
-// and configuration (the test's draws share them; sorting 4,096 candidates per draw was slow under ASan).
+// A plain implementation that sorts every candidate to decide which ones the cuts keep, then draws among
+// the kept ones in id order with their weights exp(logit / T - max / T) (in float), as Sampler does. Built once per
+// distribution and configuration (the test's draws share it; sorting 4,096 candidates per draw was slow
+// under ASan).
 struct SortAll {
-  std::vector<int32_t> order;
-  std::vector<double> p;
-  size_t keep = 0;
+  std::vector<int32_t> kept;  // in id order
+  std::vector<double> w;      // their weights
   double total = 0;
 
   SortAll(const SamplingConfig& c, const std::vector<float>& l) {
     const size_t v = l.size();
-    order.resize(v);
+    std::vector<int32_t> order(v);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(),
               [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
-    keep = c.top_k > 0 && c.top_k < v ? c.top_k : v;
-    p.resize(keep);
+    size_t keep = c.top_k > 0 && c.top_k < v ? c.top_k : v;
+    const float inv_t = static_cast<float>(1.0 / c.temperature), shift = l[order[0]] * inv_t;
+    std::vector<double> weight(v), p(keep);
     double sum = 0;
     for (size_t i = 0; i < keep; ++i) {
-      sum += p[i] = std::exp(l[order[i]] / c.temperature - l[order[0]] / c.temperature);
+      weight[order[i]] = std::exp(l[order[i]] * inv_t - shift);
+      sum += weight[order[i]];
     }
-    for (double& x : p) x /= sum;
+    for (size_t i = 0; i < keep; ++i) p[i] = weight[order[i]] / sum;
     if (c.min_p > 0) {
       size_t k = 1;
       while (k < keep && p[k] >= c.min_p * p[0]) ++k;
@@ -128,17 +175,22 @@ struct SortAll {
       }
       keep = std::max<size_t>(k, 1);
     }
-    for (size_t i = 0; i < keep; ++i) total += p[i];
+    kept.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep));
+    std::sort(kept.begin(), kept.end());
+    for (int32_t id : kept) {
+      w.push_back(weight[id]);
+      total += weight[id];
+    }
   }
 
   // The draw for a uniform u in [0, 1).
   int32_t Draw(double u) const {
     u *= total;
-    for (size_t i = 0; i < keep; ++i) {
-      u -= p[i];
-      if (u < 0) return order[i];
+    for (size_t i = 0; i < kept.size(); ++i) {
+      u -= w[i];
+      if (u < 0) return kept[i];
     }
-    return order[keep - 1];
+    return kept.back();
   }
 };
 
@@ -172,7 +224,9 @@ TEST(SamplerTest, DrawsWhatSortingEveryCandidateDraws) {
       ASSERT_EQ(got, reference.Draw(u)) << "config " << k << " draw " << i;
       tail[got]++;
     }
-    if (k == 0 || k == 4) EXPECT_GT(tail.size(), 100u) << "the draws reached the tail (config " << k << ")";
+    if (k == 0 || k == 4) {
+      EXPECT_GT(tail.size(), 100u) << "the draws reached the tail (config " << k << ")";
+    }
   }
 }
 
