@@ -52,6 +52,8 @@ ABSL_FLAG(int, generate_stagger, 0,
 ABSL_FLAG(double, generate_arrival_ms, 0,
           "Session i starts its Generate call i * this many ms after the first (arrivals while others generate; "
           "0 = all at once)");
+ABSL_FLAG(bool, dump_gaps, false,
+          "Print every Generate inter-token gap to stderr (session, token index, time since start, gap)");
 ABSL_FLAG(int, generate_prompt_repeat, 1, "Each Generate prompt is its phrase this many times (~10 tokens each)");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
@@ -195,6 +197,15 @@ std::string MeasureGenerate(brt::Engine& engine, int sessions, int max_tokens) {
     s->done.WaitForNotification();
     tokens += s->times.size();
     for (size_t k = 1; k < s->times.size(); ++k) gaps.push_back(Seconds(s->times[k - 1], s->times[k]));
+  }
+  if (absl::GetFlag(FLAGS_dump_gaps)) {
+    for (size_t si = 0; si < sinks.size(); ++si) {
+      auto& s = sinks[si];
+      for (size_t k = 1; k < s->times.size(); ++k) {
+        std::fprintf(stderr, "gap session %zu token %zu at_ms %.1f gap_ms %.1f\n", si, k,
+                     1e3 * Seconds(t0, s->times[k]), 1e3 * Seconds(s->times[k - 1], s->times[k]));
+      }
+    }
   }
   const double secs = Seconds(t0, Clock::now());
   for (const auto& id : ids) (void)engine.DeleteSession(id);
