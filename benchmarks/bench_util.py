@@ -85,7 +85,12 @@ def packing_pays_off():
 
 
 def pack_like_server(module):
-    """Packs a loaded export's products for XNNPACK as brt-server does by default (--cpu_packed_weights=auto:
-    where packing pays off); returns whether it did (an export without pack_cpu, a non-CPU/float32 module, or a
-    CPU where packing does not pay off stays unpacked)."""
-    return bool(packing_pays_off() and hasattr(module, "pack_cpu") and module.pack_cpu())
+    """Packs a loaded export's products as brt-server does by default (--cpu_packed_weights=auto): for XNNPACK
+    where that pays off, else with the weights transposed once for OpenBLAS (pack_cpu_transposed) where the
+    export has it. Returns whether XNNPACK packing happened (an export without pack_cpu, a non-CPU/float32
+    module, or a CPU where packing does not pay off is not XNNPACK-packed)."""
+    if packing_pays_off():
+        return bool(hasattr(module, "pack_cpu") and module.pack_cpu())
+    if hasattr(module, "pack_cpu_transposed"):
+        module.pack_cpu_transposed()
+    return False

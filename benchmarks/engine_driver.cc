@@ -62,7 +62,7 @@ ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_bloc
 ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens");
 ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
-ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, false)");
+ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
 
 namespace {
 

@@ -59,9 +59,10 @@ ABSL_FLAG(int, row_shard_min_rows, 2, "Fewest rows of a block-scoring call that 
 ABSL_FLAG(std::string, cpu_packed_weights, "auto",
           "CPU, float32: true runs the model's matrix products through XNNPACK with weights packed once "
           "at load (the export's pack_cpu; about the weights' size again in memory; a row's results then "
-          "do not depend on its batch in any bit); false runs LibTorch's default products (OpenBLAS); "
-          "auto packs unless the CPU is x86-64 without AVX-512, where XNNPACK's kernels ran at 0.4x "
-          "OpenBLAS's (with AVX-512 at 1.6x)");
+          "do not depend on its batch in any bit); transposed runs them through OpenBLAS with weights "
+          "transposed once at load (the export's pack_cpu_transposed; no per-call repacking); false runs "
+          "LibTorch's default products (OpenBLAS); auto packs unless the CPU is x86-64 without AVX-512, "
+          "where XNNPACK's kernels ran at 0.4x OpenBLAS's (with AVX-512 at 1.6x), and is transposed there");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -301,6 +302,7 @@ int main(int argc, char** argv) {
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
   const bool auto_unpacked = (*runner)->auto_unpacked();
+  const bool transposed_weights = (*runner)->transposed_weights();
   if (!(*runner)->pack_error().empty()) {
     std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
                  (*runner)->pack_error().c_str());
@@ -464,9 +466,10 @@ int main(int argc, char** argv) {
                "from %s\n",
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
                meta.device.c_str(), meta.dtype.c_str(),
-               packed_weights ? ", XNNPACK packed weights"
-               : auto_unpacked ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
-                               : "",
+               packed_weights       ? ", XNNPACK packed weights"
+               : transposed_weights ? ", OpenBLAS products, weights transposed at load"
+               : auto_unpacked      ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
+                                    : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

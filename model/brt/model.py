@@ -79,6 +79,21 @@ def prepack(group: List[Tensor], bias: List[Tensor]) -> torch.classes.xnnpack.Li
     return torch.ops.prepacked.linear_clamp_prepack(w.contiguous(), b)
 
 
+def transposed_product(x: Tensor, wt: Tensor, bias: Tensor) -> Tensor:
+    """x (..., D_in) @ wt (D_in, D_out, contiguous) (+ bias when it is not empty): OpenBLAS reads wt without
+    repacking it, and the result is bitwise what F.linear(x, wt.t()) gives (one thread, this project's
+    OpenBLAS: benchmarks/bench_weight_layout.py), at 0.66-0.82x its time."""
+    size = list(x.shape)
+    size[-1] = wt.shape[1]
+    if x.numel() == x.shape[-1] and bias.numel() == 0:
+        # One row: a matrix-vector product, as linear() does (a one-row product is slower).
+        return torch.mv(wt.t(), x.reshape(-1)).view(size)
+    x2 = x.reshape(-1, x.shape[-1])
+    if bias.numel() > 0:
+        return torch.addmm(bias, x2, wt).view(size)
+    return torch.mm(x2, wt).view(size)
+
+
 def take_rows(pool: Tensor, slots: Tensor) -> Tensor:
     """pool[slots] for a contiguous pool, through a 2-D view (index_select on dim 0 of a 5-D CPU tensor is
     tens of times slower than on its (P, row) view in torch 1.13)."""
@@ -170,6 +185,8 @@ class BRTLayer(nn.Module):
     pack_src: List[List[Tensor]]
     pack_bias: List[List[Tensor]]
     packs: List[torch.classes.xnnpack.LinearOpContext]
+    tpacks: List[Tensor]
+    tbias: List[Tensor]
 
     def __init__(self, cfg: BRTConfig, rec_index: int):
         super().__init__()
@@ -277,6 +294,12 @@ class BRTLayer(nn.Module):
         self.pack_src = src
         self.pack_bias = bias
         self.packs = []
+        # Or (pack_transposed, via the model's pack_cpu_transposed): the same fused products through
+        # OpenBLAS with each group's weights concatenated and transposed once, (D_in, D_out) contiguous,
+        # and its bias (empty when none): x @ tpacks[i] is bitwise F.linear's product, without the
+        # per-call repacking of the weights that F.linear's layout costs OpenBLAS.
+        self.tpacks = []
+        self.tbias = []
 
     # ---- helpers -------------------------------------------------------------------------------
     def pack(self) -> None:
@@ -285,20 +308,43 @@ class BRTLayer(nn.Module):
             packs.append(prepack(self.pack_src[i], self.pack_bias[i]))
         self.packs = packs
 
+    def pack_transposed(self) -> None:
+        tpacks: List[Tensor] = []
+        tbias: List[Tensor] = []
+        for i in range(len(self.pack_src)):
+            group = self.pack_src[i]
+            w = group[0] if len(group) == 1 else torch.cat(group, dim=0)
+            tpacks.append(w.detach().t().contiguous())
+            b = self.pack_bias[i]
+            if len(b) > 0:
+                tbias.append(torch.cat(b, dim=0).detach())
+            else:
+                tbias.append(torch.zeros(0, dtype=w.dtype, device=w.device))
+        self.tpacks = tpacks
+        self.tbias = tbias
+
     def unpack(self) -> None:
         none: List[torch.classes.xnnpack.LinearOpContext] = []
         self.packs = none
+        empty: List[Tensor] = []
+        self.tpacks = empty
+        self.tbias = empty
+
+    def is_packed(self) -> bool:
+        return len(self.packs) > 0 or len(self.tpacks) > 0
 
     def packed(self, x: Tensor, i: int) -> Tensor:
         """x @ pack i (inference only: XNNPACK refuses inputs that require grad, such as the learned
         initial state's)."""
+        if len(self.tpacks) > 0:
+            return transposed_product(x.detach(), self.tpacks[i], self.tbias[i])
         return torch.ops.prepacked.linear_clamp_run(x.detach(), self.packs[i])
 
     def project(self, xn: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """The raw query, key and value projections of xn (..., D), and the state query q2 (empty for an
         ordinary layer): one fused product when packed."""
         d = self.d
-        if len(self.packs) > 0:
+        if self.is_packed():
             y = self.packed(xn, 0)
             q2 = y[..., 3 * d:] if self.rec_index >= 0 else y[..., 0:0]
             return y[..., :d], y[..., d:2 * d], y[..., 2 * d:3 * d], q2
@@ -316,7 +362,7 @@ class BRTLayer(nn.Module):
     def state_kv(self, s: Tensor) -> Tuple[Tensor, Tensor]:
         """Keys (l2-normalised per head) and values of state vectors s (B,S,D), heads flattened."""
         sh = self.state_norm(s) + self.state_ids
-        if len(self.packs) > 0:
+        if self.is_packed():
             y = self.packed(sh, 6)
             k_raw, vs = y[..., :self.d], y[..., self.d:]
         else:
@@ -334,7 +380,7 @@ class BRTLayer(nn.Module):
         """Horizontal direction: next state from st (B,3,S,D) and the 2W token keys/values (B,H,2W,dh)."""
         s, ks, vs = st[:, 0], st[:, 1], st[:, 2]
         sh = self.state_norm(s) + self.state_ids
-        if len(self.packs) > 0:
+        if self.is_packed():
             y = self.packed(sh, 4)
             qs_raw, q2s_raw = y[..., :self.d], y[..., self.d:]
         else:
@@ -345,9 +391,9 @@ class BRTLayer(nn.Module):
         b1 = attend(qs, self.heads(ks), self.heads(vs), empty, empty.to(torch.bool), self.s_alpha, False, False)
         b2 = attend(q2s, keys, values, empty, empty.to(torch.bool), self.s_alpha2, False, False)
         both = torch.cat([self.merge(b1), self.merge(b2)], dim=-1)
-        hh = self.packed(both, 5) if len(self.packs) > 0 else self.s_wo(both)
+        hh = self.packed(both, 5) if self.is_packed() else self.s_wo(both)
         if self.lstm_gate:
-            if len(self.packs) > 0:
+            if self.is_packed():
                 g = self.packed(hh, 7)
                 gf, gi = g[..., :self.d], g[..., self.d:]
             else:
@@ -377,7 +423,7 @@ class BRTLayer(nn.Module):
 
     def out(self, x: Tensor, att: Tensor) -> Tensor:
         """x plus the output projection of att, then plus the FFN of that (row by row)."""
-        if len(self.packs) > 0:
+        if self.is_packed():
             y = x + self.packed(att, 1)
             return y + self.packed(F.relu(self.packed(self.norm2(y), 2)), 3)
         y = x + self.drop(linear(att, self.wo.weight))
@@ -614,6 +660,7 @@ class BRTLayer(nn.Module):
 
 class BlockRecurrentTransformer(nn.Module):
     packs: List[torch.classes.xnnpack.LinearOpContext]
+    tpacks: List[Tensor]
 
     def __init__(self, cfg: BRTConfig):
         super().__init__()
@@ -638,8 +685,10 @@ class BlockRecurrentTransformer(nn.Module):
         self.logit_scale = 1.0 / math.sqrt(cfg.d_model)
         # 1.0 normally; 0.0 removes every read of the state (tests use it to show the state's effect).
         self.state_scale = 1.0
-        # pack_cpu(): the logits' product through XNNPACK (see BRTLayer.pack_src).
+        # pack_cpu(): the logits' product through XNNPACK (see BRTLayer.pack_src); pack_cpu_transposed():
+        # the embedding transposed, (D, V) contiguous.
         self.packs = []
+        self.tpacks = []
         for name, p in self.named_parameters():
             if p.dim() == 2 and name.endswith("weight") and "embed" not in name:
                 nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
@@ -675,13 +724,33 @@ class BlockRecurrentTransformer(nn.Module):
         return True
 
     @torch.jit.export
+    def pack_cpu_transposed(self) -> bool:
+        """Keeps every matrix product's weights also transposed, (D_in, D_out) contiguous, and runs the
+        products as x @ those (CPU, float32 only; a no-op returning False otherwise): OpenBLAS then reads
+        the weights as they are instead of repacking them on every call, and every result is bitwise what
+        the unpacked model computes with the same products fused (one thread; benchmarks/README.md).
+        Adds one copy of the weights' memory. unpack_cpu() undoes it."""
+        p = self.embed.weight
+        if p.device.type != "cpu" or p.dtype != torch.float32:
+            return False
+        for layer in self.layers:
+            layer.pack_transposed()
+        self.tpacks = [self.embed.weight.detach().t().contiguous()]
+        return True
+
+    @torch.jit.export
     def unpack_cpu(self) -> None:
         for layer in self.layers:
             layer.unpack()
         none: List[torch.classes.xnnpack.LinearOpContext] = []
         self.packs = none
+        empty: List[Tensor] = []
+        self.tpacks = empty
 
     def logits_of(self, h: Tensor) -> Tensor:
+        if len(self.tpacks) > 0:
+            empty = torch.zeros(0, dtype=h.dtype, device=h.device)
+            return transposed_product(self.final_norm(h).detach(), self.tpacks[0], empty) * self.logit_scale
         if len(self.packs) > 0:
             return torch.ops.prepacked.linear_clamp_run(self.final_norm(h).detach(), self.packs[0]) * self.logit_scale
         return linear(self.final_norm(h), self.embed.weight) * self.logit_scale

@@ -115,8 +115,21 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   }
   const bool pack = options.cpu_packed_weights == PackedWeights::kOn ||
                     (options.cpu_packed_weights == PackedWeights::kAuto && PackedWeightsPayOff());
+  // Without XNNPACK, OpenBLAS's products read weights transposed once at load, where the export can.
+  const bool transpose = options.cpu_packed_weights == PackedWeights::kTransposed ||
+                         (options.cpu_packed_weights == PackedWeights::kAuto && !pack);
   impl->auto_unpacked = !pack && options.cpu_packed_weights == PackedWeights::kAuto &&
                         impl->device.is_cpu() && dtype == at::kFloat;
+  if (transpose && impl->device.is_cpu() && dtype == at::kFloat &&
+      impl->module.find_method("pack_cpu_transposed").has_value()) {
+    try {
+      c10::InferenceMode guard;
+      // Plain tensors: every shard shares the one module, as unpacked.
+      impl->transposed_weights = impl->module.get_method("pack_cpu_transposed")({}).toBool();
+    } catch (const std::exception& e) {
+      return TorchError("transposing the weights (--cpu_packed_weights) failed", e);
+    }
+  }
   if (pack && impl->device.is_cpu() && dtype == at::kFloat &&
       impl->module.find_method("pack_cpu").has_value()) {
     try {
@@ -148,8 +161,10 @@ absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
   if (value == "auto") return PackedWeights::kAuto;
   if (value == "true") return PackedWeights::kOn;
   if (value == "false") return PackedWeights::kOff;
-  return absl::InvalidArgumentError(absl::StrCat("--cpu_packed_weights must be auto, true or false; got '",
-                                                 value, "'"));
+  if (value == "transposed") return PackedWeights::kTransposed;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--cpu_packed_weights must be auto, true (XNNPACK), transposed (OpenBLAS, weights transposed at "
+      "load) or false; got '", value, "'"));
 }
 
 bool ModelRunner::PackedWeightsPayOff() {
@@ -270,6 +285,7 @@ bool ModelRunner::packed_weights() const { return impl_->packed_weights; }
 const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
 
 bool ModelRunner::auto_unpacked() const { return impl_->auto_unpacked; }
+bool ModelRunner::transposed_weights() const { return impl_->transposed_weights; }
 
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
   HostMemory out;

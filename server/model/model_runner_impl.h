@@ -80,6 +80,7 @@ struct ModelRunner::Impl {
   bool has_ranges = false;  // the export has decode_range and finish_range (read the pools in place)
   bool packed_weights = false;  // pack_cpu() ran: products through XNNPACK
   bool auto_unpacked = false;   // kAuto left a CPU float32 model unpacked (PackedWeightsPayOff)
+  bool transposed_weights = false;  // pack_cpu_transposed() ran: OpenBLAS reads weights transposed once
   std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).

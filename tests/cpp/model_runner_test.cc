@@ -16,9 +16,9 @@ namespace {
 using ::brt::testing::StatusIs;
 using ::brt::testing::TinyDir;
 
-std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0, bool packed = true) {
+std::unique_ptr<ModelRunner> LoadTinyAs(PackedWeights how, int threads, int shards) {
   ModelRunnerOptions o;
-  o.cpu_packed_weights = packed ? PackedWeights::kOn : PackedWeights::kOff;
+  o.cpu_packed_weights = how;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = threads;
@@ -28,6 +28,10 @@ std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0, bool pack
   auto r = ModelRunner::Create(o);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? *std::move(r) : nullptr;
+}
+
+std::unique_ptr<ModelRunner> LoadTiny(int threads = 1, int shards = 0, bool packed = true) {
+  return LoadTinyAs(packed ? PackedWeights::kOn : PackedWeights::kOff, threads, shards);
 }
 
 std::vector<int32_t> RandomTokens(int n, uint32_t seed) {
@@ -300,6 +304,50 @@ TEST(ModelRunnerTest, PackedWeightsEqualPlainOnesAndShardsAreBitwiseAlone) {
   }
 }
 
+// Weights transposed at load (--cpu_packed_weights=transposed, auto on x86-64 without AVX-512): OpenBLAS's
+// products without per-call repacking; the same function as unpacked ones to fp32 rounding, sharded,
+// for scoring, decode steps and the state update. The flag's value parses; a wrong one names the choices.
+TEST(ModelRunnerTest, TransposedWeightsEqualPlainOnes) {
+  auto t = LoadTinyAs(PackedWeights::kTransposed, /*threads=*/2, /*shards=*/2);
+  auto plain = LoadTiny(/*threads=*/1, /*shards=*/1, /*packed=*/false);
+  ASSERT_NE(t, nullptr);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_TRUE(t->transposed_weights());
+  EXPECT_FALSE(t->packed_weights());
+  EXPECT_FALSE(plain->transposed_weights());
+  const int w = t->metadata().window;
+  std::vector<std::vector<int32_t>> texts;
+  for (uint32_t i = 0; i < 4; ++i) texts.push_back(RandomTokens(2 * w, 80 + i));
+  for (auto* r : {t.get(), plain.get()}) ASSERT_TRUE(r->InitSlots({0, 1, 2, 3}).ok());
+  std::vector<ScoreBlocksRow> rows;
+  for (int i = 0; i < 4; ++i) rows.push_back(ScoreBlocksRow{i, 0, texts[i]});
+  auto got = t->ScoreBlocks(rows, 2);
+  auto want = plain->ScoreBlocks(rows, 2);
+  ASSERT_TRUE(got.ok() && want.ok());
+  for (int i = 0; i < 4; ++i) {
+    for (size_t k = 0; k < (*want)[i].target_logprobs.size(); ++k) {
+      ASSERT_NEAR((*got)[i].target_logprobs[k], (*want)[i].target_logprobs[k], 1e-5) << "row " << i;
+    }
+  }
+  for (int step = 0; step < w; ++step) {
+    std::vector<DecodeRow> d;
+    for (int i = 0; i < 4; ++i) d.push_back(DecodeRow{i, texts[i][step], 2 * w + step});
+    auto a = t->DecodeStep(d);
+    auto b = plain->DecodeStep(d);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (int i = 0; i < 4; ++i) {
+      for (size_t v = 0; v < (*b)[i].logprobs.size(); v += 37) {
+        ASSERT_NEAR((*a)[i].logprobs[v], (*b)[i].logprobs[v], 1e-5) << "row " << i << " step " << step;
+      }
+    }
+  }
+  auto parsed = ParsePackedWeights("transposed");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(*parsed, PackedWeights::kTransposed);
+  EXPECT_THAT(ParsePackedWeights("yes"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("transposed")));
+}
+
 // Rows whose slots are consecutive (after the runner orders them by slot) are read in place by the
 // export's decode_range/finish_range; scattered ones are gathered by decode_slots/finish_slots. Both
 // give the same bits: here four sessions in slots 0..3 (given out of order) and their copies in 5, 7, 9,
@@ -496,7 +544,9 @@ TEST(ModelRunnerTest, MixedCallsEqualADecodeStepAndAFeedSpansCall) {
           EXPECT_TRUE(near(got->spans[i].target_logprobs, (*want_s)[i].target_logprobs)) << "span row " << i;
           EXPECT_TRUE(near(got->spans[i].topk_logprobs, (*want_s)[i].topk_logprobs)) << "span row " << i;
           EXPECT_TRUE(near(got->spans[i].next_logprobs, (*want_s)[i].next_logprobs)) << "span row " << i;
-          if (packed) EXPECT_EQ(got->spans[i].topk_ids, (*want_s)[i].topk_ids);
+          if (packed) {
+            EXPECT_EQ(got->spans[i].topk_ids, (*want_s)[i].topk_ids);
+          }
         }
         for (size_t k = 0; k < decode_slots.size(); ++k) ++pos[k];
         for (size_t k = 0; k < spans.size(); ++k) pos[decode_slots.size() + k] += spans[k].tokens.size();
