@@ -44,6 +44,19 @@ size_t ArgMax(const float* x, size_t n) {
 
 }  // namespace
 
+template <typename Keep>
+void Sampler::KeepCandidates(Keep keep) {
+  size_t kept = 0;
+  for (size_t j = 0; j < cands_.size(); ++j) {
+    if (keep(j)) {
+      cands_[kept] = cands_[j];
+      weights_[kept++] = weights_[j];
+    }
+  }
+  cands_.resize(kept);
+  weights_.resize(kept);
+}
+
 int32_t Sampler::Sample(const std::vector<float>& logprobs, const std::vector<int32_t>& recent) {
   const int32_t v = static_cast<int32_t>(logprobs.size());
   if (v == 0) return 0;
@@ -99,15 +112,7 @@ int32_t Sampler::Sample(const std::vector<float>& logprobs, const std::vector<in
   // is exp(0) = 1).
   if (config_.min_p > 0.0f) {
     const double floor = config_.min_p * (1.0 / sum);
-    size_t kept = 0;
-    for (size_t j = 0; j < cands_.size(); ++j) {
-      if (weights_[j] / sum >= floor) {
-        cands_[kept] = cands_[j];
-        weights_[kept++] = weights_[j];
-      }
-    }
-    cands_.resize(kept);
-    weights_.resize(kept);
+    KeepCandidates([&](size_t j) { return weights_[j] / sum >= floor; });
   }
   // top-p: the smallest set of the best candidates whose probability reaches top_p (of the top-k
   // candidates' mass), found by selection on mass (TopPCount) rather than by sorting. Only candidates
@@ -131,15 +136,7 @@ int32_t Sampler::Sample(const std::vector<float>& logprobs, const std::vector<in
       // Keep the selected ones, still in id order.
       kept_.assign(v, 0);
       for (size_t j = 0; j < keep; ++j) kept_[static_cast<uint32_t>(items_[j].key)] = 1;
-      size_t kept = 0;
-      for (size_t j = 0; j < cands_.size(); ++j) {
-        if (kept_[cands_[j]]) {
-          cands_[kept] = cands_[j];
-          weights_[kept++] = weights_[j];
-        }
-      }
-      cands_.resize(kept);
-      weights_.resize(kept);
+      KeepCandidates([&](size_t j) { return kept_[cands_[j]] != 0; });
     }
   }
   // The draw: a uniform share of the kept weight, walking the kept candidates in id order.

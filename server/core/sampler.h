@@ -38,6 +38,9 @@ class Sampler {
   // Rearranges items_ so that its first n items are the fewest best whose weights sum to `need` (all
   // of them if they never do), and returns n. Expected linear time.
   size_t TopPCount(double need);
+  // Drops the candidates j (indices into cands_/weights_) for which keep(j) is false, keeping the order.
+  template <typename Keep>
+  void KeepCandidates(Keep keep);
 
   SamplingConfig config_;
   std::mt19937_64 rng_;
