@@ -63,6 +63,7 @@ ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens")
 ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
+ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
 
 namespace {
 
@@ -248,6 +249,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   ro.cpu_packed_weights = *packed;
+  ro.freeze = absl::GetFlag(FLAGS_freeze_model);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

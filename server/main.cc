@@ -63,6 +63,9 @@ ABSL_FLAG(std::string, cpu_packed_weights, "auto",
           "transposed once at load (the export's pack_cpu_transposed; no per-call repacking); false runs "
           "LibTorch's default products (OpenBLAS); auto packs unless the CPU is x86-64 without AVX-512, "
           "where XNNPACK's kernels ran at 0.4x OpenBLAS's (with AVX-512 at 1.6x), and is transposed there");
+ABSL_FLAG(bool, freeze_model, true,
+          "Freeze the TorchScript module once loaded (inline its calls, its weights as constants): the "
+          "same results in every bit, with less interpreter work per model call; false runs it as exported");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -298,11 +301,17 @@ int main(int argc, char** argv) {
   auto packed_choice = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
   if (!packed_choice.ok()) return Fail(packed_choice.status());
   runner_options.cpu_packed_weights = *packed_choice;
+  runner_options.freeze = absl::GetFlag(FLAGS_freeze_model);
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
   const bool auto_unpacked = (*runner)->auto_unpacked();
   const bool transposed_weights = (*runner)->transposed_weights();
+  const bool frozen = (*runner)->frozen();
+  if (!(*runner)->freeze_error().empty()) {
+    std::fprintf(stderr, "brt-server: --freeze_model: running the module as exported: %s\n",
+                 (*runner)->freeze_error().c_str());
+  }
   if (!(*runner)->pack_error().empty()) {
     std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
                  (*runner)->pack_error().c_str());
@@ -462,7 +471,7 @@ int main(int argc, char** argv) {
         "HOST:PORT; stop the other process or choose another --listen")));
   }
   std::fprintf(stderr,
-               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s, %llu state bytes/session) "
+               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s%s, %llu state bytes/session) "
                "from %s\n",
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
                meta.device.c_str(), meta.dtype.c_str(),
@@ -470,6 +479,7 @@ int main(int argc, char** argv) {
                : transposed_weights ? ", OpenBLAS products, weights transposed at load"
                : auto_unpacked      ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
                                     : "",
+               frozen ? ", frozen" : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

@@ -5,6 +5,7 @@
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+#include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
@@ -154,7 +155,46 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       }
     }
   }
+  if (options.freeze) {
+    // Not fatal: XNNPACK's packed products (custom-class objects) cannot be frozen, say; the module
+    // then runs as exported, and says why.
+    absl::Status frozen = impl->Freeze();
+    if (!frozen.ok()) impl->freeze_error = std::string(frozen.message());
+  }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
+}
+
+absl::Status ModelRunner::Impl::Freeze() {
+  // Every method the runner calls after Create (the pack methods ran already).
+  std::vector<std::string> keep;
+  for (const char* name : {"init_slots", "copy_slots", "score_slots", "decode_slots", "decode_range",
+                           "finish_slots", "finish_range", "span_slots", "mixed_slots"}) {
+    if (module.find_method(name).has_value()) keep.emplace_back(name);
+  }
+  // Inlining a call takes the callee's optimised graph, which is itself inlined only while the graph
+  // executor optimises (a thread-local switch the runner keeps off; see InitExecutorThread): on for
+  // this, so calls nested at any depth are inlined before the submodules' methods are dropped.
+  const bool optimize = torch::jit::getGraphExecutorOptimize();
+  torch::jit::setGraphExecutorOptimize(true);
+  struct Restore {
+    bool value;
+    ~Restore() { torch::jit::setGraphExecutorOptimize(value); }
+  } restore{optimize};
+  try {
+    c10::InferenceMode guard;
+    if (lanes.empty()) {
+      module = torch::jit::freeze_module(module, keep);
+    } else {
+      std::vector<torch::jit::script::Module> frozen_lanes;
+      for (const auto& lane : lanes) frozen_lanes.push_back(torch::jit::freeze_module(lane, keep));
+      lanes = std::move(frozen_lanes);
+      module = lanes[0];
+    }
+  } catch (const std::exception& e) {
+    return TorchError("freezing the TorchScript module (--freeze_model) failed", e);
+  }
+  frozen = true;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
@@ -166,6 +206,9 @@ absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
       "--cpu_packed_weights must be auto, true (XNNPACK), transposed (OpenBLAS, weights transposed at "
       "load) or false; got '", value, "'"));
 }
+
+bool ModelRunner::frozen() const { return impl_->frozen; }
+const std::string& ModelRunner::freeze_error() const { return impl_->freeze_error; }
 
 bool ModelRunner::PackedWeightsPayOff() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -56,6 +56,12 @@ struct ModelRunnerOptions {
   // than repacking them on every call (0.66-0.82x the products' time on an AVX2 host; another copy of
   // the weights in memory). Numbers differ from unpacked by fp32 rounding (fused products).
   PackedWeights cpu_packed_weights = PackedWeights::kAuto;
+  // Freeze the module once loaded and packed (torch::jit::freeze_module, keeping the methods the runner
+  // calls): submodule and function calls inlined, parameters and weights turned into constants, so each
+  // call interprets fewer instructions (a one-row decode step spent about as long in TorchScript's
+  // interpreter as in its matrix products). Results are bitwise the unfrozen ones'. false: as exported.
+  // Not with XNNPACK's packed weights (kOn, or kAuto on AVX-512), which cannot be frozen: freeze_error().
+  bool freeze = true;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
@@ -89,6 +95,10 @@ class ModelRunner : public ModelBackend {
   const std::string& pack_error() const;
   // Whether PackedWeights::kAuto left a CPU float32 model unpacked (no AVX-512: PackedWeightsPayOff).
   bool auto_unpacked() const;
+  // Whether the module runs frozen (ModelRunnerOptions::freeze), and, when it was asked for and failed
+  // (with XNNPACK's packed weights, which cannot be frozen), why: the module then runs as exported.
+  bool frozen() const;
+  const std::string& freeze_error() const;
   // Whether the export's pack_cpu_transposed() ran (see ModelRunnerOptions::cpu_packed_weights).
   bool transposed_weights() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,

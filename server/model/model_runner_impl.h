@@ -82,10 +82,20 @@ struct ModelRunner::Impl {
   bool auto_unpacked = false;   // kAuto left a CPU float32 model unpacked (PackedWeightsPayOff)
   bool transposed_weights = false;  // pack_cpu_transposed() ran: OpenBLAS reads weights transposed once
   std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
+  bool frozen = false;          // Freeze() ran: the module's methods run frozen (ModelRunnerOptions::freeze)
+  std::string freeze_error;     // why Freeze failed (the module then runs as exported); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).
   std::unique_ptr<ShardPool> shards;
   int shard_min_rows = 2;
+
+  // Replaces `module` (and every lane) with its frozen form, keeping only the methods the runner calls:
+  // torch::jit::freeze_module inlines every submodule and function call into them and turns the
+  // parameters and the packed/transposed weights into constants, so a call no longer looks attributes
+  // up or calls methods through the interpreter. Same operations on the same values: bitwise the same
+  // results (model_runner_test). INTERNAL when LibTorch refuses (XNNPACK's packed products, which are
+  // custom-class objects, cannot be frozen); the module and lanes are then left as they were.
+  absl::Status Freeze();
 
   // Runs fn(module, begin, end) over [0, rows): in shards on the workers when the pool is on and the call
   // has enough rows (or always_pool), else on the calling thread with `threads` intra-op threads. Shards

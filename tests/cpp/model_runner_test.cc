@@ -16,9 +16,10 @@ namespace {
 using ::brt::testing::StatusIs;
 using ::brt::testing::TinyDir;
 
-std::unique_ptr<ModelRunner> LoadTinyAs(PackedWeights how, int threads, int shards) {
+std::unique_ptr<ModelRunner> LoadTinyAs(PackedWeights how, int threads, int shards, bool freeze = true) {
   ModelRunnerOptions o;
   o.cpu_packed_weights = how;
+  o.freeze = freeze;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = threads;
@@ -346,6 +347,112 @@ TEST(ModelRunnerTest, TransposedWeightsEqualPlainOnes) {
   EXPECT_EQ(*parsed, PackedWeights::kTransposed);
   EXPECT_THAT(ParsePackedWeights("yes"),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("transposed")));
+}
+
+// Appends the bytes of v to out.
+template <typename T>
+void AppendBytes(const std::vector<T>& v, std::string* out) {
+  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// Every kind of call the engine makes, on fixed inputs, and every slot's memory after them, as bytes:
+// scoring two blocks, decode steps across block ends (consecutive slots, read in place, and scattered
+// ones, a one-row step too), spans with and without every position, a mixed call, a copy and an import.
+std::string CallTrace(ModelRunner& r) {
+  std::string out;
+  const int w = r.metadata().window;
+  std::vector<std::vector<int32_t>> text;
+  for (uint32_t i = 0; i < 8; ++i) text.push_back(RandomTokens(4 * w, 120 + i));
+  EXPECT_TRUE(r.InitSlots({0, 1, 2, 3, 4, 5, 6, 7}).ok());
+  auto scored = r.ScoreBlocks({ScoreBlocksRow{0, 0, {text[0].begin(), text[0].begin() + 2 * w}},
+                               ScoreBlocksRow{1, 0, {text[1].begin(), text[1].begin() + 2 * w}}},
+                              2);
+  EXPECT_TRUE(scored.ok()) << scored.status();
+  if (!scored.ok()) return out;
+  for (const auto& res : *scored) {
+    AppendBytes(res.target_logprobs, &out);
+    AppendBytes(res.topk_logprobs, &out);
+    AppendBytes(res.topk_ids, &out);
+    AppendBytes(res.next_logprobs, &out);
+  }
+  std::vector<int64_t> pos = {2 * w, 2 * w, 0, 0, 0, 0, 0, 0};
+  for (int step = 0; step < w + w / 2; ++step) {
+    std::vector<DecodeRow> rows;
+    if (step % 3 == 2) {
+      rows = {DecodeRow{5, text[5][static_cast<size_t>(pos[5])], pos[5]}};  // one row
+    } else {
+      for (int32_t s : {0, 1, 2}) rows.push_back(DecodeRow{s, text[s][static_cast<size_t>(pos[s])], pos[s]});
+      if (step % 3 == 1) rows.push_back(DecodeRow{5, text[5][static_cast<size_t>(pos[5])], pos[5]});  // scattered
+    }
+    auto got = r.DecodeStep(rows);
+    EXPECT_TRUE(got.ok()) << got.status();
+    if (!got.ok()) return out;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      AppendBytes((*got)[i].logprobs, &out);
+      ++pos[static_cast<size_t>(rows[i].slot)];
+    }
+  }
+  std::mt19937 rng(7);
+  while (pos[3] < 2 * w) {
+    const int64_t len = 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(w - pos[3] % w));
+    std::vector<SpanRow> spans = {
+        SpanRow{3, pos[3], {text[3].begin() + pos[3], text[3].begin() + pos[3] + len}}};
+    auto fed = r.FeedSpans(spans, 2, /*all_positions=*/true);
+    EXPECT_TRUE(fed.ok()) << fed.status();
+    if (!fed.ok()) return out;
+    AppendBytes((*fed)[0].target_logprobs, &out);
+    AppendBytes((*fed)[0].topk_ids, &out);
+    AppendBytes((*fed)[0].next_logprobs, &out);
+    pos[3] += len;
+  }
+  auto prompt = r.FeedSpans({SpanRow{4, 0, {text[4].begin(), text[4].begin() + 5}}}, 0, /*all_positions=*/false);
+  EXPECT_TRUE(prompt.ok()) << prompt.status();
+  if (prompt.ok()) AppendBytes((*prompt)[0].next_logprobs, &out);
+  auto mixed = r.DecodeAndFeedSpans({DecodeRow{0, text[0][static_cast<size_t>(pos[0])], pos[0]},
+                                     DecodeRow{1, text[1][static_cast<size_t>(pos[1])], pos[1]}},
+                                    {SpanRow{3, pos[3], {text[3].begin() + pos[3], text[3].begin() + pos[3] + 3}}},
+                                    2, /*all_positions=*/true);
+  EXPECT_TRUE(mixed.ok()) << mixed.status();
+  if (mixed.ok()) {
+    for (const auto& d : mixed->decode) AppendBytes(d.logprobs, &out);
+    AppendBytes(mixed->spans[0].target_logprobs, &out);
+    AppendBytes(mixed->spans[0].next_logprobs, &out);
+  }
+  EXPECT_TRUE(r.CopySlot(0, 6).ok());
+  auto memory = r.ExportSlot(1);
+  EXPECT_TRUE(memory.ok());
+  if (memory.ok()) {
+    EXPECT_TRUE(r.ImportSlot(7, *memory).ok());
+  }
+  for (int32_t s = 0; s < 8; ++s) {
+    auto m = r.ExportSlot(s);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return out;
+    out += m->kv.data;
+    out += m->state.data;
+  }
+  return out;
+}
+
+// A frozen module (the default) computes what the export computes as loaded, in every bit: every call
+// above and the memory they leave, with plain and transposed weights, unsharded and in 2 shards.
+TEST(ModelRunnerTest, FrozenModuleGivesTheExportsBitsInEveryCall) {
+  for (PackedWeights how : {PackedWeights::kOff, PackedWeights::kTransposed, PackedWeights::kOn}) {
+    for (int shards : {1, 2}) {
+      auto frozen = LoadTinyAs(how, /*threads=*/2, shards, /*freeze=*/true);
+      auto as_is = LoadTinyAs(how, /*threads=*/2, shards, /*freeze=*/false);
+      ASSERT_NE(frozen, nullptr);
+      ASSERT_NE(as_is, nullptr);
+      // XNNPACK's packed products cannot be frozen: that runner says so and runs as exported.
+      EXPECT_EQ(frozen->frozen(), how != PackedWeights::kOn);
+      EXPECT_EQ(frozen->freeze_error().empty(), how != PackedWeights::kOn) << frozen->freeze_error();
+      EXPECT_FALSE(as_is->frozen());
+      const std::string a = CallTrace(*frozen), b = CallTrace(*as_is);
+      EXPECT_GT(a.size(), 100000u);
+      EXPECT_TRUE(a == b) << "weights " << static_cast<int>(how) << ", shards " << shards << ": "
+                          << a.size() << " vs " << b.size() << " bytes";
+    }
+  }
 }
 
 // Rows whose slots are consecutive (after the runner orders them by slot) are read in place by the
