@@ -58,8 +58,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import (CHUNK, LOAD_LIMIT, check_load, chunks_of, omp_threads, pack_like_server,  # noqa: E402
-                        percentile, use_server_allocator)
+from bench_util import (CHUNK, LOAD_LIMIT, check_load, chunks_of, freeze_like_server, omp_threads,  # noqa: E402
+                        pack_like_server, percentile, use_server_allocator)
 MODEL_PATH = os.path.join(ROOT, "model", "artifacts", "brt.pt")
 TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 
@@ -113,6 +113,8 @@ class BareModel:
         self.module = torch.jit.load(path, map_location="cpu", _extra_files=files)
         self.module.eval()
         self.packed = packed and pack_like_server(self.module)
+        if packed:
+            self.module = freeze_like_server(self.module, self.packed)
         self.meta = json.loads(files["brt_meta.json"])
         self.format = int(self.meta.get("format", 1))
         self.W = int(self.meta["window"])

@@ -94,3 +94,28 @@ def pack_like_server(module):
     if hasattr(module, "pack_cpu_transposed"):
         module.pack_cpu_transposed()
     return False
+
+
+# The export's methods brt-server calls after loading (server/model/model_runner.cc, ModelRunner::Impl::Freeze).
+SERVER_METHODS = ("init_slots", "copy_slots", "score_slots", "decode_slots", "decode_range", "finish_slots",
+                  "finish_range", "span_slots", "mixed_slots")
+
+
+def freeze_like_server(module, xnnpack_packed):
+    """The loaded (and packed) export frozen as brt-server freezes it by default (--freeze_model): LibTorch's
+    freeze_module keeping the methods the server calls, calls inlined and weights as constants, without the
+    extra graph rewrites of torch.jit.freeze (the same operations, so the same bits). An export packed for
+    XNNPACK (pack_like_server returned True) is returned as it is: its packed products cannot be frozen, and
+    the server runs it unfrozen too."""
+    import torch
+    if xnnpack_packed:
+        return module
+    keep = [name for name in SERVER_METHODS if module._c._has_method(name)]
+    optimize = torch._C._get_graph_executor_optimize()
+    torch._C._set_graph_executor_optimize(True)  # inlining takes each callee's inlined graph only then
+    try:
+        frozen = torch.jit.RecursiveScriptModule(torch._C._freeze_module(module._c, keep))
+        torch.jit.RecursiveScriptModule._finalize_scriptmodule(frozen)
+        return frozen
+    finally:
+        torch._C._set_graph_executor_optimize(optimize)
