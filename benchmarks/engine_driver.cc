@@ -56,6 +56,7 @@ ABSL_FLAG(bool, dump_gaps, false,
           "Print every Generate inter-token gap to stderr (session, token index, time since start, gap)");
 ABSL_FLAG(int, generate_prompt_repeat, 1, "Each Generate prompt is its phrase this many times (~10 tokens each)");
 ABSL_FLAG(int, max_batch_size, 8, "Engine --max_batch_size");
+ABSL_FLAG(int, max_blocks_per_call, 2, "brt-server --max_blocks_per_call");
 ABSL_FLAG(int, max_decode_batch, 256, "Engine --max_decode_batch");
 ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step");
 ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_block_end");
@@ -259,6 +260,7 @@ int main(int argc, char** argv) {
   brt::EngineOptions eo;
   eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
+  eo.max_blocks_per_call = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_blocks_per_call));
   eo.max_block_ends_per_step = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_block_ends_per_step));
   eo.decode_rows_per_block_end = static_cast<uint32_t>(absl::GetFlag(FLAGS_decode_rows_per_block_end));
   eo.chunked_prefill_tokens = static_cast<uint32_t>(absl::GetFlag(FLAGS_chunked_prefill_tokens));
