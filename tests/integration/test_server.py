@@ -36,6 +36,10 @@ def test_health_and_server_info(server, reference):
     assert info.model.window == reference.meta["window"]
     assert info.model.tokenizer_sha256 == reference.tok.sha256
     assert info.model.device == "cpu"
+    # The shipped export freezes (--freeze_model, default on), unless it was packed for XNNPACK, which cannot be.
+    startup = [line for line in server.read_log().splitlines() if "brt-server: model " in line]
+    assert len(startup) == 1, server.read_log()[-2000:]
+    assert ("frozen" in startup[0]) != ("XNNPACK packed weights" in startup[0]), startup[0]
 
 
 def test_reflection_lists_the_service(server):
