@@ -70,15 +70,28 @@ def linear(x: Tensor, w: Tensor, groups: int = 1) -> Tensor:
     return F.linear(x, w)
 
 
+def fused_weight(group: List[Tensor]) -> Tensor:
+    """The weights of products that share an input, concatenated by output rows (D_out_total, D_in), detached."""
+    return group[0].detach() if len(group) == 1 else torch.cat(group, dim=0).detach()
+
+
+def fused_bias(bias: List[Tensor], like: Tensor) -> Tensor:
+    """Their biases concatenated (detached), or an empty tensor like `like` when they have none."""
+    if len(bias) > 0:
+        return torch.cat(bias, dim=0).detach()
+    return torch.zeros(0, dtype=like.dtype, device=like.device)
+
+
 def prepack(group: List[Tensor], bias: List[Tensor]) -> torch.classes.xnnpack.LinearOpContext:
     """XNNPACK's prepacked form of x @ cat(group).T (+ cat(bias)): the weights packed once for its GEMM
     kernels, so a call does not repack them (OpenBLAS packs the whole weight matrix on every call, which
     was 40% of a 16-row decode step's matrix time here) and runs its AVX-512 kernels (~1.6x OpenBLAS's
     Haswell kernels on this project's CPU at 16-128 rows)."""
-    w = group[0].detach() if len(group) == 1 else torch.cat(group, dim=0).detach()
+    w = fused_weight(group)
+    fb = fused_bias(bias, w)
     b: Optional[Tensor] = None
-    if len(bias) > 0:
-        b = torch.cat(bias, dim=0).detach()
+    if fb.numel() > 0:
+        b = fb
     return torch.ops.prepacked.linear_clamp_prepack(w.contiguous(), b)
 
 
@@ -333,14 +346,9 @@ class BRTLayer(nn.Module):
         tpacks: List[Tensor] = []
         tbias: List[Tensor] = []
         for i in range(len(self.pack_src)):
-            group = self.pack_src[i]
-            w = group[0] if len(group) == 1 else torch.cat(group, dim=0)
-            tpacks.append(w.detach().t().contiguous())
-            b = self.pack_bias[i]
-            if len(b) > 0:
-                tbias.append(torch.cat(b, dim=0).detach())
-            else:
-                tbias.append(torch.zeros(0, dtype=w.dtype, device=w.device))
+            w = fused_weight(self.pack_src[i])
+            tpacks.append(w.t().contiguous())
+            tbias.append(fused_bias(self.pack_bias[i], w))
         self.tpacks = tpacks
         self.tbias = tbias
 
