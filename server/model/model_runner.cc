@@ -156,10 +156,15 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     }
   }
   if (options.freeze) {
-    // Not fatal: XNNPACK's packed products (custom-class objects) cannot be frozen, say; the module
-    // then runs as exported, and says why.
-    absl::Status frozen = impl->Freeze();
-    if (!frozen.ok()) impl->freeze_error = std::string(frozen.message());
+    // Not fatal: the module then runs as exported, and says why. XNNPACK's packed products (custom-class
+    // objects) are known to be refused, so no copy of the module is made to find that out.
+    if (impl->packed_weights) {
+      impl->freeze_error =
+          "XNNPACK's packed weights (--cpu_packed_weights=true, or auto on a CPU with AVX-512) cannot be frozen";
+    } else {
+      absl::Status frozen = impl->Freeze();
+      if (!frozen.ok()) impl->freeze_error = std::string(frozen.message());
+    }
   }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
@@ -182,14 +187,7 @@ absl::Status ModelRunner::Impl::Freeze() {
   } restore{optimize};
   try {
     c10::InferenceMode guard;
-    if (lanes.empty()) {
-      module = torch::jit::freeze_module(module, keep);
-    } else {
-      std::vector<torch::jit::script::Module> frozen_lanes;
-      for (const auto& lane : lanes) frozen_lanes.push_back(torch::jit::freeze_module(lane, keep));
-      lanes = std::move(frozen_lanes);
-      module = lanes[0];
-    }
+    module = torch::jit::freeze_module(module, keep);  // no lanes: they exist only with XNNPACK packing
   } catch (const std::exception& e) {
     return TorchError("freezing the TorchScript module (--freeze_model) failed", e);
   }

@@ -89,12 +89,13 @@ struct ModelRunner::Impl {
   std::unique_ptr<ShardPool> shards;
   int shard_min_rows = 2;
 
-  // Replaces `module` (and every lane) with its frozen form, keeping only the methods the runner calls:
+  // Replaces `module` with its frozen form, keeping only the methods the runner calls:
   // torch::jit::freeze_module inlines every submodule and function call into them and turns the
   // parameters and the packed/transposed weights into constants, so a call no longer looks attributes
   // up or calls methods through the interpreter. Same operations on the same values: bitwise the same
-  // results (model_runner_test). INTERNAL when LibTorch refuses (XNNPACK's packed products, which are
-  // custom-class objects, cannot be frozen); the module and lanes are then left as they were.
+  // results (model_runner_test). INTERNAL when LibTorch refuses; the module is then left as it was.
+  // Not called with XNNPACK's packed products (custom-class objects, which LibTorch refuses to freeze),
+  // so there are no lanes to freeze.
   absl::Status Freeze();
 
   // Runs fn(module, begin, end) over [0, rows): in shards on the workers when the pool is on and the call
