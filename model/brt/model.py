@@ -56,10 +56,13 @@ def relative_bucket(n: Tensor, num_buckets: int, max_distance: int) -> Tensor:
     return torch.where(n < exact, n, large)
 
 
-def linear(x: Tensor, w: Tensor) -> Tensor:
+def linear(x: Tensor, w: Tensor, groups: int = 1) -> Tensor:
     """x @ w.T (no bias). A single row (a one-session decode step) goes through a matrix-vector product:
     on CPU a one-row matrix product first packs the whole weight matrix and ran 4-5x slower (a 256x1024
-    weight: 81 us vs 16 us, 1 thread). Same math, summed in another order (fp32 rounding)."""
+    weight: 81 us vs 16 us, 1 thread). Same math, summed in another order (fp32 rounding).
+    groups > 1: x's rows are that many equal groups, each its own product (grouped_product)."""
+    if groups > 1:
+        return grouped_product(x, w.t(), groups)
     if x.numel() == x.shape[-1]:
         size = list(x.shape)
         size[-1] = w.shape[0]
@@ -92,12 +95,26 @@ def prepack(group: List[Tensor], bias: List[Tensor]) -> torch.classes.xnnpack.Li
     return torch.ops.prepacked.linear_clamp_prepack(w.contiguous(), b)
 
 
-def transposed_product(x: Tensor, wt: Tensor, bias: Tensor) -> Tensor:
-    """x (..., D_in) @ wt (D_in, D_out, contiguous) (+ bias when it is not empty): OpenBLAS reads wt without
-    repacking it, and the result is bitwise what F.linear(x, wt.t()) gives (one thread, this project's
-    OpenBLAS: benchmarks/bench_weight_layout.py), at 0.66-0.82x its time."""
+def grouped_product(x: Tensor, wt: Tensor, groups: int) -> Tensor:
+    """x (..., D_in) @ wt (D_in, D_out) with x's rows split into `groups` equal consecutive groups, one matrix
+    product each (a batched product: one call). A product's rounding depends on its row count (OpenBLAS), so
+    block-parallel scoring (score_slots) multiplies each block position's rows apart, as the block-by-block
+    loop did: the same bits, in one call instead of N."""
     size = list(x.shape)
     size[-1] = wt.shape[1]
+    x3 = x.reshape(groups, -1, x.shape[-1])
+    return torch.bmm(x3, wt.unsqueeze(0).expand(groups, wt.shape[0], wt.shape[1])).view(size)
+
+
+def transposed_product(x: Tensor, wt: Tensor, bias: Tensor, groups: int = 1) -> Tensor:
+    """x (..., D_in) @ wt (D_in, D_out, contiguous) (+ bias when it is not empty): OpenBLAS reads wt without
+    repacking it, and the result is bitwise what F.linear(x, wt.t()) gives (one thread, this project's
+    OpenBLAS: benchmarks/bench_weight_layout.py), at 0.66-0.82x its time. groups > 1: grouped_product."""
+    size = list(x.shape)
+    size[-1] = wt.shape[1]
+    if groups > 1:
+        y = grouped_product(x, wt, groups)
+        return y + bias if bias.numel() > 0 else y
     if x.numel() == x.shape[-1] and bias.numel() == 0:
         # One row: a matrix-vector product, as linear() does (a one-row product is slower).
         return torch.mv(wt.t(), x.reshape(-1)).view(size)
@@ -186,7 +203,11 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(linear(self.drop(F.relu(linear(x, self.w1.weight))), self.w2.weight))
+        return self.grouped(x, 1)
+
+    def grouped(self, x: Tensor, groups: int) -> Tensor:
+        """forward, with each of `groups` equal row groups multiplied apart (linear)."""
+        return self.drop(linear(self.drop(F.relu(linear(x, self.w1.weight, groups))), self.w2.weight, groups))
 
 
 class BRTLayer(nn.Module):
@@ -341,23 +362,34 @@ class BRTLayer(nn.Module):
     def is_packed(self) -> bool:
         return len(self.packs) > 0 or len(self.tpacks) > 0
 
-    def packed(self, x: Tensor, i: int) -> Tensor:
+    def packed(self, x: Tensor, i: int, groups: int = 1) -> Tensor:
         """x @ pack i (inference only: XNNPACK refuses inputs that require grad, such as the learned
-        initial state's)."""
+        initial state's). groups > 1: each of that many equal row groups multiplied apart (grouped_product;
+        XNNPACK's rows do not depend on their batch, so it takes them all at once)."""
         if len(self.tpacks) > 0:
-            return transposed_product(x.detach(), self.tpacks[i], self.tbias[i])
+            return transposed_product(x.detach(), self.tpacks[i], self.tbias[i], groups)
         return torch.ops.prepacked.linear_clamp_run(x.detach(), self.packs[i])
 
-    def project(self, xn: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def project(self, xn: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """The raw query, key and value projections of xn (..., D), and the state query q2 (empty for an
-        ordinary layer): one fused product when packed."""
+        ordinary layer): one fused product when packed. groups: as in packed()."""
         d = self.d
         if self.is_packed():
-            y = self.packed(xn, 0)
+            y = self.packed(xn, 0, groups)
             q2 = y[..., 3 * d:] if self.rec_index >= 0 else y[..., 0:0]
             return y[..., :d], y[..., d:2 * d], y[..., 2 * d:3 * d], q2
-        q2 = self.wq2(xn) if self.rec_index >= 0 else xn[..., 0:0]
-        return linear(xn, self.wq.weight), linear(xn, self.wk.weight), linear(xn, self.wv.weight), q2
+        q2 = xn[..., 0:0]
+        if self.rec_index >= 0:
+            q2 = self.wq2(xn) if groups == 1 else self.grouped_q2(xn, groups)
+        return (linear(xn, self.wq.weight, groups), linear(xn, self.wk.weight, groups),
+                linear(xn, self.wv.weight, groups), q2)
+
+    def grouped_q2(self, xn: Tensor, groups: int) -> Tensor:
+        """The state queries' raw projection of xn, row groups apart (linear); empty for an ordinary layer,
+        whose wq2 is an Identity (TorchScript settles hasattr when it compiles each layer)."""
+        if hasattr(self.wq2, "weight"):
+            return linear(xn, self.wq2.weight, groups)
+        return xn[..., 0:0]
 
     def heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -415,9 +447,9 @@ class BRTLayer(nn.Module):
         ks_new, vs_new = self.state_kv(s_new)
         return torch.stack([s_new, ks_new, vs_new], dim=1)
 
-    def mix(self, x: Tensor, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float) -> Tensor:
+    def mix(self, x: Tensor, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float, groups: int = 1) -> Tensor:
         """Residual attention output (plus the state read for a recurrent layer) and the FFN."""
-        return self.out(x, self.state_read(a1, q2, st, state_scale))
+        return self.out(x, self.state_read(a1, q2, st, state_scale), groups)
 
     def state_read(self, a1: Tensor, q2: Tensor, st: Tensor, state_scale: float) -> Tensor:
         """The attention output a1 (B,H,T,dh) with heads merged, and for a recurrent layer the read of the
@@ -429,13 +461,14 @@ class BRTLayer(nn.Module):
             return torch.cat([self.merge(a1), self.merge(a2) * state_scale], dim=-1)
         return self.merge(a1)
 
-    def out(self, x: Tensor, att: Tensor) -> Tensor:
-        """x plus the output projection of att, then plus the FFN of that (row by row)."""
+    def out(self, x: Tensor, att: Tensor, groups: int = 1) -> Tensor:
+        """x plus the output projection of att, then plus the FFN of that (row by row). groups: as in
+        packed()."""
         if self.is_packed():
-            y = x + self.packed(att, 1)
-            return y + self.packed(F.relu(self.packed(self.norm2(y), 2)), 3)
-        y = x + self.drop(linear(att, self.wo.weight))
-        return y + self.ffn(self.norm2(y))
+            y = x + self.packed(att, 1, groups)
+            return y + self.packed(F.relu(self.packed(self.norm2(y), 2, groups)), 3, groups)
+        y = x + self.drop(linear(att, self.wo.weight, groups))
+        return y + self.ffn.grouped(self.norm2(y), groups)
 
     # ---- block-parallel ------------------------------------------------------------------------
     def block_core(self, x: Tensor, prev_k: Tensor, prev_v: Tensor, st: Tensor, state_scale: float
@@ -460,6 +493,54 @@ class BRTLayer(nn.Module):
         if self.rec_index >= 0:
             new_st = self.update_state(st, keys, values)
         return y, k, v, new_st
+
+    def blocks_layer(self, x: Tensor, N: int, prev_k: Tensor, prev_v: Tensor, st: Tensor, state_scale: float
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """N whole blocks of B rows through this layer at once, bitwise what N block_core calls in order
+        compute. x (N*B,W,D): block n of row b at n*B+b. Every matrix product runs once over all blocks as
+        one batched call, each block position's B*W rows a product of their own (the row count a
+        block_core call gives its products, so the same rounding); the token attention and every other
+        operation run over all N*B blocks at once; only a recurrent layer's state chain (an update after
+        each block, on S rows) runs block after block. Scoring one session's 16 blocks ran 1.45-1.6x
+        faster than block by block (benchmarks/README.md). prev_k/prev_v (B,H,W,dh): the block before
+        the first; st (B,3,S,D) or empty. Returns the output (N*B,W,D), the last block's keys and values,
+        the keys and values of the block before it (prev_k/prev_v when N == 1), the next state."""
+        W = self.W
+        NB = x.shape[0]
+        B = NB // N
+        D = x.shape[2]
+        H = self.h
+        dh = self.dh
+        q_raw, k_raw, v_raw, q2_raw = self.project(self.norm1(x), N)
+        q = l2norm(self.heads(q_raw))
+        k = l2norm(self.heads(k_raw))  # (N*B,H,W,dh)
+        v = self.heads(v_raw)
+        k5 = k.view(N, B, H, W, dh)
+        v5 = v.view(N, B, H, W, dh)
+        # Block n attends to block n-1 (the block before the first: prev_k/prev_v) and to itself.
+        k_prev = torch.cat([prev_k.unsqueeze(0), k5[:N - 1]], dim=0).view(NB, H, W, dh)
+        v_prev = torch.cat([prev_v.unsqueeze(0), v5[:N - 1]], dim=0).view(NB, H, W, dh)
+        keys = torch.cat([k_prev, k], dim=2)
+        values = torch.cat([v_prev, v], dim=2)
+        bias = self.rel_bias[:, self.block_bucket].unsqueeze(0)  # (1,H,W,2W)
+        a1 = attend(q, keys, values, bias, self.block_mask.view(1, 1, W, 2 * W), self.alpha, True, True)
+        q2 = torch.zeros(0, dtype=x.dtype, device=x.device)
+        st_all = st
+        new_st = st
+        if self.rec_index >= 0:
+            q2 = l2norm(self.heads(q2_raw))
+            # The state each block reads is the one before its own update: st, then one update per block.
+            keys5 = keys.view(N, B, H, 2 * W, dh)
+            values5 = values.view(N, B, H, 2 * W, dh)
+            before: List[Tensor] = []
+            for n in range(N):
+                before.append(new_st)
+                new_st = self.update_state(new_st, keys5[n], values5[n])
+            st_all = torch.stack(before, dim=0).view(NB, 3, self.S, D)
+        y = self.mix(x, a1, q2, st_all, state_scale, N)
+        k_before = k5[N - 2] if N >= 2 else prev_k
+        v_before = v5[N - 2] if N >= 2 else prev_v
+        return y, k5[N - 1], v5[N - 1], k_before, v_before, new_st
 
     def block(self, x: Tensor, kv: Tensor, st: Tensor, state_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
         """x (B,W,D) one full block; kv (B,2,H,2W,dh) at a block boundary; st (B,3,S,D) or empty.
@@ -693,6 +774,11 @@ class BlockRecurrentTransformer(nn.Module):
         self.logit_scale = 1.0 / math.sqrt(cfg.d_model)
         # 1.0 normally; 0.0 removes every read of the state (tests use it to show the state's effect).
         self.state_scale = 1.0
+        # score_slots runs its blocks layer by layer, in groups of max(1, score_group_rows // B) blocks for
+        # B rows: a few rows gain from fewer, larger operations; many rows already have them, and then
+        # gain from a block's activations staying in cache (block by block). The temporaries are a
+        # group's, not a whole call's.
+        self.score_group_rows = 4
         # pack_cpu(): the logits' product through XNNPACK (see BRTLayer.pack_src); pack_cpu_transposed():
         # the embedding transposed, (D, V) contiguous.
         self.packs = []
@@ -755,13 +841,14 @@ class BlockRecurrentTransformer(nn.Module):
         empty: List[Tensor] = []
         self.tpacks = empty
 
-    def logits_of(self, h: Tensor) -> Tensor:
+    def logits_of(self, h: Tensor, groups: int = 1) -> Tensor:
+        """Logits of h (..., D); groups > 1: each of that many equal row groups multiplied apart (linear)."""
         if len(self.tpacks) > 0:
             empty = torch.zeros(0, dtype=h.dtype, device=h.device)
-            return transposed_product(self.final_norm(h).detach(), self.tpacks[0], empty) * self.logit_scale
+            return transposed_product(self.final_norm(h).detach(), self.tpacks[0], empty, groups) * self.logit_scale
         if len(self.packs) > 0:
             return torch.ops.prepacked.linear_clamp_run(self.final_norm(h).detach(), self.packs[0]) * self.logit_scale
-        return linear(self.final_norm(h), self.embed.weight) * self.logit_scale
+        return linear(self.final_norm(h), self.embed.weight, groups) * self.logit_scale
 
     # ---- block-parallel ------------------------------------------------------------------------
     def forward_blocks(self, tokens: Tensor, kv: Tensor, state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -891,6 +978,9 @@ class BlockRecurrentTransformer(nn.Module):
         for r in range(self.n_recurrent):
             states.append(st_rows[:, r])
         empty = st_rows[:, 0:0]
+        last = starts + (N - 1) * W
+        # Layer by layer over groups of blocks (score_group_rows) (BRTLayer.blocks_layer); every ring
+        # is read before any is written.
         prev_k: List[Tensor] = []
         prev_v: List[Tensor] = []
         older_k: List[Tensor] = []
@@ -901,21 +991,42 @@ class BlockRecurrentTransformer(nn.Module):
             prev_v.append(rows[:, 1])
             older_k.append(rows[:, 0])
             older_v.append(rows[:, 1])
-        outs: List[Tensor] = []
-        for b in range(N):
-            x = self.drop(self.embed(tokens[:, b * W:(b + 1) * W]))
+        G = max(1, self.score_group_rows // B)
+        targets: List[Tensor] = []
+        top_lps: List[Tensor] = []
+        top_ids: List[Tensor] = []
+        last_lp = empty
+        g = 0
+        while g < N:
+            # Whole groups, then any remaining blocks one at a time: two sizes of temporaries per row count,
+            # whatever N is (with groups of every size up to G, the heap fragmented: +8 MB over 4 requests).
+            n = G if N - g >= G else 1
+            # Block-major rows: block j of the group, row b at j*B+b (blocks_layer).
+            grp = tokens[:, g * W:(g + n) * W].reshape(B, n, W).transpose(0, 1).reshape(n * B, W)
+            x = self.drop(self.embed(grp))
             for i, layer in enumerate(self.layers):
                 r = layer.rec_index
                 st = states[r] if r >= 0 else empty
-                x, k, v, st = layer.block_core(x, prev_k[i], prev_v[i], st, self.state_scale)
-                older_k[i] = prev_k[i]
-                older_v[i] = prev_v[i]
-                prev_k[i] = k
-                prev_v[i] = v
+                x, k, v, k_before, v_before, st = layer.blocks_layer(x, n, prev_k[i], prev_v[i], st,
+                                                                     self.state_scale)
                 if r >= 0:
                     states[r] = st
-            outs.append(self.logits_of(x))
-        last = starts + (N - 1) * W
+                older_k[i] = k_before
+                older_v[i] = v_before
+                prev_k[i] = k
+                prev_v[i] = v
+            lg = self.logits_of(x, n)  # (n*B,W,V), each block position's rows a product of their own
+            V = lg.shape[2]
+            # The group's outputs now, so only one group's logits are ever alive (16 blocks' would be 16 MB).
+            lp = torch.log_softmax(lg.view(n, B, W, V).transpose(0, 1).reshape(B, n * W, V).float(), dim=-1)
+            nxt = tokens[:, g * W + 1:(g + n) * W + 1]  # the last group has no next token for its last position
+            targets.append(lp[:, :nxt.shape[1]].gather(2, nxt.unsqueeze(2)).squeeze(2))
+            if top_k > 0:
+                tl, ti = torch.topk(lp, top_k, dim=-1)
+                top_lps.append(tl)
+                top_ids.append(ti)
+            last_lp = lp[:, -1]
+            g += n
         for i, wlayer in enumerate(self.layers):
             if wlayer.C > W and N >= 2:
                 # The ring holds the last two blocks: one write of all 2W slots.
@@ -925,8 +1036,11 @@ class BlockRecurrentTransformer(nn.Module):
                 wlayer.write_span(kv[i], slots, last, prev_k[i], prev_v[i])
         if self.n_recurrent > 0:
             put_rows(state, slots, torch.stack(states, dim=1))
-        logits = outs[0] if N == 1 else torch.cat(outs, dim=1)
-        return self.score_outputs(logits, tokens, top_k)
+        target = torch.cat(targets, dim=1)
+        if top_k > 0:
+            return target, torch.cat(top_lps, dim=1), torch.cat(top_ids, dim=1), last_lp.contiguous()
+        none = torch.zeros(B, T, 0, dtype=target.dtype, device=target.device)
+        return target, none, none.to(torch.long), last_lp.contiguous()
 
     @torch.jit.export
     def decode_slots(self, tokens: Tensor, positions: Tensor, slots: Tensor, kv: List[Tensor], state: Tensor

@@ -549,6 +549,86 @@ def test_block_grouping_does_not_change_a_single_bit(scripted):
         assert torch.equal(whole[:, b * W:(b + 1) * W - 1], parts[b])
 
 
+def score_block_by_block(model, tokens, starts, slots, kv, state, top_k):
+    """score_slots as it was written before it ran layer by layer: each block through every layer
+    (block_core), the logits per block, the rings and the state written at the end."""
+    W = model.window
+    B, T = tokens.shape
+    N = T // W
+    st_rows = state[slots]
+    states = [st_rows[:, r] for r in range(model.n_recurrent)]
+    empty = st_rows[:, 0:0]
+    prev_k, prev_v, older_k, older_v = [], [], [], []
+    for i, layer in enumerate(model.layers):
+        rows = layer.read_span(kv[i], slots, starts - W, W)
+        prev_k.append(rows[:, 0])
+        prev_v.append(rows[:, 1])
+        older_k.append(rows[:, 0])
+        older_v.append(rows[:, 1])
+    outs = []
+    for b in range(N):
+        x = model.embed(tokens[:, b * W:(b + 1) * W])
+        for i, layer in enumerate(model.layers):
+            r = layer.rec_index
+            x, k, v, st = layer.block_core(x, prev_k[i], prev_v[i], states[r] if r >= 0 else empty, model.state_scale)
+            older_k[i], older_v[i], prev_k[i], prev_v[i] = prev_k[i], prev_v[i], k, v
+            if r >= 0:
+                states[r] = st
+        outs.append(model.logits_of(x))
+    last = starts + (N - 1) * W
+    for i, layer in enumerate(model.layers):
+        if layer.C > W and N >= 2:
+            layer.write_span(kv[i], slots, last - W, torch.cat([older_k[i], prev_k[i]], dim=2),
+                             torch.cat([older_v[i], prev_v[i]], dim=2))
+        else:
+            layer.write_span(kv[i], slots, last, prev_k[i], prev_v[i])
+    if model.n_recurrent > 0:
+        state[slots] = torch.stack(states, dim=1)
+    return model.score_outputs(torch.cat(outs, dim=1), tokens, top_k)
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "script"])
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("weights", ["plain", "transposed", "xnnpack"])
+@pytest.mark.parametrize("gate,recurrent", [("fixed", (1,)), ("lstm", (1,)), ("fixed", (0, 2)), ("fixed", ())])
+def test_layer_by_layer_scoring_is_the_block_by_block_loop_bit_for_bit(gate, recurrent, weights, rows, scripted):
+    """score_slots runs its blocks through a layer a group at a time (score_group_rows = 4: groups of 4
+    blocks for 1 row, 2 for 2 rows, block by block for 4), each block position's rows a matrix product of
+    their own (grouped_product): every output and the pools equal, bit for bit, the block-by-block loop it
+    replaced, for rows in scattered slots over calls of 1, 3, 4, 6 and 9 blocks (one group, full and partial
+    groups, several groups ending in a single block), with each kind of weights. (Rows of 8 tokens: OpenBLAS
+    rounds a product of 16 rows otherwise than the same rows inside a larger one.)"""
+    model = make(gate=gate, recurrent=recurrent, window=8, scripted=scripted)
+    # The oracle runs eagerly (the same weights): a scripted module's submodule methods called one by one
+    # from Python do not round as its own compiled score_slots and the eager model do.
+    ref = make(gate=gate, recurrent=recurrent, window=8)
+    assert model.score_group_rows == 4
+    for m in (model, ref):
+        if weights == "transposed":
+            assert m.pack_cpu_transposed()
+        elif weights == "xnnpack":
+            assert m.pack_cpu()
+    W = 8
+    torch.manual_seed(5)
+    slots = torch.tensor([4, 0, 5, 2][:rows])
+    with torch.inference_mode():
+        kv_a, st_a = garbage_pools(model, 6)
+        kv_b, st_b = clone_pools(kv_a, st_a)
+        model.init_slots(slots, kv_a, st_a)
+        ref.init_slots(slots, kv_b, st_b)
+        starts = torch.zeros(rows, dtype=torch.long)
+        for n in (1, 3, 4, 6, 9):
+            toks = torch.randint(4, V, (rows, n * W))
+            for top_k in (3, 0):
+                got = model.score_slots(toks, starts, slots, kv_a, st_a, top_k)
+                want = score_block_by_block(ref, toks, starts, slots, kv_b, st_b, top_k)
+                for g, w in zip(got, want):
+                    assert g.dtype == w.dtype and torch.equal(g, w)
+                assert torch.equal(st_a, st_b)
+                assert all(torch.equal(x, y) for x, y in zip(kv_a, kv_b))
+                starts = starts + n * W
+
+
 # ---- spans (span_slots) == token by token ------------------------------------------------------------------
 
 @pytest.mark.parametrize("scripted", [False, True], ids=["eager", "script"])
