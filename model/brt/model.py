@@ -877,8 +877,13 @@ class BlockRecurrentTransformer(nn.Module):
 
     def score_outputs(self, logits: Tensor, tokens: Tensor, top_k: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """target_logprobs, topk_logprobs, topk_ids, next_logprobs of logits (B,T,V) for tokens (B,T)."""
+        return self.outputs_for(logits, tokens[:, 1:], top_k)
+
+    def outputs_for(self, logits: Tensor, nxt: Tensor, top_k: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """score_outputs of logits (B,T,V) whose positions are followed by the tokens nxt (B,T) or, when the
+        last position's follower is not known yet, (B,T-1): targets (B, nxt's length)."""
         logp = torch.log_softmax(logits.float(), dim=-1)
-        target = logp[:, :-1].gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2)
+        target = logp[:, :nxt.shape[1]].gather(2, nxt.unsqueeze(2)).squeeze(2)
         if top_k > 0:
             top_lp, top_ids = torch.topk(logp, top_k, dim=-1)
         else:
@@ -1018,14 +1023,12 @@ class BlockRecurrentTransformer(nn.Module):
             lg = self.logits_of(x, n)  # (n*B,W,V), each block position's rows a product of their own
             V = lg.shape[2]
             # The group's outputs now, so only one group's logits are ever alive (16 blocks' would be 16 MB).
-            lp = torch.log_softmax(lg.view(n, B, W, V).transpose(0, 1).reshape(B, n * W, V).float(), dim=-1)
-            nxt = tokens[:, g * W + 1:(g + n) * W + 1]  # the last group has no next token for its last position
-            targets.append(lp[:, :nxt.shape[1]].gather(2, nxt.unsqueeze(2)).squeeze(2))
-            if top_k > 0:
-                tl, ti = torch.topk(lp, top_k, dim=-1)
-                top_lps.append(tl)
-                top_ids.append(ti)
-            last_lp = lp[:, -1]
+            # The last group has no next token for its last position.
+            target, tl, ti, last_lp = self.outputs_for(lg.view(n, B, W, V).transpose(0, 1).reshape(B, n * W, V),
+                                                       tokens[:, g * W + 1:(g + n) * W + 1], top_k)
+            targets.append(target)
+            top_lps.append(tl)
+            top_ids.append(ti)
             g += n
         for i, wlayer in enumerate(self.layers):
             if wlayer.C > W and N >= 2:
@@ -1036,11 +1039,7 @@ class BlockRecurrentTransformer(nn.Module):
                 wlayer.write_span(kv[i], slots, last, prev_k[i], prev_v[i])
         if self.n_recurrent > 0:
             put_rows(state, slots, torch.stack(states, dim=1))
-        target = torch.cat(targets, dim=1)
-        if top_k > 0:
-            return target, torch.cat(top_lps, dim=1), torch.cat(top_ids, dim=1), last_lp.contiguous()
-        none = torch.zeros(B, T, 0, dtype=target.dtype, device=target.device)
-        return target, none, none.to(torch.long), last_lp.contiguous()
+        return torch.cat(targets, dim=1), torch.cat(top_lps, dim=1), torch.cat(top_ids, dim=1), last_lp
 
     @torch.jit.export
     def decode_slots(self, tokens: Tensor, positions: Tensor, slots: Tensor, kv: List[Tensor], state: Tensor
