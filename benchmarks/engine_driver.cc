@@ -65,6 +65,7 @@ ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
 ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
+ABSL_FLAG(bool, native_decode, true, "brt-server --native_decode");
 
 namespace {
 
@@ -251,11 +252,16 @@ int main(int argc, char** argv) {
   }
   ro.cpu_packed_weights = *packed;
   ro.freeze = absl::GetFlag(FLAGS_freeze_model);
+  ro.native_decode = absl::GetFlag(FLAGS_native_decode);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {
     std::fprintf(stderr, "%s\n", runner.status().ToString().c_str());
     return 1;
+  }
+  if (ro.native_decode && !(*runner)->native_decode()) {
+    std::fprintf(stderr, "--native_decode: the export's decode step runs: %s\n",
+                 (*runner)->native_decode_error().c_str());
   }
   brt::EngineOptions eo;
   eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);

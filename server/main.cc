@@ -66,6 +66,10 @@ ABSL_FLAG(std::string, cpu_packed_weights, "auto",
 ABSL_FLAG(bool, freeze_model, true,
           "Freeze the TorchScript module once loaded (inline its calls, its weights as constants): the "
           "same results in every bit, with less interpreter work per model call; false runs it as exported");
+ABSL_FLAG(bool, native_decode, true,
+          "CPU, float32: run decode steps through the server's own C++ decode step (weights packed once at "
+          "load, attention read in place) instead of the export's TorchScript one: the same function to fp32 "
+          "rounding; an export of another layout keeps its own (the log says why)");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -302,15 +306,21 @@ int main(int argc, char** argv) {
   if (!packed_choice.ok()) return Fail(packed_choice.status());
   runner_options.cpu_packed_weights = *packed_choice;
   runner_options.freeze = absl::GetFlag(FLAGS_freeze_model);
+  runner_options.native_decode = absl::GetFlag(FLAGS_native_decode);
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
   const bool auto_unpacked = (*runner)->auto_unpacked();
   const bool transposed_weights = (*runner)->transposed_weights();
   const bool frozen = (*runner)->frozen();
+  const bool native_decode = (*runner)->native_decode();
   if (!(*runner)->freeze_error().empty()) {
     std::fprintf(stderr, "brt-server: --freeze_model: running the module as exported: %s\n",
                  (*runner)->freeze_error().c_str());
+  }
+  if (!(*runner)->native_decode_error().empty()) {
+    std::fprintf(stderr, "brt-server: --native_decode: the export's decode step runs: %s\n",
+                 (*runner)->native_decode_error().c_str());
   }
   if (!(*runner)->pack_error().empty()) {
     std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
@@ -471,7 +481,7 @@ int main(int argc, char** argv) {
         "HOST:PORT; stop the other process or choose another --listen")));
   }
   std::fprintf(stderr,
-               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s%s, %llu state bytes/session) "
+               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s%s%s, %llu state bytes/session) "
                "from %s\n",
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
                meta.device.c_str(), meta.dtype.c_str(),
@@ -479,7 +489,7 @@ int main(int argc, char** argv) {
                : transposed_weights ? ", OpenBLAS products, weights transposed at load"
                : auto_unpacked      ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
                                     : "",
-               frozen ? ", frozen" : "",
+               frozen ? ", frozen" : "", native_decode ? ", native decode step" : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

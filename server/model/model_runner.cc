@@ -155,6 +155,24 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       }
     }
   }
+  if (options.native_decode) {
+    // Before freezing, which folds the parameters and tables it reads into constants.
+    if (!impl->device.is_cpu() || dtype != at::kFloat) {
+      impl->native_error = "the native decode step runs CPU float32 models only";
+    } else {
+      try {
+        c10::InferenceMode guard;
+        absl::StatusOr<std::unique_ptr<NativeDecoder>> nd = NativeDecoder::Create(impl->module);
+        if (nd.ok()) {
+          impl->native = std::move(*nd);
+        } else {
+          impl->native_error = std::string(nd.status().message());
+        }
+      } catch (const std::exception& e) {
+        impl->native_error = std::string(TorchError("reading the export for the native decode step failed", e).message());
+      }
+    }
+  }
   if (options.freeze) {
     // Not fatal: the module then runs as exported, and says why. XNNPACK's packed products (custom-class
     // objects) are known to be refused, so no copy of the module is made to find that out.
@@ -207,6 +225,8 @@ absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
 
 bool ModelRunner::frozen() const { return impl_->frozen; }
 const std::string& ModelRunner::freeze_error() const { return impl_->freeze_error; }
+bool ModelRunner::native_decode() const { return impl_->native != nullptr; }
+const std::string& ModelRunner::native_decode_error() const { return impl_->native_error; }
 
 bool ModelRunner::PackedWeightsPayOff() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

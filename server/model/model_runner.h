@@ -62,6 +62,12 @@ struct ModelRunnerOptions {
   // interpreter as in its matrix products). Results are bitwise the unfrozen ones'. false: as exported.
   // Not with XNNPACK's packed weights (kOn, or kAuto on AVX-512), which cannot be frozen: freeze_error().
   bool freeze = true;
+  // CPU, float32: run decode steps (decode_slots / decode_range) through NativeDecoder (native_decoder.h),
+  // the export's step computed in C++ with weights packed once, instead of the export's TorchScript. The
+  // same function to fp32 rounding. When the export is not the BRT layout it knows, the export's own step
+  // runs and native_decode_error() says why. Blocks, spans, mixed calls and state updates always run in
+  // the export.
+  bool native_decode = true;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
@@ -99,6 +105,10 @@ class ModelRunner : public ModelBackend {
   // (with XNNPACK's packed weights, which cannot be frozen), why: the module then runs as exported.
   bool frozen() const;
   const std::string& freeze_error() const;
+  // Whether decode steps run through NativeDecoder (ModelRunnerOptions::native_decode), and, when it was
+  // asked for and the export or device does not allow it, why.
+  bool native_decode() const;
+  const std::string& native_decode_error() const;
   // Whether the export's pack_cpu_transposed() ran (see ModelRunnerOptions::cpu_packed_weights).
   bool transposed_weights() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "server/model/model_runner.h"
+#include "server/model/native_decoder.h"
 #include "server/model/shard_pool.h"
 #include "server/model/tensor_io.h"
 #include "server/model/torch_threads.h"
@@ -83,6 +84,8 @@ struct ModelRunner::Impl {
   bool transposed_weights = false;  // pack_cpu_transposed() ran: OpenBLAS reads weights transposed once
   std::string pack_error;       // why pack_cpu failed (the model then runs unpacked); empty if it did not
   bool frozen = false;          // Freeze() ran: the module's methods run frozen (ModelRunnerOptions::freeze)
+  std::unique_ptr<NativeDecoder> native;  // decode steps in C++ (ModelRunnerOptions::native_decode), or null
+  std::string native_error;     // why native decode was asked for and is off; empty otherwise
   std::string freeze_error;     // why Freeze failed (the module then runs as exported); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).

@@ -137,6 +137,18 @@ void AddDone(const std::vector<bool>& completes, const std::vector<int64_t>& slo
 // Decode rows [begin, end) with one decode_range / decode_slots call.
 void RunDecodeRows(ModelRunner::Impl& impl, torch::jit::script::Module& m, const c10::IValue& kv,
                    const DecodeBatch& d, int64_t begin, int64_t end, std::vector<DecodeResult>* results) {
+  if (impl.native != nullptr) {
+    // In C++, straight into the results (NativeDecoder).
+    std::vector<float*> out(static_cast<size_t>(end - begin));
+    for (int64_t i = begin; i < end; ++i) {
+      std::vector<float>& lp = (*results)[static_cast<size_t>(d.order[static_cast<size_t>(i)])].logprobs;
+      lp.resize(static_cast<size_t>(impl.native->vocab()));
+      out[static_cast<size_t>(i - begin)] = lp.data();
+    }
+    impl.native->Decode(d.tokens.data() + begin, d.positions.data() + begin, d.slots.data() + begin, end - begin,
+                        impl.kv, impl.state, out.data());
+    return;
+  }
   DecodeInputs in = DecodeInputsOf(impl, d, begin, end);
   at::Tensor out =
       in.first >= 0

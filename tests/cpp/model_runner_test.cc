@@ -16,10 +16,12 @@ namespace {
 using ::brt::testing::StatusIs;
 using ::brt::testing::TinyDir;
 
-std::unique_ptr<ModelRunner> LoadTinyAs(PackedWeights how, int threads, int shards, bool freeze = true) {
+std::unique_ptr<ModelRunner> LoadTinyAs(PackedWeights how, int threads, int shards, bool freeze = true,
+                                        bool native_decode = true) {
   ModelRunnerOptions o;
   o.cpu_packed_weights = how;
   o.freeze = freeze;
+  o.native_decode = native_decode;
   o.model_path = TinyDir() + "/brt.pt";
   o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
   o.threads = threads;
@@ -601,8 +603,11 @@ TEST(ModelRunnerTest, FeedSpansEqualsDecodeChainAcrossBlocks) {
 TEST(ModelRunnerTest, MixedCallsEqualADecodeStepAndAFeedSpansCall) {
   for (bool packed : {true, false}) {
     for (int shards : {1, 2}) {
-      auto mixed = LoadTiny(/*threads=*/2, shards, packed);
-      auto apart = LoadTiny(/*threads=*/2, shards, packed);
+      // The export's own decode step on both sides (mixed calls always run in the export; the C++ decode
+      // step is compared with the export's in NativeDecodeStepEqualsTheExports).
+      const PackedWeights how = packed ? PackedWeights::kOn : PackedWeights::kOff;
+      auto mixed = LoadTinyAs(how, /*threads=*/2, shards, /*freeze=*/true, /*native_decode=*/false);
+      auto apart = LoadTinyAs(how, /*threads=*/2, shards, /*freeze=*/true, /*native_decode=*/false);
       ASSERT_NE(mixed, nullptr);
       ASSERT_NE(apart, nullptr);
       ASSERT_TRUE(mixed->SupportsMixedCalls());
@@ -678,6 +683,77 @@ TEST(ModelRunnerTest, MixedCallsEqualADecodeStepAndAFeedSpansCall) {
       }
     }
   }
+}
+
+// The C++ decode step (the default on CPU float32) computes the export's decode step to fp32 rounding:
+// both kinds of layer, rows at different offsets (after scored blocks, after a span, from the start),
+// consecutive and scattered slots, one row alone, across three block ends (whose state updates run in
+// the export and read the rings the C++ step wrote), and the memory it leaves.
+TEST(ModelRunnerTest, NativeDecodeStepEqualsTheExports) {
+  auto native = LoadTinyAs(PackedWeights::kAuto, /*threads=*/2, /*shards=*/2);
+  auto exported = LoadTinyAs(PackedWeights::kOff, /*threads=*/1, /*shards=*/1, /*freeze=*/true,
+                             /*native_decode=*/false);
+  ASSERT_NE(native, nullptr);
+  ASSERT_NE(exported, nullptr);
+  EXPECT_TRUE(native->native_decode()) << native->native_decode_error();
+  EXPECT_FALSE(exported->native_decode());
+  EXPECT_TRUE(exported->native_decode_error().empty());
+  const int w = native->metadata().window;
+  std::vector<std::vector<int32_t>> text;
+  for (uint32_t i = 0; i < 6; ++i) text.push_back(RandomTokens(6 * w, 300 + i));
+  std::vector<int64_t> pos = {2 * w, 2 * w, 3, 0, 0, 0};
+  for (auto* r : {native.get(), exported.get()}) {
+    ASSERT_TRUE(r->InitSlots({0, 1, 2, 3, 4, 5}).ok());
+    ASSERT_TRUE(r->ScoreBlocks({ScoreBlocksRow{0, 0, {text[0].begin(), text[0].begin() + 2 * w}},
+                                ScoreBlocksRow{1, 0, {text[1].begin(), text[1].begin() + 2 * w}}},
+                               0)
+                    .ok());
+    ASSERT_TRUE(r->FeedSpans({SpanRow{2, 0, {text[2].begin(), text[2].begin() + 3}}}, 0, false).ok());
+  }
+  double worst = 0;
+  for (int step = 0; step < 3 * w + 2; ++step) {
+    std::vector<DecodeRow> rows;
+    if (step % 5 == 4) {
+      rows = {DecodeRow{4, text[4][static_cast<size_t>(pos[4])], pos[4]}};  // one row
+    } else {
+      for (int32_t s : {0, 1, 2, 3}) rows.push_back(DecodeRow{s, text[s][static_cast<size_t>(pos[s])], pos[s]});
+      if (step % 2 == 1) rows.push_back(DecodeRow{5, text[5][static_cast<size_t>(pos[5])], pos[5]});  // scattered
+    }
+    auto a = native->DecodeStep(rows);
+    auto b = exported->DecodeStep(rows);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_EQ((*a)[i].logprobs.size(), (*b)[i].logprobs.size());
+      for (size_t v = 0; v < (*b)[i].logprobs.size(); ++v) {
+        const double d = std::abs((*a)[i].logprobs[v] - (*b)[i].logprobs[v]);
+        worst = std::max(worst, d);
+        ASSERT_LT(d, 2e-5) << "slot " << rows[i].slot << " position " << rows[i].position << " token " << v;
+      }
+      ++pos[static_cast<size_t>(rows[i].slot)];
+    }
+  }
+  EXPECT_GT(worst, 0.0);  // they are two computations, not one called twice
+  for (int32_t s = 0; s < 6; ++s) {
+    auto x = native->ExportSlot(s), y = exported->ExportSlot(s);
+    ASSERT_TRUE(x.ok() && y.ok());
+    for (int part = 0; part < 2; ++part) {
+      const std::string& p = part == 0 ? x->kv.data : x->state.data;
+      const std::string& q = part == 0 ? y->kv.data : y->state.data;
+      ASSERT_EQ(p.size(), q.size());
+      const float* fp = reinterpret_cast<const float*>(p.data());
+      const float* fq = reinterpret_cast<const float*>(q.data());
+      for (size_t i = 0; i < p.size() / 4; ++i) ASSERT_NEAR(fp[i], fq[i], 1e-5) << "slot " << s << " part " << part;
+    }
+  }
+  // A bad token is refused before anything is written, as the export refuses it.
+  EXPECT_THAT(native->DecodeStep({DecodeRow{0, 99999, pos[0]}}),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("[0, 4096)")));
+  auto after = native->ExportSlot(0), before = exported->ExportSlot(0);
+  ASSERT_TRUE(after.ok() && before.ok());
+  const float* fa = reinterpret_cast<const float*>(after->kv.data.data());
+  const float* fb = reinterpret_cast<const float*>(before->kv.data.data());
+  for (size_t i = 0; i < after->kv.data.size() / 4; ++i) ASSERT_NEAR(fa[i], fb[i], 1e-5);
 }
 
 TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {

@@ -1,0 +1,130 @@
+// brt-decode-step-bench: the model's decode step alone (ModelRunner::DecodeStep, no engine, no RPC), with
+// the server's C++ decode step (--native_decode) against the export's TorchScript one, side by side in one
+// process: the same rows, the two runners alternating, several rounds, medians.
+//
+//   build/bin/brt-decode-step-bench --model_dir=model/artifacts --rows=1,8,16,32 --steps=200 --rounds=3
+//
+// Prints one JSON object: per row count, milliseconds per step for each runner (median over rounds) and
+// their ratio. Rows sit in consecutive slots at positions spread over a block, so some steps complete a
+// block (and run the export's state update), as in serving.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "server/model/model_runner.h"
+#include "server/tokenizer/tokenizer.h"
+
+ABSL_FLAG(std::string, model_dir, "model/artifacts", "Directory with brt.pt and tokenizer.model");
+ABSL_FLAG(std::string, shim, "build/lib/libbrt_spm_shim.so", "The SentencePiece shim library");
+ABSL_FLAG(int, threads, 2, "Intra-op threads = row shards (brt-server --threads)");
+ABSL_FLAG(std::string, rows, "1,8,16,32", "Rows per decode step to measure");
+ABSL_FLAG(int, steps, 200, "Decode steps per measurement");
+ABSL_FLAG(int, rounds, 3, "Alternating rounds (the median is reported)");
+ABSL_FLAG(bool, native_only, false, "Time only the C++ decode step (for a profiler); the export's shows 0");
+
+namespace {
+
+std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string& sha, bool native) {
+  brt::ModelRunnerOptions ro;
+  ro.model_path = dir + "/brt.pt";
+  ro.tokenizer_sha256 = sha;
+  ro.threads = absl::GetFlag(FLAGS_threads);
+  ro.native_decode = native;
+  ro.max_slots = 256;
+  auto r = brt::ModelRunner::Create(ro);
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+    return nullptr;
+  }
+  if (native && !(*r)->native_decode()) {
+    std::fprintf(stderr, "no native decode step: %s\n", (*r)->native_decode_error().c_str());
+    return nullptr;
+  }
+  return *std::move(r);
+}
+
+// Seconds for `steps` decode steps of `rows` rows, continuing each row's document from *pos.
+double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int s = 0; s < steps; ++s) {
+    std::vector<brt::DecodeRow> batch;
+    for (int i = 0; i < rows; ++i) {
+      const int64_t p = (*pos)[static_cast<size_t>(i)]++;
+      batch.push_back(brt::DecodeRow{i, static_cast<int32_t>(5 + (p * 7919 + i * 104729) % 4000), p});
+    }
+    auto out = r.DecodeStep(batch);
+    if (!out.ok()) {
+      std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+      std::exit(1);
+    }
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string dir = absl::GetFlag(FLAGS_model_dir);
+  auto tok = brt::Tokenizer::Create(dir + "/tokenizer.model", absl::GetFlag(FLAGS_shim));
+  if (!tok.ok()) {
+    std::fprintf(stderr, "%s\n", tok.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<brt::ModelRunner> runners[2] = {Load(dir, (*tok)->sha256(), false),
+                                                  Load(dir, (*tok)->sha256(), true)};
+  if (!runners[0] || !runners[1]) return 1;
+  const int steps = absl::GetFlag(FLAGS_steps), rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
+  const int w = runners[0]->metadata().window;
+  std::printf("{\"command_flags\": {\"threads\": %d, \"steps\": %d, \"rounds\": %d}, \"results\": [",
+              absl::GetFlag(FLAGS_threads), steps, rounds);
+  bool first_row = true;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',', absl::SkipEmpty())) {
+    int rows = 0;
+    if (!absl::SimpleAtoi(part, &rows) || rows < 1 || rows > 256) {
+      std::fprintf(stderr, "--rows: %s is not a row count in [1, 256]\n", std::string(part).c_str());
+      return 1;
+    }
+    std::vector<double> ms[2];
+    for (int k = 0; k < 2; ++k) {
+      std::vector<int32_t> slots;
+      for (int i = 0; i < rows; ++i) slots.push_back(i);
+      if (!runners[k]->InitSlots(slots).ok()) return 1;
+    }
+    std::vector<int64_t> pos[2];
+    for (int k = 0; k < 2; ++k) {
+      for (int i = 0; i < rows; ++i) pos[k].push_back((i * w) / rows);  // spread over a block
+      if (k == 1 || !absl::GetFlag(FLAGS_native_only)) Time(*runners[k], rows, 8, &pos[k]);  // warm-up
+    }
+    for (int round = 0; round < rounds; ++round) {
+      for (int j = 0; j < 2; ++j) {
+        const int k = (round + j) % 2;  // alternate which goes first
+        if (k == 0 && absl::GetFlag(FLAGS_native_only)) {
+          ms[k].push_back(0.0);
+          continue;
+        }
+        ms[k].push_back(1000.0 * Time(*runners[k], rows, steps, &pos[k]) / steps);
+      }
+    }
+    const double ts = Median(ms[0]), native = Median(ms[1]);
+    std::printf("%s{\"rows\": %d, \"export_ms_per_step\": %.4f, \"native_ms_per_step\": %.4f, "
+                "\"export_over_native\": %.3f}",
+                first_row ? "" : ", ", rows, ts, native, ts / native);
+    first_row = false;
+    std::fflush(stdout);
+  }
+  std::printf("]}\n");
+  return 0;
+}

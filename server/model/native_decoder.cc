@@ -1,0 +1,266 @@
+#include "server/model/native_decoder.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace brt {
+namespace {
+
+// What Create reads from the module; a missing attribute ends it with UNIMPLEMENTED.
+class Reader {
+ public:
+  explicit Reader(std::string* missing) : missing_(missing) {}
+
+  bool Has(const torch::jit::script::Module& m, const std::string& name) {
+    if (m.hasattr(name)) return true;
+    if (missing_->empty()) *missing_ = name;
+    return false;
+  }
+  torch::jit::script::Module Sub(const torch::jit::script::Module& m, const std::string& name) {
+    return Has(m, name) ? m.attr(name).toModule() : m;
+  }
+  at::Tensor Tensor(const torch::jit::script::Module& m, const std::string& name) {
+    if (!Has(m, name)) return at::zeros({0});
+    return m.attr(name).toTensor().detach().to(at::kCPU).contiguous();
+  }
+  at::Tensor Weight(const torch::jit::script::Module& m, const std::string& sub) {
+    return Has(m, sub) ? Tensor(m.attr(sub).toModule(), "weight") : at::zeros({0});
+  }
+  int64_t Int(const torch::jit::script::Module& m, const std::string& name) {
+    return Has(m, name) ? m.attr(name).toInt() : 0;
+  }
+  double Double(const torch::jit::script::Module& m, const std::string& name) {
+    return Has(m, name) ? m.attr(name).toDouble() : 0.0;
+  }
+
+ private:
+  std::string* missing_;
+};
+
+std::vector<float> Floats(const at::Tensor& t) {
+  at::Tensor f = t.to(at::kFloat).contiguous();
+  return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+}
+
+PanelMatrix Panels(const at::Tensor& w) {
+  at::Tensor f = w.to(at::kFloat).contiguous();
+  return PanelMatrix(f.data_ptr<float>(), f.size(0), f.size(1));
+}
+
+// y[0..d) = x * rsqrt(mean(x^2) + eps) * w, as the export's RMSNorm.
+void RmsNorm(const float* x, const std::vector<float>& w, float eps, int64_t d, float* y) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < d; ++i) sum += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(sum / static_cast<float>(d) + eps);
+  for (int64_t i = 0; i < d; ++i) y[i] = x[i] * scale * w[static_cast<size_t>(i)];
+}
+
+// u *= rsqrt(sum(u^2) + 1e-6), as the export's l2norm.
+void L2Norm(float* u, int64_t n) {
+  const float scale = 1.0f / std::sqrt(Dot(u, u, n) + 1e-6f);
+  for (int64_t i = 0; i < n; ++i) u[i] *= scale;
+}
+
+// Per-thread scratch, grown as needed and kept (a decode step then allocates nothing).
+std::vector<float>& Scratch(int which, size_t size) {
+  thread_local std::vector<float> buffers[5];
+  std::vector<float>& b = buffers[which];
+  if (b.size() < size) b.resize(size);
+  return b;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NativeDecoder>> NativeDecoder::Create(const torch::jit::script::Module& module) {
+  std::string missing;
+  Reader r(&missing);
+  std::unique_ptr<NativeDecoder> nd(new NativeDecoder());
+  at::Tensor embed = r.Weight(module, "embed");
+  if (!missing.empty() || embed.dim() != 2) {
+    return absl::UnimplementedError("the native decode step needs the export's embed.weight (V, D)");
+  }
+  if (embed.scalar_type() != at::kFloat || !module.attr("embed").toModule().attr("weight").toTensor().is_cpu()) {
+    return absl::UnimplementedError("the native decode step runs CPU float32 models only");
+  }
+  nd->vocab_ = embed.size(0);
+  nd->d_ = embed.size(1);
+  nd->h_ = r.Int(module, "n_heads");
+  nd->dh_ = r.Int(module, "head_dim");
+  nd->s_ = r.Int(module, "n_state");
+  nd->r_ = r.Int(module, "n_recurrent");
+  nd->state_scale_ = static_cast<float>(r.Double(module, "state_scale"));
+  nd->logit_scale_ = static_cast<float>(r.Double(module, "logit_scale"));
+  nd->embed_ = embed;
+  torch::jit::script::Module fn = r.Sub(module, "final_norm");
+  nd->final_norm_ = Floats(r.Tensor(fn, "weight"));
+  const float final_eps = static_cast<float>(r.Double(fn, "eps"));
+  nd->logits_ = Panels(embed);
+  const int64_t n_layers = r.Int(module, "n_layers");
+  torch::jit::script::Module layers = r.Sub(module, "layers");
+  for (int64_t i = 0; i < n_layers && missing.empty(); ++i) {
+    torch::jit::script::Module m = r.Sub(layers, std::to_string(i));
+    Layer l;
+    l.rec = static_cast<int>(r.Int(m, "rec_index"));
+    l.C = r.Int(m, "C");
+    torch::jit::script::Module n1 = r.Sub(m, "norm1"), n2 = r.Sub(m, "norm2");
+    l.norm1 = Floats(r.Tensor(n1, "weight"));
+    l.norm2 = Floats(r.Tensor(n2, "weight"));
+    if (static_cast<float>(r.Double(n1, "eps")) != final_eps || static_cast<float>(r.Double(n2, "eps")) != final_eps) {
+      missing = "one RMSNorm eps for all norms";
+    }
+    l.alpha = Floats(r.Tensor(m, "alpha"));
+    l.rel_bias = Floats(r.Tensor(m, "rel_bias"));
+    nd->buckets_ = r.Tensor(m, "rel_bias").size(-1);
+    at::Tensor bucket = r.Tensor(m, "dec_bucket").to(at::kInt).contiguous();
+    at::Tensor mask = r.Tensor(m, "dec_mask").to(at::kByte).contiguous();
+    if (!missing.empty()) break;
+    if (bucket.numel() != l.C * l.C || mask.numel() != l.C * l.C) {
+      missing = absl::StrCat("layer ", i, "'s dec_bucket and dec_mask of ", l.C, " x ", l.C);
+      break;
+    }
+    // Ordinary layers (C == W) attend to their whole ring; the recurrent layer's ring is 2W, half seen.
+    const int32_t* bk = bucket.data_ptr<int32_t>();
+    const uint8_t* mk = mask.data_ptr<uint8_t>();
+    for (int64_t t = 0; t < l.C; ++t) {
+      int64_t seen = 0;
+      for (int64_t j = 0; j < l.C; ++j) {
+        if (l.rec >= 0 && mk[t * l.C + j] == 0) continue;
+        l.seen.push_back(static_cast<int32_t>(j));
+        l.seen_bucket.push_back(bk[t * l.C + j]);
+        ++seen;
+      }
+      if (t == 0) l.n_seen = seen;
+      if (seen != l.n_seen || seen == 0) missing = absl::StrCat("layer ", i, "'s window of one size");
+    }
+    std::vector<at::Tensor> proj = {r.Weight(m, "wq"), r.Weight(m, "wk"), r.Weight(m, "wv")};
+    if (l.rec >= 0) {
+      proj.push_back(r.Weight(m, "wq2"));
+      l.alpha2 = Floats(r.Tensor(m, "alpha2"));
+    }
+    if (!missing.empty()) break;
+    l.proj = Panels(at::cat(proj, 0));
+    l.wo = Panels(r.Weight(m, "wo"));
+    torch::jit::script::Module ffn = r.Sub(m, "ffn");
+    at::Tensor w1 = r.Weight(ffn, "w1");
+    l.w1 = Panels(w1);
+    l.w2 = Panels(r.Weight(ffn, "w2"));
+    nd->ff_ = w1.size(0);
+    if (!missing.empty()) break;
+    const bool shapes_ok = static_cast<int64_t>(l.alpha.size()) == nd->h_ &&
+                           l.proj.n_out() == (l.rec >= 0 ? 4 : 3) * nd->d_ &&
+                           l.wo.k_in() == (l.rec >= 0 ? 2 : 1) * nd->d_ && l.w2.k_in() == nd->ff_;
+    if (!shapes_ok) missing = absl::StrCat("the shapes of layer ", i, "'s weights and tables");
+    nd->max_c_ = std::max(nd->max_c_, l.C);
+    nd->layers_.push_back(std::move(l));
+  }
+  if (!missing.empty()) {
+    return absl::UnimplementedError(absl::StrCat("the export is not the BRT layout the native decode step knows (",
+                                                 missing, "); its own decode step runs"));
+  }
+  if (nd->h_ * nd->dh_ != nd->d_ || final_eps <= 0.0) {
+    return absl::UnimplementedError("the native decode step needs n_heads * head_dim == d_model");
+  }
+  nd->eps_ = final_eps;
+  for (int32_t j = 0; j < nd->s_; ++j) nd->state_rows_.push_back(j);
+  return nd;
+}
+
+int64_t NativeDecoder::bytes() const {
+  int64_t total = logits_.bytes();
+  for (const Layer& l : layers_) total += l.proj.bytes() + l.wo.bytes() + l.w1.bytes() + l.w2.bytes();
+  return total;
+}
+
+void NativeDecoder::Attend(const Layer& l, float* proj, const float* ring, const float* st, int64_t pos, float* att,
+                           float* scratch) const {
+  const int64_t dh = dh_, D = d_, n = l.n_seen;
+  const int64_t t = pos % l.C;
+  const int32_t* seen = l.seen.data() + t * n;
+  const int32_t* seen_bucket = l.seen_bucket.data() + t * n;
+  float* bias = scratch;
+  float* scores = scratch + n;
+  for (int64_t h = 0; h < h_; ++h) {
+    float* q = proj + h * dh;
+    L2Norm(q, dh);
+    const float* rel = l.rel_bias.data() + h * buckets_;
+    for (int64_t i = 0; i < n; ++i) bias[i] = rel[seen_bucket[i]];
+    AttendOne(q, ring + h * l.C * dh, ring + (h_ + h) * l.C * dh, dh, seen, n, dh, bias,
+              l.alpha[static_cast<size_t>(h)], scores, att + h * dh);
+    if (l.rec < 0) continue;
+    // The state read: the state query q2 against the S state keys/values (heads of D-wide rows).
+    float* q2 = proj + 3 * D + h * dh;
+    L2Norm(q2, dh);
+    float* out2 = att + D + h * dh;
+    AttendOne(q2, st + h * dh, st + s_ * D + h * dh, D, state_rows_.data(), s_, dh, nullptr,
+              l.alpha2[static_cast<size_t>(h)], scores, out2);
+    for (int64_t i = 0; i < dh; ++i) out2[i] *= state_scale_;
+  }
+}
+
+void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
+                           const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const {
+  const int64_t D = d_, V = vocab_;
+  const int64_t P4 = 4 * D, A2 = 2 * D;
+  const size_t un = static_cast<size_t>(n);
+  float* x = Scratch(0, un * static_cast<size_t>(D)).data();
+  float* xn = Scratch(1, un * static_cast<size_t>(D)).data();
+  float* proj = Scratch(2, un * static_cast<size_t>(std::max(P4, ff_))).data();
+  float* att = Scratch(3, un * static_cast<size_t>(A2) + 2 * static_cast<size_t>(std::max(max_c_, s_))).data();
+  float* scratch = att + n * A2;
+  for (int64_t b = 0; b < n; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= V || positions[b] < 0) {
+      // What the export's embedding would refuse, said as plainly (the runner turns it into a status).
+      throw std::out_of_range(absl::StrCat("token ", tokens[b], " at position ", positions[b],
+                                           ": ids must be in [0, ", V, ") and positions >= 0"));
+    }
+  }
+  const float* embed = embed_.data_ptr<float>();
+  for (int64_t b = 0; b < n; ++b) std::memcpy(x + b * D, embed + tokens[b] * D, sizeof(float) * D);
+  const float* state_base = r_ > 0 ? state.data_ptr<float>() : nullptr;
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const Layer& l = layers_[li];
+    const int64_t width = l.proj.n_out(), att_width = l.wo.k_in();
+    for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, l.norm1, eps_, D, xn + b * D);
+    l.proj.Multiply(xn, n, D, proj, width, false);
+    float* pool = kv[li].data_ptr<float>();
+    const int64_t slot_floats = 2 * h_ * l.C * dh_;
+    for (int64_t b = 0; b < n; ++b) {
+      float* ring = pool + slots[b] * slot_floats;
+      const float* st = l.rec >= 0 ? state_base + ((slots[b] * r_ + l.rec) * 3 + 1) * s_ * D : nullptr;
+      float* row = proj + b * width;
+      Attend(l, row, ring, st, positions[b], att + b * att_width, scratch);
+      // The token's key (l2-normalised) and value into ring index pos % C, after the ring was read.
+      const int64_t pp = positions[b] % l.C;
+      for (int64_t h = 0; h < h_; ++h) {
+        float* k = row + D + h * dh_;
+        L2Norm(k, dh_);
+        std::memcpy(ring + (h * l.C + pp) * dh_, k, sizeof(float) * dh_);
+        std::memcpy(ring + ((h_ + h) * l.C + pp) * dh_, row + 2 * D + h * dh_, sizeof(float) * dh_);
+      }
+    }
+    l.wo.Multiply(att, n, att_width, x, D, true);  // x += att Wo^T
+    for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, l.norm2, eps_, D, xn + b * D);
+    l.w1.Multiply(xn, n, D, proj, ff_, false);
+    for (int64_t i = 0; i < n * ff_; ++i) proj[i] = std::max(proj[i], 0.0f);
+    l.w2.Multiply(proj, n, ff_, x, D, true);  // x += relu(norm2(x) W1^T) W2^T
+  }
+  for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, final_norm_, eps_, D, xn + b * D);
+  std::vector<float>& logits_buf = Scratch(4, un * static_cast<size_t>(V));
+  float* logits = logits_buf.data();
+  logits_.Multiply(xn, n, D, logits, V, false);
+  for (int64_t i = 0; i < n * V; ++i) logits[i] *= logit_scale_;
+  // log_softmax through ATen (vectorised exp), into the callers' rows.
+  at::Tensor lp = at::log_softmax(at::from_blob(logits, {n, V}, at::kFloat), 1);
+  const float* src = lp.data_ptr<float>();
+  for (int64_t b = 0; b < n; ++b) std::memcpy(out[b], src + b * V, sizeof(float) * V);
+}
+
+}  // namespace brt

@@ -1,0 +1,84 @@
+// NativeDecoder: the export's token decode step (decode_slots / decode_range of contract slots-v2,
+// model/README.md) computed in C++ for a CPU float32 model, reading and writing the same session pools
+// in place. Same function as the export's, summed in another order (fp32 rounding; model_runner_test
+// checks it against the export's decode_slots over block boundaries and both kinds of layer).
+//
+// Why: a decode step has a few rows, so its matrix products are small, and on CPU the TorchScript step
+// spent as much time outside them as in them: OpenBLAS repacking every weight matrix on every call, one
+// query's attention through (B,H,C,dh) temporaries, the interpreter between ~150 operations
+// (benchmarks/README.md, "decode-step profile"). Here the weights are packed once (PanelMatrix), the
+// attention reads each ring in place with one query, and nothing else is allocated per step. Only the
+// decode step: block scoring, spans and the state update (finish_slots) stay in the export.
+//
+// Built from the module's parameters and tables by name (the BRTLayer layout of model/brt/model.py), so it
+// knows that architecture only: Create refuses (with why) an export it does not recognise, and the runner
+// then keeps the export's own decode step.
+//
+// Thread safety: immutable after Create; Decode may run on several threads at once for distinct slots
+// (each thread has its own scratch memory).
+#ifndef BRT_SERVER_MODEL_NATIVE_DECODER_H_
+#define BRT_SERVER_MODEL_NATIVE_DECODER_H_
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/model/panel_matrix.h"
+
+namespace brt {
+
+class NativeDecoder {
+ public:
+  // From a loaded export (before torch::jit::freeze_module, which folds the attributes it reads into
+  // constants). UNIMPLEMENTED, saying what is missing, for an export of another architecture, device or
+  // dtype than CPU float32.
+  static absl::StatusOr<std::unique_ptr<NativeDecoder>> Create(const torch::jit::script::Module& module);
+
+  // One token per row i < n: tokens[i] at positions[i] of the document in slot slots[i] (distinct). Reads
+  // each row's rings in kv (per layer (P, 2, H, C, dh), contiguous float32) and its state's keys and values
+  // in state ((P, R, 3, S, D)), writes the token's key and value into the rings (not the state: a row
+  // completing a block then needs the export's finish_slots), and writes the log-probabilities of the next
+  // token (vocab() floats) to out[i]. Throws std::out_of_range, before writing anything, for a token id
+  // outside [0, vocab()) or a negative position.
+  void Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
+              const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const;
+
+  int64_t vocab() const { return vocab_; }
+  // Bytes of the packed weights and tables it holds (besides the export's own).
+  int64_t bytes() const;
+
+ private:
+  struct Layer {
+    int rec = -1;    // index into the state's R axis, or -1 for an ordinary layer
+    int64_t C = 0;   // ring slots (W, or 2W for a recurrent layer)
+    std::vector<float> norm1, norm2, alpha, alpha2, rel_bias;  // rel_bias: H x buckets
+    // For a query at pos % C == t: the n_seen ring slots in its window (seen[t*n_seen + i]) and their
+    // bias buckets (seen_bucket, same places), from the export's dec_mask and dec_bucket.
+    int64_t n_seen = 0;
+    std::vector<int32_t> seen, seen_bucket;
+    PanelMatrix proj;  // [q; k; v (; q2)]: D -> 3D or 4D
+    PanelMatrix wo;    // D or 2D -> D
+    PanelMatrix w1, w2;
+  };
+
+  NativeDecoder() = default;
+  // Attention of row b's queries in layer l: reads the ring and the state, writes att (D or 2D floats).
+  void Attend(const Layer& layer, float* proj, const float* ring, const float* st, int64_t pos, float* att,
+              float* scratch) const;
+
+  int64_t d_ = 0, h_ = 0, dh_ = 0, ff_ = 0, vocab_ = 0, s_ = 0, r_ = 0, buckets_ = 0;
+  int64_t max_c_ = 0;  // the longest ring
+  std::vector<int32_t> state_rows_;  // 0..S-1
+  float state_scale_ = 1.0f, logit_scale_ = 1.0f, eps_ = 1e-6f;  // eps_: every RMSNorm's
+  at::Tensor embed_;  // (V, D), contiguous float32
+  std::vector<float> final_norm_;
+  PanelMatrix logits_;  // D -> V (the tied embedding)
+  std::vector<Layer> layers_;
+};
+
+}  // namespace brt
+
+#endif  // BRT_SERVER_MODEL_NATIVE_DECODER_H_

@@ -1,0 +1,257 @@
+#include "server/model/panel_matrix.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace brt {
+namespace {
+
+constexpr int64_t kP = PanelMatrix::kPanel;
+constexpr int kMaxRows = 6;  // rows per kernel call: 6 x 2 accumulators + 2 weight loads + 1 broadcast fit 16 ymm
+
+bool DetectAvx2() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// out (R rows of kP floats, row stride ldo) = (accumulate ? out : 0) + x (R rows of k floats) times one
+// panel (k x kP).
+template <int R>
+void PanelKernelPortable(const float* panel, int64_t k, const float* x, int64_t ldx, float* out, int64_t ldo,
+                         bool accumulate) {
+  float acc[R][kP];
+  for (int r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < kP; ++c) acc[r][c] = accumulate ? out[r * ldo + c] : 0.0f;
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const float* w = panel + i * kP;
+    for (int r = 0; r < R; ++r) {
+      const float xv = x[r * ldx + i];
+      for (int64_t c = 0; c < kP; ++c) acc[r][c] += xv * w[c];
+    }
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(out + r * ldo, acc[r], sizeof(acc[r]));
+}
+
+#if defined(__x86_64__)
+template <int R>
+__attribute__((target("avx2,fma"))) void PanelKernelAvx2(const float* panel, int64_t k, const float* x,
+                                                          int64_t ldx, float* out, int64_t ldo, bool accumulate) {
+  __m256 a0[R], a1[R];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    a0[r] = accumulate ? _mm256_loadu_ps(out + r * ldo) : _mm256_setzero_ps();
+    a1[r] = accumulate ? _mm256_loadu_ps(out + r * ldo + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const __m256 w0 = _mm256_loadu_ps(panel + i * kP);
+    const __m256 w1 = _mm256_loadu_ps(panel + i * kP + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * ldx + i);
+      a0[r] = _mm256_fmadd_ps(xv, w0, a0[r]);
+      a1[r] = _mm256_fmadd_ps(xv, w1, a1[r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(out + r * ldo, a0[r]);
+    _mm256_storeu_ps(out + r * ldo + 8, a1[r]);
+  }
+}
+
+__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  const __m256 s = _mm256_add_ps(s0, s1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float total = _mm_cvtss_f32(h);
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+// scores[i] = (q.k_rows[i] + bias[i]) * alpha for i < n, four keys at a time (four independent sums).
+__attribute__((target("avx2,fma"))) void ScoresAvx2(const float* q, const float* keys, int64_t stride,
+                                                    const int32_t* rows, int64_t n, int64_t dh, const float* bias,
+                                                    float alpha, float* scores) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float* k0 = keys + rows[i] * stride;
+    const float* k1 = keys + rows[i + 1] * stride;
+    const float* k2 = keys + rows[i + 2] * stride;
+    const float* k3 = keys + rows[i + 3] * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t d = 0; d < dh; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+    }
+    // Lane sums of the four: [s0 s1 s2 s3] per 128-bit half, then the halves added.
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    if (bias != nullptr) s4 = _mm_add_ps(s4, _mm_loadu_ps(bias + i));
+    _mm_storeu_ps(scores + i, _mm_mul_ps(s4, _mm_set1_ps(alpha)));
+  }
+  for (; i < n; ++i) {
+    const float dot = DotAvx2(q, keys + rows[i] * stride, dh);
+    scores[i] = (bias != nullptr ? dot + bias[i] : dot) * alpha;
+  }
+}
+
+// out[0..dh) = sum_i p[i] * values_rows[i], 32 floats of out at a time kept in registers.
+__attribute__((target("avx2,fma"))) void WeightedSumAvx2(const float* p, const float* values, int64_t stride,
+                                                         const int32_t* rows, int64_t n, int64_t dh, float* out) {
+  for (int64_t d = 0; d < dh; d += 32) {
+    if (dh - d >= 32) {
+      __m256 o0 = _mm256_setzero_ps(), o1 = _mm256_setzero_ps(), o2 = _mm256_setzero_ps(), o3 = _mm256_setzero_ps();
+      for (int64_t i = 0; i < n; ++i) {
+        const float* v = values + rows[i] * stride + d;
+        const __m256 pv = _mm256_broadcast_ss(p + i);
+        o0 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v), o0);
+        o1 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + 8), o1);
+        o2 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + 16), o2);
+        o3 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + 24), o3);
+      }
+      _mm256_storeu_ps(out + d, o0);
+      _mm256_storeu_ps(out + d + 8, o1);
+      _mm256_storeu_ps(out + d + 16, o2);
+      _mm256_storeu_ps(out + d + 24, o3);
+      continue;
+    }
+    for (int64_t e = d; e < dh; e += 8) {
+      __m256 o = _mm256_setzero_ps();
+      for (int64_t i = 0; i < n; ++i) {
+        o = _mm256_fmadd_ps(_mm256_broadcast_ss(p + i), _mm256_loadu_ps(values + rows[i] * stride + e), o);
+      }
+      _mm256_storeu_ps(out + e, o);
+    }
+  }
+}
+#endif
+
+using Kernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
+
+Kernel KernelFor(int rows, bool avx2) {
+#if defined(__x86_64__)
+  if (avx2) {
+    static constexpr Kernel kAvx2[kMaxRows] = {PanelKernelAvx2<1>, PanelKernelAvx2<2>, PanelKernelAvx2<3>,
+                                               PanelKernelAvx2<4>, PanelKernelAvx2<5>, PanelKernelAvx2<6>};
+    return kAvx2[rows - 1];
+  }
+#endif
+  static constexpr Kernel kPortable[kMaxRows] = {PanelKernelPortable<1>, PanelKernelPortable<2>,
+                                                 PanelKernelPortable<3>, PanelKernelPortable<4>,
+                                                 PanelKernelPortable<5>, PanelKernelPortable<6>};
+  return kPortable[rows - 1];
+}
+
+}  // namespace
+
+bool PanelMatrix::HasAvx2() {
+  static const bool has = DetectAvx2();
+  return has;
+}
+
+PanelMatrix::PanelMatrix(const float* w, int64_t n_out, int64_t k_in)
+    : n_(n_out), k_(k_in), panels_((n_out + kP - 1) / kP) {
+  data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);
+  for (int64_t p = 0; p < panels_; ++p) {
+    float* panel = data_.data() + p * k_ * kP;
+    for (int64_t c = 0; c < kP && p * kP + c < n_; ++c) {
+      const float* row = w + (p * kP + c) * k_;  // row n of W is column n of W^T
+      for (int64_t i = 0; i < k_; ++i) panel[i * kP + c] = row[i];
+    }
+  }
+}
+
+void PanelMatrix::Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate) const {
+  const bool avx2 = HasAvx2();
+  float tail[kMaxRows * kP];
+  for (int64_t p = 0; p < panels_; ++p) {
+    const float* panel = data_.data() + p * k_ * kP;
+    const int64_t col = p * kP;
+    const int64_t width = std::min(kP, n_ - col);
+    for (int64_t i = 0; i < m; i += kMaxRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, m - i));
+      const Kernel kernel = KernelFor(rows, avx2);
+      if (width == kP) {
+        kernel(panel, k_, x + i * ldx, ldx, y + i * ldy + col, ldy, accumulate);
+        continue;
+      }
+      // The last, partial panel: through a full-width buffer.
+      for (int r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < kP; ++c) tail[r * kP + c] = accumulate && c < width ? y[(i + r) * ldy + col + c] : 0.0f;
+      }
+      kernel(panel, k_, x + i * ldx, ldx, tail, kP, accumulate);
+      for (int r = 0; r < rows; ++r) std::memcpy(y + (i + r) * ldy + col, tail + r * kP, sizeof(float) * width);
+    }
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t n) {
+#if defined(__x86_64__)
+  if (PanelMatrix::HasAvx2()) return DotAvx2(a, b, n);
+#endif
+  float total = 0.0f;
+  for (int64_t i = 0; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+void AttendOne(const float* q, const float* keys, const float* values, int64_t stride, const int32_t* rows,
+               int64_t n, int64_t dh, const float* bias, float alpha, float* scores, float* out) {
+#if defined(__x86_64__)
+  const bool avx2 = PanelMatrix::HasAvx2() && dh % 8 == 0;
+#else
+  const bool avx2 = false;
+#endif
+  if (avx2) {
+#if defined(__x86_64__)
+    ScoresAvx2(q, keys, stride, rows, n, dh, bias, alpha, scores);
+#endif
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float dot = Dot(q, keys + rows[i] * stride, dh);
+      scores[i] = (bias != nullptr ? dot + bias[i] : dot) * alpha;
+    }
+  }
+  float mx = scores[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, scores[i]);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    scores[i] = std::exp(scores[i] - mx);
+    sum += scores[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) scores[i] *= inv;
+#if defined(__x86_64__)
+  if (avx2) {
+    WeightedSumAvx2(scores, values, stride, rows, n, dh, out);
+    return;
+  }
+#endif
+  std::fill(out, out + dh, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* v = values + rows[i] * stride;
+    for (int64_t e = 0; e < dh; ++e) out[e] += scores[i] * v[e];
+  }
+}
+
+}  // namespace brt

@@ -1,0 +1,59 @@
+// PanelMatrix: a weight matrix stored once, at load, in the layout a few-row matrix product reads fastest,
+// and that product (y = x W^T for a handful of rows x, as a decode step has). Plain C++ (no LibTorch), so
+// the kernels are unit-tested alone.
+//
+// Why: OpenBLAS packs the whole weight matrix on every call; for a 16-row decode step that repacking was
+// 17% of the executor's time (benchmarks/README.md, "decode-step profile"). Here W^T is packed once, in
+// column panels of kPanel floats: panel p holds W^T[k][p*kPanel .. p*kPanel+kPanel-1] for k = 0..K-1,
+// contiguous (the last panel zero-padded). A product streams each panel once per group of up to six rows,
+// keeping 6 x 16 sums in AVX2 registers.
+//
+// Thread safety: immutable after construction; Multiply may run on any number of threads at once.
+#ifndef BRT_SERVER_MODEL_PANEL_MATRIX_H_
+#define BRT_SERVER_MODEL_PANEL_MATRIX_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace brt {
+
+class PanelMatrix {
+ public:
+  static constexpr int64_t kPanel = 16;
+
+  PanelMatrix() = default;
+  // From W (n_out x k_in, row-major, as nn.Linear keeps its weight): products compute x W^T.
+  PanelMatrix(const float* w, int64_t n_out, int64_t k_in);
+
+  int64_t n_out() const { return n_; }
+  int64_t k_in() const { return k_; }
+  // Bytes held (the packed copy).
+  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
+
+  // y[i][0..n_out) = (accumulate ? y[i][..] : 0) + x[i][0..k_in) W^T for rows i < m; row i of x starts at
+  // x + i*ldx, of y at y + i*ldy. Sums run in k order (per output element: one fused multiply-add per k,
+  // or a plain multiply-add without AVX2), so the result may differ from another product's in fp32
+  // rounding, never more.
+  void Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate) const;
+
+  // Whether the AVX2+FMA kernels run on this CPU (else portable loops).
+  static bool HasAvx2();
+
+ private:
+  int64_t n_ = 0, k_ = 0, panels_ = 0;
+  std::vector<float> data_;
+};
+
+// Dot product of n floats (AVX2 where the CPU has it).
+float Dot(const float* a, const float* b, int64_t n);
+
+// One query's attention, as the export's attend() for one query row: over the keys and values at rows
+// rows[0..n) (row r at keys + r*stride, values + r*stride, dh floats each), logits (q.k + bias[i]) * alpha
+// (bias may be null: no bias), softmax, and out[0..dh) = the weighted sum of the values. scores: n floats
+// of scratch. dh a multiple of 8 runs the AVX2 kernel where the CPU has it.
+void AttendOne(const float* q, const float* keys, const float* values, int64_t stride, const int32_t* rows,
+               int64_t n, int64_t dh, const float* bias, float alpha, float* scores, float* out);
+
+}  // namespace brt
+
+#endif  // BRT_SERVER_MODEL_PANEL_MATRIX_H_

@@ -1,0 +1,103 @@
+// PanelMatrix and the attention helpers against plain loops in double precision.
+#include "server/model/panel_matrix.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace brt {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Every row count a kernel call takes (1-6) and more, output widths that are and are not whole panels,
+// strided rows, with and without accumulating.
+TEST(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
+  for (int64_t n : {1, 16, 37, 64}) {
+    for (int64_t k : {1, 7, 64}) {
+      const std::vector<float> w = Random(static_cast<size_t>(n * k), static_cast<uint32_t>(n * 100 + k));
+      const PanelMatrix pm(w.data(), n, k);
+      EXPECT_EQ(pm.n_out(), n);
+      EXPECT_EQ(pm.k_in(), k);
+      for (int64_t m : {1, 2, 5, 6, 7, 13}) {
+        for (bool accumulate : {false, true}) {
+          const int64_t ldx = k + 3, ldy = n + 5;
+          const std::vector<float> x = Random(static_cast<size_t>(m * ldx), static_cast<uint32_t>(m));
+          std::vector<float> y = Random(static_cast<size_t>(m * ldy), static_cast<uint32_t>(m + 1000));
+          const std::vector<float> y0 = y;
+          pm.Multiply(x.data(), m, ldx, y.data(), ldy, accumulate);
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+              double want = accumulate ? y0[static_cast<size_t>(i * ldy + j)] : 0.0;
+              for (int64_t t = 0; t < k; ++t) {
+                want += static_cast<double>(x[static_cast<size_t>(i * ldx + t)]) * w[static_cast<size_t>(j * k + t)];
+              }
+              ASSERT_NEAR(y[static_cast<size_t>(i * ldy + j)], want, 1e-4 * (1.0 + std::sqrt(double(k))))
+                  << "n " << n << " k " << k << " m " << m << " row " << i << " col " << j;
+            }
+            // Padding between rows is never written.
+            for (int64_t j = n; j < ldy; ++j) {
+              ASSERT_EQ(y[static_cast<size_t>(i * ldy + j)], y0[static_cast<size_t>(i * ldy + j)]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(PanelMatrixTest, Dot) {
+  for (int64_t n : {0, 1, 8, 15, 16, 17, 64, 100}) {
+    const std::vector<float> a = Random(static_cast<size_t>(n), 1), b = Random(static_cast<size_t>(n), 2);
+    double want = 0;
+    for (int64_t i = 0; i < n; ++i) want += static_cast<double>(a[static_cast<size_t>(i)]) * b[static_cast<size_t>(i)];
+    EXPECT_NEAR(Dot(a.data(), b.data(), n), want, 1e-4) << n;
+  }
+}
+
+// One query over chosen rows of a strided key/value table, with and without a bias; head sizes the AVX2
+// kernels take (multiples of 8, whole 32-float chunks or not) and one they leave to the portable loops.
+TEST(PanelMatrixTest, AttendOneIsSoftmaxWeightedValues) {
+  for (int64_t dh : {8, 16, 40, 64, 12}) {
+    for (int64_t n : {1, 3, 4, 7, 64}) {
+      for (bool with_bias : {false, true}) {
+        const int64_t stride = dh + 5, table = 80;
+        const std::vector<float> q = Random(static_cast<size_t>(dh), 3);
+        const std::vector<float> keys = Random(static_cast<size_t>(table * stride), 4);
+        const std::vector<float> values = Random(static_cast<size_t>(table * stride), 5);
+        const std::vector<float> bias = Random(static_cast<size_t>(n), 6);
+        std::vector<int32_t> rows;
+        for (int64_t i = 0; i < n; ++i) rows.push_back(static_cast<int32_t>((i * 37 + 11) % table));
+        std::vector<float> scores(static_cast<size_t>(n)), out(static_cast<size_t>(dh), -7.0f);
+        const float alpha = 2.5f;
+        AttendOne(q.data(), keys.data(), values.data(), stride, rows.data(), n, dh, with_bias ? bias.data() : nullptr,
+                  alpha, scores.data(), out.data());
+        std::vector<double> logit(static_cast<size_t>(n));
+        double mx = -1e300, sum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          double dot = 0;
+          for (int64_t e = 0; e < dh; ++e) dot += static_cast<double>(q[e]) * keys[rows[i] * stride + e];
+          logit[i] = (dot + (with_bias ? bias[i] : 0.0)) * alpha;
+          mx = std::max(mx, logit[i]);
+        }
+        for (int64_t i = 0; i < n; ++i) sum += std::exp(logit[i] - mx);
+        for (int64_t e = 0; e < dh; ++e) {
+          double want = 0;
+          for (int64_t i = 0; i < n; ++i) want += std::exp(logit[i] - mx) / sum * values[rows[i] * stride + e];
+          ASSERT_NEAR(out[static_cast<size_t>(e)], want, 1e-4) << "dh " << dh << " n " << n << " at " << e;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace brt
