@@ -27,6 +27,9 @@ ABSL_FLAG(int, threads, 2, "Intra-op threads = row shards (brt-server --threads)
 ABSL_FLAG(std::string, rows, "1,8,16,32", "Rows per decode step to measure");
 ABSL_FLAG(int, steps, 200, "Decode steps per measurement");
 ABSL_FLAG(int, rounds, 3, "Alternating rounds (the median is reported)");
+ABSL_FLAG(bool, in_phase, false,
+          "All rows at the same position (every row completes its block in the same step, as sessions "
+          "started together do); default: positions spread over a block");
 ABSL_FLAG(bool, native_only, false, "Time only the C++ decode step (for a profiler); the export's shows 0");
 
 namespace {
@@ -50,9 +53,11 @@ std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string
   return *std::move(r);
 }
 
-// Seconds for `steps` decode steps of `rows` rows, continuing each row's document from *pos.
-double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos) {
+// Seconds for `steps` decode steps of `rows` rows, continuing each row's document from *pos; the slowest
+// step's seconds in *slowest.
+double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos, double* slowest = nullptr) {
   const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
   for (int s = 0; s < steps; ++s) {
     std::vector<brt::DecodeRow> batch;
     for (int i = 0; i < rows; ++i) {
@@ -64,6 +69,9 @@ double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos)
       std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
       std::exit(1);
     }
+    const auto now = std::chrono::steady_clock::now();
+    if (slowest != nullptr) *slowest = std::max(*slowest, std::chrono::duration<double>(now - last).count());
+    last = now;
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -97,7 +105,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "--rows: %s is not a row count in [1, 256]\n", std::string(part).c_str());
       return 1;
     }
-    std::vector<double> ms[2];
+    std::vector<double> ms[2], worst[2];
     for (int k = 0; k < 2; ++k) {
       std::vector<int32_t> slots;
       for (int i = 0; i < rows; ++i) slots.push_back(i);
@@ -105,7 +113,7 @@ int main(int argc, char** argv) {
     }
     std::vector<int64_t> pos[2];
     for (int k = 0; k < 2; ++k) {
-      for (int i = 0; i < rows; ++i) pos[k].push_back((i * w) / rows);  // spread over a block
+      for (int i = 0; i < rows; ++i) pos[k].push_back(absl::GetFlag(FLAGS_in_phase) ? 0 : (i * w) / rows);
       if (k == 1 || !absl::GetFlag(FLAGS_native_only)) Time(*runners[k], rows, 8, &pos[k]);  // warm-up
     }
     for (int round = 0; round < rounds; ++round) {
@@ -115,13 +123,15 @@ int main(int argc, char** argv) {
           ms[k].push_back(0.0);
           continue;
         }
-        ms[k].push_back(1000.0 * Time(*runners[k], rows, steps, &pos[k]) / steps);
+        double slowest = 0;
+        ms[k].push_back(1000.0 * Time(*runners[k], rows, steps, &pos[k], &slowest) / steps);
+        worst[k].push_back(1000.0 * slowest);
       }
     }
     const double ts = Median(ms[0]), native = Median(ms[1]);
     std::printf("%s{\"rows\": %d, \"export_ms_per_step\": %.4f, \"native_ms_per_step\": %.4f, "
-                "\"export_over_native\": %.3f}",
-                first_row ? "" : ", ", rows, ts, native, ts / native);
+                "\"export_over_native\": %.3f, \"export_slowest_step_ms\": %.3f, \"native_slowest_step_ms\": %.3f}",
+                first_row ? "" : ", ", rows, ts, native, ts / native, Median(worst[0]), Median(worst[1]));
     first_row = false;
     std::fflush(stdout);
   }

@@ -146,9 +146,15 @@ struct ModelRunner::Impl {
     for (const auto& t : kv) list.push_back(t);
     return list;
   }
-  // The state update of `done` (ascending slots): in place when they are consecutive and the export can.
+  const std::vector<at::Tensor>& kv_tensors() const { return kv; }
+  // The state update of `done` (ascending slots): in C++ (NativeDecoder) when it can, else the export's, in
+  // place when they are consecutive and the export can.
   void Finish(torch::jit::script::Module& m, const std::vector<int64_t>& done, const c10::IValue& kv) const {
     if (done.empty()) return;
+    if (native != nullptr && native->can_finish()) {
+      native->Finish(done.data(), static_cast<int64_t>(done.size()), kv_tensors(), state);
+      return;
+    }
     if (has_ranges && Consecutive(done, 0, static_cast<int64_t>(done.size()))) {
       m.get_method("finish_range")({done.front(), static_cast<int64_t>(done.size()), kv, state});
     } else {

@@ -71,7 +71,7 @@ void L2Norm(float* u, int64_t n) {
 
 // Per-thread scratch, grown as needed and kept (a decode step then allocates nothing).
 std::vector<float>& Scratch(int which, size_t size) {
-  thread_local std::vector<float> buffers[5];
+  thread_local std::vector<float> buffers[6];
   std::vector<float>& b = buffers[which];
   if (b.size() < size) b.resize(size);
   return b;
@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<NativeDecoder>> NativeDecoder::Create(const torch
   nd->logits_ = Panels(embed);
   const int64_t n_layers = r.Int(module, "n_layers");
   torch::jit::script::Module layers = r.Sub(module, "layers");
+  bool finish_ok = true;
   for (int64_t i = 0; i < n_layers && missing.empty(); ++i) {
     torch::jit::script::Module m = r.Sub(layers, std::to_string(i));
     Layer l;
@@ -146,6 +147,24 @@ absl::StatusOr<std::unique_ptr<NativeDecoder>> NativeDecoder::Create(const torch
       l.alpha2 = Floats(r.Tensor(m, "alpha2"));
     }
     if (!missing.empty()) break;
+    if (l.rec >= 0) {
+      const bool lstm = m.hasattr("lstm_gate") && m.attr("lstm_gate").toBool();
+      finish_ok = finish_ok && !lstm && m.hasattr("s_wq");
+      if (finish_ok) {
+        torch::jit::script::Module sn = r.Sub(m, "state_norm");
+        l.state_norm = Floats(r.Tensor(sn, "weight"));
+        if (static_cast<float>(r.Double(sn, "eps")) != final_eps) missing = "one RMSNorm eps for all norms";
+        l.state_ids = Floats(r.Tensor(m, "state_ids"));
+        l.s_alpha = Floats(r.Tensor(m, "s_alpha"));
+        l.s_alpha2 = Floats(r.Tensor(m, "s_alpha2"));
+        l.gate = Floats(at::sigmoid(r.Tensor(m, "gate_bias")));
+        l.s_q = Panels(at::cat({r.Weight(m, "s_wq"), r.Weight(m, "s_wq2")}, 0));
+        l.s_wo = Panels(r.Weight(m, "s_wo"));
+        l.s_kv = Panels(at::cat({r.Weight(m, "s_wk"), r.Weight(m, "s_wv")}, 0));
+        for (int32_t j = 0; j < l.C; ++j) l.ring_rows.push_back(j);
+      }
+    }
+    if (!missing.empty()) break;
     l.proj = Panels(at::cat(proj, 0));
     l.wo = Panels(r.Weight(m, "wo"));
     torch::jit::script::Module ffn = r.Sub(m, "ffn");
@@ -170,12 +189,16 @@ absl::StatusOr<std::unique_ptr<NativeDecoder>> NativeDecoder::Create(const torch
   }
   nd->eps_ = final_eps;
   for (int32_t j = 0; j < nd->s_; ++j) nd->state_rows_.push_back(j);
+  nd->can_finish_ = finish_ok;
   return nd;
 }
 
 int64_t NativeDecoder::bytes() const {
   int64_t total = logits_.bytes();
-  for (const Layer& l : layers_) total += l.proj.bytes() + l.wo.bytes() + l.w1.bytes() + l.w2.bytes();
+  for (const Layer& l : layers_) {
+    total += l.proj.bytes() + l.wo.bytes() + l.w1.bytes() + l.w2.bytes() + l.s_q.bytes() + l.s_wo.bytes() +
+             l.s_kv.bytes();
+  }
   return total;
 }
 
@@ -261,6 +284,85 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
   at::Tensor lp = at::log_softmax(at::from_blob(logits, {n, V}, at::kFloat), 1);
   const float* src = lp.data_ptr<float>();
   for (int64_t b = 0; b < n; ++b) std::memcpy(out[b], src + b * V, sizeof(float) * V);
+}
+
+}  // namespace brt
+
+namespace brt {
+
+void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring) const {
+  const int64_t D = d_, S = s_, dh = dh_, C = l.C;
+  const size_t sd = static_cast<size_t>(S * D);
+  float* sh = Scratch(0, sd).data();                // state_norm(s) + state_ids, then the new state's
+  float* q = Scratch(1, 2 * sd).data();             // [qs | q2s] per state row, then [k | v] of the new state
+  float* both = Scratch(2, 2 * sd).data();          // [b1 | b2] per state row
+  float* hh = Scratch(3, sd).data();
+  float* s = st;
+  float* ks = st + sd;
+  float* vs = st + 2 * sd;
+  for (int64_t i = 0; i < S; ++i) {
+    RmsNorm(s + i * D, l.state_norm, eps_, D, sh + i * D);
+    for (int64_t e = 0; e < D; ++e) sh[i * D + e] += l.state_ids[static_cast<size_t>(i * D + e)];
+  }
+  l.s_q.Multiply(sh, S, D, q, 2 * D, false);
+  for (int64_t i = 0; i < S; ++i) {
+    for (int64_t h = 0; h < 2 * h_; ++h) L2Norm(q + i * 2 * D + h * dh, dh);  // qs and q2s, per head
+  }
+  // Per head, as matrix products over all S state queries: b1 = softmax(s_alpha qs ks^T) vs over the
+  // state's own keys/values, b2 = softmax(s_alpha2 q2s K^T) V over the block's 2W ring slots.
+  thread_local PanelMatrix keys_t, values_m;
+  float* logits = Scratch(4, static_cast<size_t>(S * std::max(C, S))).data();
+  for (int64_t h = 0; h < h_; ++h) {
+    for (int pass = 0; pass < 2; ++pass) {
+      const int64_t n = pass == 0 ? S : C;
+      const float* keys = pass == 0 ? ks + h * dh : ring + h * C * dh;
+      const float* values = pass == 0 ? vs + h * dh : ring + (h_ + h) * C * dh;
+      const int64_t ld = pass == 0 ? D : dh;
+      const float alpha = (pass == 0 ? l.s_alpha : l.s_alpha2)[static_cast<size_t>(h)];
+      keys_t.SetFromRows(keys, n, dh, ld);
+      values_m.SetFromColumns(values, n, dh, ld);
+      keys_t.Multiply(q + pass * D + h * dh, S, 2 * D, logits, n, false);
+      for (int64_t i = 0; i < S; ++i) {
+        float* row = logits + i * n;
+        for (int64_t j = 0; j < n; ++j) row[j] *= alpha;
+        SoftmaxInPlace(row, n);
+      }
+      values_m.Multiply(logits, S, n, both + pass * D + h * dh, 2 * D, false);
+    }
+  }
+  l.s_wo.Multiply(both, S, 2 * D, hh, D, false);
+  // The fixed gate: s_new = g * s + (1 - g) * hh, in place (the old state is no longer read).
+  for (int64_t i = 0; i < S; ++i) {
+    for (int64_t e = 0; e < D; ++e) {
+      const float g = l.gate[static_cast<size_t>(e)];
+      s[i * D + e] = g * s[i * D + e] + (1.0f - g) * hh[i * D + e];
+    }
+  }
+  // The new state's keys (l2-normalised per head) and values (state_kv).
+  for (int64_t i = 0; i < S; ++i) {
+    RmsNorm(s + i * D, l.state_norm, eps_, D, sh + i * D);
+    for (int64_t e = 0; e < D; ++e) sh[i * D + e] += l.state_ids[static_cast<size_t>(i * D + e)];
+  }
+  l.s_kv.Multiply(sh, S, D, q, 2 * D, false);
+  for (int64_t i = 0; i < S; ++i) {
+    for (int64_t h = 0; h < h_; ++h) L2Norm(q + i * 2 * D + h * dh, dh);
+    std::memcpy(ks + i * D, q + i * 2 * D, sizeof(float) * D);
+    std::memcpy(vs + i * D, q + i * 2 * D + D, sizeof(float) * D);
+  }
+}
+
+void NativeDecoder::Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv,
+                           const at::Tensor& state) const {
+  float* state_base = state.data_ptr<float>();
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const Layer& l = layers_[li];
+    if (l.rec < 0) continue;
+    const float* pool = kv[li].data_ptr<float>();
+    const int64_t slot_floats = 2 * h_ * l.C * dh_;
+    for (int64_t b = 0; b < n; ++b) {
+      FinishRow(l, state_base + (slots[b] * r_ + l.rec) * 3 * s_ * d_, pool + slots[b] * slot_floats);
+    }
+  }
 }
 
 }  // namespace brt

@@ -46,6 +46,16 @@ class NativeDecoder {
   void Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
               const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const;
 
+  // Whether Finish is available: every recurrent layer has the fixed gate (an LSTM-gated export keeps its
+  // own finish_slots).
+  bool can_finish() const { return can_finish_; }
+
+  // The state update of the rows in slots[0..n) (distinct), whose last fed token completed a block: the
+  // export's finish_slots (BRTLayer.update_state, fixed gate) computed in C++, to fp32 rounding. Reads
+  // each row's state and its recurrent layers' rings, writes the new state (with its keys and values) in
+  // place.
+  void Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv, const at::Tensor& state) const;
+
   int64_t vocab() const { return vocab_; }
   // Bytes of the packed weights and tables it holds (besides the export's own).
   int64_t bytes() const;
@@ -62,15 +72,24 @@ class NativeDecoder {
     PanelMatrix proj;  // [q; k; v (; q2)]: D -> 3D or 4D
     PanelMatrix wo;    // D or 2D -> D
     PanelMatrix w1, w2;
+    // Recurrent layers: the state update's weights (BRTLayer.update_state / state_kv).
+    std::vector<float> state_norm, state_ids, s_alpha, s_alpha2, gate;  // gate: sigmoid(gate_bias)
+    PanelMatrix s_q;   // [s_wq; s_wq2]: D -> 2D
+    PanelMatrix s_wo;  // 2D -> D
+    PanelMatrix s_kv;  // [s_wk; s_wv]: D -> 2D
+    std::vector<int32_t> ring_rows;  // 0..C-1
   };
 
   NativeDecoder() = default;
+  // One row's state update in recurrent layer l: st (3, S, D) of the slot, its ring (2, H, C, dh).
+  void FinishRow(const Layer& l, float* st, const float* ring) const;
   // Attention of row b's queries in layer l: reads the ring and the state, writes att (D or 2D floats).
   void Attend(const Layer& layer, float* proj, const float* ring, const float* st, int64_t pos, float* att,
               float* scratch) const;
 
   int64_t d_ = 0, h_ = 0, dh_ = 0, ff_ = 0, vocab_ = 0, s_ = 0, r_ = 0, buckets_ = 0;
   int64_t max_c_ = 0;  // the longest ring
+  bool can_finish_ = false;
   std::vector<int32_t> state_rows_;  // 0..S-1
   float state_scale_ = 1.0f, logit_scale_ = 1.0f, eps_ = 1e-6f;  // eps_: every RMSNorm's
   at::Tensor embed_;  // (V, D), contiguous float32

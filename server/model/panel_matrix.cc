@@ -86,6 +86,56 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
   return total;
 }
 
+// exp(x) for 8 floats: x = k ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial (the Cephes expf
+// coefficients), times 2^k built in the exponent bits. Relative error ~2e-7 over the range softmax uses
+// (x <= 0); inputs below -87.3 give 0 or a denormal-free tiny value, as exp's underflow does.
+__attribute__((target("avx2,fma"))) inline __m256 Exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+  const __m256 k = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// p[0..n) = softmax(p[0..n)).
+__attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* p, int64_t n) {
+  float mx = p[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, p[i]);
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(p + i), m));
+    _mm256_storeu_ps(p + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const int64_t rest = n - i;
+  if (rest > 0) {
+    float in[8];
+    for (int64_t j = 0; j < 8; ++j) in[j] = j < rest ? p[i + j] - mx : -100.0f;
+    _mm256_storeu_ps(tail, Exp8(_mm256_loadu_ps(in)));
+    for (int64_t j = 0; j < rest; ++j) p[i + j] = tail[j];
+  }
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float sum = _mm_cvtss_f32(h);
+  for (int64_t j = 0; j < rest; ++j) sum += tail[j];
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(p + i, _mm256_mul_ps(_mm256_loadu_ps(p + i), inv));
+  for (; i < n; ++i) p[i] *= 1.0f / sum;
+}
+
 // scores[i] = (q.k_rows[i] + bias[i]) * alpha for i < n, four keys at a time (four independent sums).
 __attribute__((target("avx2,fma"))) void ScoresAvx2(const float* q, const float* keys, int64_t stride,
                                                     const int32_t* rows, int64_t n, int64_t dh, const float* bias,
@@ -170,15 +220,31 @@ bool PanelMatrix::HasAvx2() {
   return has;
 }
 
-PanelMatrix::PanelMatrix(const float* w, int64_t n_out, int64_t k_in)
-    : n_(n_out), k_(k_in), panels_((n_out + kP - 1) / kP) {
+PanelMatrix::PanelMatrix(const float* w, int64_t n_out, int64_t k_in) { SetFromRows(w, n_out, k_in, k_in); }
+
+void PanelMatrix::SetFromRows(const float* w, int64_t n_out, int64_t k_in, int64_t ldw) {
+  n_ = n_out;
+  k_ = k_in;
+  panels_ = (n_out + kP - 1) / kP;
   data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);
   for (int64_t p = 0; p < panels_; ++p) {
     float* panel = data_.data() + p * k_ * kP;
     for (int64_t c = 0; c < kP && p * kP + c < n_; ++c) {
-      const float* row = w + (p * kP + c) * k_;  // row n of W is column n of W^T
+      const float* row = w + (p * kP + c) * ldw;  // row n of W is column n of W^T
       for (int64_t i = 0; i < k_; ++i) panel[i * kP + c] = row[i];
     }
+  }
+}
+
+void PanelMatrix::SetFromColumns(const float* wt, int64_t k_in, int64_t n_out, int64_t ldw) {
+  n_ = n_out;
+  k_ = k_in;
+  panels_ = (n_out + kP - 1) / kP;
+  data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);
+  for (int64_t p = 0; p < panels_; ++p) {
+    float* panel = data_.data() + p * k_ * kP;
+    const int64_t width = std::min(kP, n_ - p * kP);
+    for (int64_t i = 0; i < k_; ++i) std::memcpy(panel + i * kP, wt + i * ldw + p * kP, sizeof(float) * width);
   }
 }
 
@@ -204,6 +270,24 @@ void PanelMatrix::Multiply(const float* x, int64_t m, int64_t ldx, float* y, int
       for (int r = 0; r < rows; ++r) std::memcpy(y + (i + r) * ldy + col, tail + r * kP, sizeof(float) * width);
     }
   }
+}
+
+void SoftmaxInPlace(float* p, int64_t n) {
+#if defined(__x86_64__)
+  if (PanelMatrix::HasAvx2()) {
+    SoftmaxAvx2(p, n);
+    return;
+  }
+#endif
+  float mx = p[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, p[i]);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = std::exp(p[i] - mx);
+    sum += p[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) p[i] *= inv;
 }
 
 float Dot(const float* a, const float* b, int64_t n) {
@@ -232,15 +316,7 @@ void AttendOne(const float* q, const float* keys, const float* values, int64_t s
       scores[i] = (bias != nullptr ? dot + bias[i] : dot) * alpha;
     }
   }
-  float mx = scores[0];
-  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, scores[i]);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    scores[i] = std::exp(scores[i] - mx);
-    sum += scores[i];
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < n; ++i) scores[i] *= inv;
+  SoftmaxInPlace(scores, n);
 #if defined(__x86_64__)
   if (avx2) {
     WeightedSumAvx2(scores, values, stride, rows, n, dh, out);

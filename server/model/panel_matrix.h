@@ -25,6 +25,13 @@ class PanelMatrix {
   // From W (n_out x k_in, row-major, as nn.Linear keeps its weight): products compute x W^T.
   PanelMatrix(const float* w, int64_t n_out, int64_t k_in);
 
+  // Re-packs this matrix (reusing its memory when the size allows) from W given by rows (n_out rows of k_in
+  // floats, row i at w + i*ldw) or by columns (W^T: k_in rows of n_out floats, row k at wt + k*ldw). For
+  // products with a matrix that changes per call (attention keys, values): Multiply then computes x K^T
+  // or x V. Not thread-safe on the same object (scratch use: one per thread).
+  void SetFromRows(const float* w, int64_t n_out, int64_t k_in, int64_t ldw);
+  void SetFromColumns(const float* wt, int64_t k_in, int64_t n_out, int64_t ldw);
+
   int64_t n_out() const { return n_; }
   int64_t k_in() const { return k_; }
   // Bytes held (the packed copy).
@@ -43,6 +50,9 @@ class PanelMatrix {
   int64_t n_ = 0, k_ = 0, panels_ = 0;
   std::vector<float> data_;
 };
+
+// p[0..n) = softmax(p[0..n)) (AVX2 where the CPU has it).
+void SoftmaxInPlace(float* p, int64_t n);
 
 // Dot product of n floats (AVX2 where the CPU has it).
 float Dot(const float* a, const float* b, int64_t n);

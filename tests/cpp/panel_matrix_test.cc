@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -50,6 +51,46 @@ TEST(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
           }
         }
       }
+    }
+  }
+}
+
+// Re-packed from rows (a strided W) or from columns (a strided W^T): the product is the same as from W.
+TEST(PanelMatrixTest, SetFromRowsAndColumnsPackTheSameMatrix) {
+  const int64_t n = 37, k = 20, ld = 45, m = 7;
+  const std::vector<float> w = Random(static_cast<size_t>(n * k), 9);
+  std::vector<float> rows(static_cast<size_t>(n * ld), 0.0f), cols(static_cast<size_t>(k * ld), 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < k; ++t) {
+      rows[static_cast<size_t>(i * ld + t)] = w[static_cast<size_t>(i * k + t)];
+      cols[static_cast<size_t>(t * ld + i)] = w[static_cast<size_t>(i * k + t)];
+    }
+  }
+  const PanelMatrix plain(w.data(), n, k);
+  PanelMatrix from_rows, from_cols(w.data(), 3, 2);  // re-packed over an older, smaller matrix
+  from_rows.SetFromRows(rows.data(), n, k, ld);
+  from_cols.SetFromColumns(cols.data(), k, n, ld);
+  const std::vector<float> x = Random(static_cast<size_t>(m * k), 10);
+  std::vector<float> a(static_cast<size_t>(m * n)), b(a.size()), c(a.size());
+  plain.Multiply(x.data(), m, k, a.data(), n, false);
+  from_rows.Multiply(x.data(), m, k, b.data(), n, false);
+  from_cols.Multiply(x.data(), m, k, c.data(), n, false);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, c);
+}
+
+TEST(PanelMatrixTest, Softmax) {
+  for (int64_t n : {1, 5, 8, 13, 64, 128}) {
+    std::vector<float> p = Random(static_cast<size_t>(n), static_cast<uint32_t>(n));
+    for (float& v : p) v *= 20.0f;  // logits far apart, some exp() arguments far below 0
+    std::vector<double> want(p.begin(), p.end());
+    const double mx = *std::max_element(want.begin(), want.end());
+    double sum = 0;
+    for (double& v : want) sum += (v = std::exp(v - mx));
+    SoftmaxInPlace(p.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(p[static_cast<size_t>(i)], want[static_cast<size_t>(i)] / sum, 1e-6 + 1e-6 * want[i] / sum)
+          << n << " at " << i;
     }
   }
 }
