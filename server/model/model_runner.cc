@@ -184,7 +184,59 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       if (!frozen.ok()) impl->freeze_error = std::string(frozen.message());
     }
   }
+  if (impl->native != nullptr) {
+    absl::Status same = impl->CheckNativeDecode();
+    if (!same.ok()) {
+      impl->native.reset();
+      impl->native_error = std::string(same.message());
+    }
+  }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
+}
+
+absl::Status ModelRunner::Impl::CheckNativeDecode() {
+  // Slots 0 and 1 as scratch: no session holds a slot yet, and a new session's slot is initialised when
+  // it is handed out.
+  constexpr double kTolerance = 1e-3;  // fp32 rounding differs by ~1e-5; another function by far more
+  try {
+    c10::InferenceMode guard;
+    Reserve(1);
+    const at::Tensor both = LongTensor({0, 1}, device);
+    module.get_method("init_slots")({both, KvList(), state});
+    const int64_t w = meta.window, vocab = native->vocab();
+    double worst = 0;
+    int64_t worst_at = 0;
+    std::vector<float> mine(static_cast<size_t>(vocab));
+    float* out = mine.data();
+    for (int64_t p = 0; p <= w; ++p) {
+      const int64_t token = 4 + (p * 7919) % (vocab - 4);
+      at::Tensor theirs = module.get_method("decode_slots")({LongTensor({token}, device), LongTensor({p}, device),
+                                                             LongTensor({0}, device), KvList(), state})
+                              .toTensor()
+                              .contiguous();
+      const int64_t one = 1;
+      native->Decode(&token, &p, &one, 1, kv, state, &out);
+      if (p % w == w - 1) {
+        module.get_method("finish_slots")({LongTensor({0}, device), KvList(), state});
+        if (native->can_finish()) native->Finish(&one, 1, kv, state);
+        else module.get_method("finish_slots")({LongTensor({1}, device), KvList(), state});
+      }
+      const double d = (theirs[0] - at::from_blob(out, {vocab}, at::kFloat)).abs().max().item<double>();
+      if (d > worst) worst = d, worst_at = p;
+    }
+    double memory = (state[0] - state[1]).abs().max().item<double>();
+    for (const at::Tensor& pool : kv) memory = std::max(memory, (pool[0] - pool[1]).abs().max().item<double>());
+    module.get_method("init_slots")({both, KvList(), state});
+    if (worst > kTolerance || memory > kTolerance) {
+      return absl::InternalError(absl::StrCat(
+          "the native decode step differs from the export's (log-probabilities by ", worst, " at position ",
+          worst_at, ", memory by ", memory, "; tolerance ", kTolerance,
+          "): the export is not the layout it implements; the export's own decode step runs"));
+    }
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return TorchError("checking the native decode step against the export's failed", e);
+  }
 }
 
 absl::Status ModelRunner::Impl::Freeze() {

@@ -101,6 +101,12 @@ struct ModelRunner::Impl {
   // so there are no lanes to freeze.
   absl::Status Freeze();
 
+  // At load, with `native` set: decodes W+1 tokens (across a block end) with both the export and `native`
+  // in scratch slots 0 and 1 and compares the log-probabilities and the memory left; INTERNAL, saying by how
+  // much, when they differ beyond fp32 rounding (an export whose layer math is not the one NativeDecoder
+  // implements, though its names are). Leaves both slots initialised.
+  absl::Status CheckNativeDecode();
+
   // Runs fn(module, begin, end) over [0, rows): in shards on the workers when the pool is on and the call
   // has enough rows (or always_pool), else on the calling thread with `threads` intra-op threads. Shards
   // are contiguous ranges of even summed `cost` (a row's relative work; empty: 1 each). Each shard's
