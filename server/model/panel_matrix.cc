@@ -222,11 +222,15 @@ bool PanelMatrix::HasAvx2() {
 
 PanelMatrix::PanelMatrix(const float* w, int64_t n_out, int64_t k_in) { SetFromRows(w, n_out, k_in, k_in); }
 
-void PanelMatrix::SetFromRows(const float* w, int64_t n_out, int64_t k_in, int64_t ldw) {
+void PanelMatrix::Reset(int64_t n_out, int64_t k_in) {
   n_ = n_out;
   k_ = k_in;
   panels_ = (n_out + kP - 1) / kP;
-  data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);
+  data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);  // the last panel's padding stays 0
+}
+
+void PanelMatrix::SetFromRows(const float* w, int64_t n_out, int64_t k_in, int64_t ldw) {
+  Reset(n_out, k_in);
   for (int64_t p = 0; p < panels_; ++p) {
     float* panel = data_.data() + p * k_ * kP;
     for (int64_t c = 0; c < kP && p * kP + c < n_; ++c) {
@@ -237,10 +241,7 @@ void PanelMatrix::SetFromRows(const float* w, int64_t n_out, int64_t k_in, int64
 }
 
 void PanelMatrix::SetFromColumns(const float* wt, int64_t k_in, int64_t n_out, int64_t ldw) {
-  n_ = n_out;
-  k_ = k_in;
-  panels_ = (n_out + kP - 1) / kP;
-  data_.assign(static_cast<size_t>(panels_ * k_ * kP), 0.0f);
+  Reset(n_out, k_in);
   for (int64_t p = 0; p < panels_; ++p) {
     float* panel = data_.data() + p * k_ * kP;
     const int64_t width = std::min(kP, n_ - p * kP);

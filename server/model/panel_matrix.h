@@ -47,6 +47,9 @@ class PanelMatrix {
   static bool HasAvx2();
 
  private:
+  // Sizes the panels for an n_out x k_in matrix, zeroed.
+  void Reset(int64_t n_out, int64_t k_in);
+
   int64_t n_ = 0, k_ = 0, panels_ = 0;
   std::vector<float> data_;
 };
