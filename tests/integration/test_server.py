@@ -379,3 +379,41 @@ def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
             assert "packing failed, running unpacked" in log and "no XNNPACK for this test" in log, log[-2000:]
             assert "XNNPACK packed weights" not in log
     assert len(results[0]) > 10 and results[0] == results[1]
+
+
+def test_an_export_whose_decode_math_differs_keeps_its_own_decode_step_and_says_why(tmp_path):
+    """The server decodes in C++ from the export's parameters (--native_decode, on by default), after checking
+    at load that it computes what the export computes. An export with the same parameters and other decode
+    math (here its logits doubled) must fail that check: the server then runs the export's own decode step,
+    logs by how much they differed, and generates what that export gives (the greedy chain of doubled logits
+    is the plain one: the same tokens as the shipped tiny export, whose server decodes natively)."""
+    import shutil
+    from brt.config import BRTConfig
+    from brt.export import export, load_meta
+    from brt.model import BlockRecurrentTransformer, linear
+
+    class Hotter(BlockRecurrentTransformer):
+        def logits_of(self, h: torch.Tensor, groups: int = 1) -> torch.Tensor:
+            return 2.0 * linear(self.final_norm(h), self.embed.weight, groups) * self.logit_scale
+
+    tiny = os.path.join(ROOT, "tests", "data", "tiny")
+    meta = load_meta(os.path.join(tiny, "brt.pt"))
+    cfg = BRTConfig.from_dict(meta["config"])
+    model = Hotter(cfg).eval()
+    model.load_state_dict(torch.jit.load(os.path.join(tiny, "brt.pt"), map_location="cpu").state_dict(), strict=False)
+    export(model, cfg, meta["tokenizer_sha256"], str(tmp_path / "brt.pt"), name=meta["name"])
+    shutil.copy(os.path.join(tiny, "tokenizer.model"), tmp_path / "tokenizer.model")
+    chains, logs = [], []
+    for model_dir in (str(tmp_path), tiny):
+        server = BrtServer(model_dir=model_dir)
+        try:
+            sid = server.stub.CreateSession(pb.CreateSessionRequest(), timeout=10).id
+            toks, _ = generate(server, sid, prompt=b"And God said", max_tokens=24, temperature=0)
+            chains.append([t.token_id for t in toks])
+            logs.append(server.read_log())
+        finally:
+            server.stop()
+    assert "the native decode step differs from the export's" in logs[0], logs[0][-2000:]
+    assert ", native decode step" not in logs[0]
+    assert ", native decode step" in logs[1], logs[1][-2000:]
+    assert len(chains[0]) > 0 and chains[0] == chains[1]
