@@ -77,6 +77,7 @@ double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos,
 }
 
 double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
         const int k = (round + j) % 2;  // alternate which goes first
         if (k == 0 && absl::GetFlag(FLAGS_native_only)) {
           ms[k].push_back(0.0);
+          worst[k].push_back(0.0);
           continue;
         }
         double slowest = 0;

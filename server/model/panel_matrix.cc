@@ -27,7 +27,7 @@ bool DetectAvx2() {
 // panel (k x kP).
 template <int R>
 void PanelKernelPortable(const float* panel, int64_t k, const float* x, int64_t ldx, float* out, int64_t ldo,
-                         bool accumulate) {
+                         bool accumulate, const float* /*prefetch*/) {
   float acc[R][kP];
   for (int r = 0; r < R; ++r) {
     for (int64_t c = 0; c < kP; ++c) acc[r][c] = accumulate ? out[r * ldo + c] : 0.0f;
@@ -44,8 +44,11 @@ void PanelKernelPortable(const float* panel, int64_t k, const float* x, int64_t 
 
 #if defined(__x86_64__)
 template <int R>
+// prefetch: the next panel (read while this one is multiplied: a step streams every weight once, and the
+// first row group of a panel otherwise waits for memory), or null.
 __attribute__((target("avx2,fma"))) void PanelKernelAvx2(const float* panel, int64_t k, const float* x,
-                                                          int64_t ldx, float* out, int64_t ldo, bool accumulate) {
+                                                          int64_t ldx, float* out, int64_t ldo, bool accumulate,
+                                                          const float* prefetch) {
   __m256 a0[R], a1[R];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
@@ -53,6 +56,7 @@ __attribute__((target("avx2,fma"))) void PanelKernelAvx2(const float* panel, int
     a1[r] = accumulate ? _mm256_loadu_ps(out + r * ldo + 8) : _mm256_setzero_ps();
   }
   for (int64_t i = 0; i < k; ++i) {
+    if (prefetch != nullptr) _mm_prefetch(reinterpret_cast<const char*>(prefetch + i * kP), _MM_HINT_T0);
     const __m256 w0 = _mm256_loadu_ps(panel + i * kP);
     const __m256 w1 = _mm256_loadu_ps(panel + i * kP + 8);
 #pragma GCC unroll 6
@@ -197,7 +201,7 @@ __attribute__((target("avx2,fma"))) void WeightedSumAvx2(const float* p, const f
 }
 #endif
 
-using Kernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
+using Kernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, const float*);
 
 Kernel KernelFor(int rows, bool avx2) {
 #if defined(__x86_64__)
@@ -254,20 +258,21 @@ void PanelMatrix::Multiply(const float* x, int64_t m, int64_t ldx, float* y, int
   float tail[kMaxRows * kP];
   for (int64_t p = 0; p < panels_; ++p) {
     const float* panel = data_.data() + p * k_ * kP;
+    const float* next = p + 1 < panels_ ? panel + k_ * kP : nullptr;
     const int64_t col = p * kP;
     const int64_t width = std::min(kP, n_ - col);
     for (int64_t i = 0; i < m; i += kMaxRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, m - i));
       const Kernel kernel = KernelFor(rows, avx2);
       if (width == kP) {
-        kernel(panel, k_, x + i * ldx, ldx, y + i * ldy + col, ldy, accumulate);
+        kernel(panel, k_, x + i * ldx, ldx, y + i * ldy + col, ldy, accumulate, i == 0 ? next : nullptr);
         continue;
       }
       // The last, partial panel: through a full-width buffer.
       for (int r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < kP; ++c) tail[r * kP + c] = accumulate && c < width ? y[(i + r) * ldy + col + c] : 0.0f;
       }
-      kernel(panel, k_, x + i * ldx, ldx, tail, kP, accumulate);
+      kernel(panel, k_, x + i * ldx, ldx, tail, kP, accumulate, nullptr);
       for (int r = 0; r < rows; ++r) std::memcpy(y + (i + r) * ldy + col, tail + r * kP, sizeof(float) * width);
     }
   }
