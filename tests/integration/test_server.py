@@ -341,13 +341,26 @@ def test_cancelled_score_leaves_a_usable_session(server, texts):
     assert summary.tokens == len(toks) > 0 and toks[0].position == s.position
 
 
+def export_tiny_as(cls, out_dir):
+    """The tiny export's weights in a model of class cls (a BlockRecurrentTransformer subclass), exported with
+    the tiny tokenizer into out_dir. Returns the tiny export's own directory."""
+    import shutil
+    from brt.config import BRTConfig
+    from brt.export import export, load_meta
+    tiny = os.path.join(ROOT, "tests", "data", "tiny")
+    meta = load_meta(os.path.join(tiny, "brt.pt"))
+    cfg = BRTConfig.from_dict(meta["config"])
+    model = cls(cfg).eval()
+    model.load_state_dict(torch.jit.load(os.path.join(tiny, "brt.pt"), map_location="cpu").state_dict(), strict=False)
+    export(model, cfg, meta["tokenizer_sha256"], str(out_dir / "brt.pt"), name=meta["name"])
+    shutil.copy(os.path.join(tiny, "tokenizer.model"), out_dir / "tokenizer.model")
+    return tiny
+
+
 def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
     """--cpu_packed_weights=true (auto, the default, packs only where XNNPACK pays off). An export whose pack_cpu
     fails halfway (here on purpose: it packs the logits' product, then raises) must not stop the server: it
     undoes the packing, logs why, and serves the same scores as a server told not to pack."""
-    import shutil
-    from brt.config import BRTConfig
-    from brt.export import export, load_meta
     from brt.model import BlockRecurrentTransformer, prepack
 
     class Unpackable(BlockRecurrentTransformer):
@@ -356,13 +369,7 @@ def test_a_model_whose_packing_fails_runs_unpacked_and_says_why(tmp_path):
             self.packs = [prepack([self.embed.weight], [])]
             raise RuntimeError("no XNNPACK for this test")
 
-    tiny = os.path.join(ROOT, "tests", "data", "tiny")
-    meta = load_meta(os.path.join(tiny, "brt.pt"))
-    cfg = BRTConfig.from_dict(meta["config"])
-    model = Unpackable(cfg).eval()
-    model.load_state_dict(torch.jit.load(os.path.join(tiny, "brt.pt"), map_location="cpu").state_dict(), strict=False)
-    export(model, cfg, meta["tokenizer_sha256"], str(tmp_path / "brt.pt"), name=meta["name"])
-    shutil.copy(os.path.join(tiny, "tokenizer.model"), tmp_path / "tokenizer.model")
+    tiny = export_tiny_as(Unpackable, tmp_path)
     text = [b"In the beginning God created the heaven and the earth.\n" * 4]
     results = []
     for model_dir, flags in ((str(tmp_path), ("--cpu_packed_weights=true",)),
@@ -387,22 +394,13 @@ def test_an_export_whose_decode_math_differs_keeps_its_own_decode_step_and_says_
     math (here its logits doubled) must fail that check: the server then runs the export's own decode step,
     logs by how much they differed, and generates what that export gives (the greedy chain of doubled logits
     is the plain one: the same tokens as the shipped tiny export, whose server decodes natively)."""
-    import shutil
-    from brt.config import BRTConfig
-    from brt.export import export, load_meta
     from brt.model import BlockRecurrentTransformer, linear
 
     class Hotter(BlockRecurrentTransformer):
         def logits_of(self, h: torch.Tensor, groups: int = 1) -> torch.Tensor:
             return 2.0 * linear(self.final_norm(h), self.embed.weight, groups) * self.logit_scale
 
-    tiny = os.path.join(ROOT, "tests", "data", "tiny")
-    meta = load_meta(os.path.join(tiny, "brt.pt"))
-    cfg = BRTConfig.from_dict(meta["config"])
-    model = Hotter(cfg).eval()
-    model.load_state_dict(torch.jit.load(os.path.join(tiny, "brt.pt"), map_location="cpu").state_dict(), strict=False)
-    export(model, cfg, meta["tokenizer_sha256"], str(tmp_path / "brt.pt"), name=meta["name"])
-    shutil.copy(os.path.join(tiny, "tokenizer.model"), tmp_path / "tokenizer.model")
+    tiny = export_tiny_as(Hotter, tmp_path)
     chains, logs = [], []
     for model_dir in (str(tmp_path), tiny):
         server = BrtServer(model_dir=model_dir)
