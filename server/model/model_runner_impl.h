@@ -152,13 +152,12 @@ struct ModelRunner::Impl {
     for (const auto& t : kv) list.push_back(t);
     return list;
   }
-  const std::vector<at::Tensor>& kv_tensors() const { return kv; }
   // The state update of `done` (ascending slots): in C++ (NativeDecoder) when it can, else the export's, in
   // place when they are consecutive and the export can.
   void Finish(torch::jit::script::Module& m, const std::vector<int64_t>& done, const c10::IValue& kv) const {
     if (done.empty()) return;
     if (native != nullptr && native->can_finish()) {
-      native->Finish(done.data(), static_cast<int64_t>(done.size()), kv_tensors(), state);
+      native->Finish(done.data(), static_cast<int64_t>(done.size()), this->kv, state);  // the pools (kv is their IValue list)
       return;
     }
     if (has_ranges && Consecutive(done, 0, static_cast<int64_t>(done.size()))) {

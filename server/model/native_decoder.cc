@@ -193,15 +193,6 @@ absl::StatusOr<std::unique_ptr<NativeDecoder>> NativeDecoder::Create(const torch
   return nd;
 }
 
-int64_t NativeDecoder::bytes() const {
-  int64_t total = logits_.bytes();
-  for (const Layer& l : layers_) {
-    total += l.proj.bytes() + l.wo.bytes() + l.w1.bytes() + l.w2.bytes() + l.s_q.bytes() + l.s_wo.bytes() +
-             l.s_kv.bytes();
-  }
-  return total;
-}
-
 void NativeDecoder::Attend(const Layer& l, float* proj, const float* ring, const float* st, int64_t pos, float* att,
                            float* scratch) const {
   const int64_t dh = dh_, D = d_, n = l.n_seen;

@@ -57,8 +57,6 @@ class NativeDecoder {
   void Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv, const at::Tensor& state) const;
 
   int64_t vocab() const { return vocab_; }
-  // Bytes of the packed weights and tables it holds (besides the export's own).
-  int64_t bytes() const;
 
  private:
   struct Layer {

@@ -34,8 +34,6 @@ class PanelMatrix {
 
   int64_t n_out() const { return n_; }
   int64_t k_in() const { return k_; }
-  // Bytes held (the packed copy).
-  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
 
   // y[i][0..n_out) = (accumulate ? y[i][..] : 0) + x[i][0..k_in) W^T for rows i < m; row i of x starts at
   // x + i*ldx, of y at y + i*ldy. Sums run in k order (per output element: one fused multiply-add per k,
