@@ -1,6 +1,7 @@
 // brt-decode-step-bench: the model's decode step alone (ModelRunner::DecodeStep, no engine, no RPC), with
-// the server's C++ decode step (--native_decode) against the export's TorchScript one, side by side in one
-// process: the same rows, the two runners alternating, several rounds, medians.
+// the server's C++ decode step (--native_decode, --decode_team) against the export's TorchScript one (or,
+// --baseline=shards, against the C++ step run by shard workers that each decode their own rows), side by
+// side in one process: the same rows, the two runners alternating, several rounds, medians.
 //
 //   build/bin/brt-decode-step-bench --model_dir=model/artifacts --rows=1,8,16,32 --steps=200 --rounds=3
 //
@@ -30,16 +31,21 @@ ABSL_FLAG(int, rounds, 3, "Alternating rounds (the median is reported)");
 ABSL_FLAG(bool, in_phase, false,
           "All rows at the same position (every row completes its block in the same step, as sessions "
           "started together do); default: positions spread over a block");
-ABSL_FLAG(bool, native_only, false, "Time only the C++ decode step (for a profiler); the export's shows 0");
+ABSL_FLAG(bool, native_only, false, "Time only the C++ decode step (for a profiler); the baseline shows 0");
+ABSL_FLAG(std::string, baseline, "export",
+          "What the native step (as the server runs it: --decode_team) is compared with: export (the "
+          "export's TorchScript step) or shards (the native step with --decode_team=false: each shard "
+          "worker decodes its own rows)");
 
 namespace {
 
-std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string& sha, bool native) {
+std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string& sha, bool native, bool team) {
   brt::ModelRunnerOptions ro;
   ro.model_path = dir + "/brt.pt";
   ro.tokenizer_sha256 = sha;
   ro.threads = absl::GetFlag(FLAGS_threads);
   ro.native_decode = native;
+  ro.decode_team = team;
   ro.max_slots = 256;
   auto r = brt::ModelRunner::Create(ro);
   if (!r.ok()) {
@@ -92,13 +98,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", tok.status().ToString().c_str());
     return 1;
   }
-  std::unique_ptr<brt::ModelRunner> runners[2] = {Load(dir, (*tok)->sha256(), false),
-                                                  Load(dir, (*tok)->sha256(), true)};
+  const std::string baseline = absl::GetFlag(FLAGS_baseline);
+  if (baseline != "export" && baseline != "shards") {
+    std::fprintf(stderr, "--baseline: %s is neither export nor shards\n", baseline.c_str());
+    return 1;
+  }
+  std::unique_ptr<brt::ModelRunner> runners[2] = {Load(dir, (*tok)->sha256(), baseline == "shards", false),
+                                                  Load(dir, (*tok)->sha256(), true, true)};
   if (!runners[0] || !runners[1]) return 1;
   const int steps = absl::GetFlag(FLAGS_steps), rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
   const int w = runners[0]->metadata().window;
-  std::printf("{\"command_flags\": {\"threads\": %d, \"steps\": %d, \"rounds\": %d}, \"results\": [",
-              absl::GetFlag(FLAGS_threads), steps, rounds);
+  std::printf("{\"command_flags\": {\"threads\": %d, \"steps\": %d, \"rounds\": %d, \"baseline\": \"%s\", "
+              "\"decode_team\": %s}, \"results\": [",
+              absl::GetFlag(FLAGS_threads), steps, rounds, baseline.c_str(),
+              runners[1]->decode_team() ? "true" : "false");
   bool first_row = true;
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',', absl::SkipEmpty())) {
     int rows = 0;
@@ -131,9 +144,10 @@ int main(int argc, char** argv) {
       }
     }
     const double ts = Median(ms[0]), native = Median(ms[1]);
-    std::printf("%s{\"rows\": %d, \"export_ms_per_step\": %.4f, \"native_ms_per_step\": %.4f, "
-                "\"export_over_native\": %.3f, \"export_slowest_step_ms\": %.3f, \"native_slowest_step_ms\": %.3f}",
-                first_row ? "" : ", ", rows, ts, native, ts / native, Median(worst[0]), Median(worst[1]));
+    const char* b = baseline.c_str();
+    std::printf("%s{\"rows\": %d, \"%s_ms_per_step\": %.4f, \"native_ms_per_step\": %.4f, "
+                "\"%s_over_native\": %.3f, \"%s_slowest_step_ms\": %.3f, \"native_slowest_step_ms\": %.3f}",
+                first_row ? "" : ", ", rows, b, ts, native, b, ts / native, b, Median(worst[0]), Median(worst[1]));
     first_row = false;
     std::fflush(stdout);
   }

@@ -66,6 +66,7 @@ ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
 ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
 ABSL_FLAG(bool, native_decode, true, "brt-server --native_decode");
+ABSL_FLAG(bool, decode_team, true, "brt-server --decode_team");
 
 namespace {
 
@@ -253,6 +254,7 @@ int main(int argc, char** argv) {
   ro.cpu_packed_weights = *packed;
   ro.freeze = absl::GetFlag(FLAGS_freeze_model);
   ro.native_decode = absl::GetFlag(FLAGS_native_decode);
+  ro.decode_team = absl::GetFlag(FLAGS_decode_team);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

@@ -70,6 +70,11 @@ ABSL_FLAG(bool, native_decode, true,
           "CPU, float32: run decode steps through the server's own C++ decode step (weights packed once at "
           "load, attention read in place) instead of the export's TorchScript one: the same function to fp32 "
           "rounding; an export of another layout keeps its own (the log says why)");
+ABSL_FLAG(bool, decode_team, true,
+          "With --native_decode and row shards: the shard workers compute each decode step together (each "
+          "matrix product split by output columns, so the weights are read once per step; each row's "
+          "attention on one worker): bitwise the results of one thread; false gives each worker its own "
+          "rows, each reading all the weights");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -307,6 +312,7 @@ int main(int argc, char** argv) {
   runner_options.cpu_packed_weights = *packed_choice;
   runner_options.freeze = absl::GetFlag(FLAGS_freeze_model);
   runner_options.native_decode = absl::GetFlag(FLAGS_native_decode);
+  runner_options.decode_team = absl::GetFlag(FLAGS_decode_team);
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();
@@ -314,6 +320,7 @@ int main(int argc, char** argv) {
   const bool transposed_weights = (*runner)->transposed_weights();
   const bool frozen = (*runner)->frozen();
   const bool native_decode = (*runner)->native_decode();
+  const bool decode_team = (*runner)->decode_team();
   if (!(*runner)->freeze_error().empty()) {
     std::fprintf(stderr, "brt-server: --freeze_model: running the module as exported: %s\n",
                  (*runner)->freeze_error().c_str());
@@ -489,7 +496,7 @@ int main(int argc, char** argv) {
                : transposed_weights ? ", OpenBLAS products, weights transposed at load"
                : auto_unpacked      ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
                                     : "",
-               frozen ? ", frozen" : "", native_decode ? ", native decode step" : "",
+               frozen ? ", frozen" : "", native_decode ? (decode_team ? ", native decode step (team)" : ", native decode step") : "",
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

@@ -191,6 +191,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       impl->native_error = std::string(same.message());
     }
   }
+  if (impl->native != nullptr && impl->shards != nullptr && options.decode_team) {
+    impl->team = std::make_unique<DecodeTeam>(impl->shards->threads());
+  }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
 
@@ -279,6 +282,7 @@ bool ModelRunner::frozen() const { return impl_->frozen; }
 const std::string& ModelRunner::freeze_error() const { return impl_->freeze_error; }
 bool ModelRunner::native_decode() const { return impl_->native != nullptr; }
 const std::string& ModelRunner::native_decode_error() const { return impl_->native_error; }
+bool ModelRunner::decode_team() const { return impl_->team != nullptr; }
 
 bool ModelRunner::PackedWeightsPayOff() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -68,6 +68,11 @@ struct ModelRunnerOptions {
   // runs and native_decode_error() says why. Blocks, spans, mixed calls and state updates always run in
   // the export.
   bool native_decode = true;
+  // With native_decode and row shards: every worker computes each decode step together (each matrix
+  // product split by output columns, so the weights are read once per step, not once per shard; each
+  // row's attention on one worker), bitwise the same results as one thread. false: each worker decodes
+  // its own shard of the rows, as the export's step does.
+  bool decode_team = true;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
@@ -109,6 +114,8 @@ class ModelRunner : public ModelBackend {
   // asked for and the export or device does not allow it, why.
   bool native_decode() const;
   const std::string& native_decode_error() const;
+  // Whether native decode steps run as a team of the shard workers (ModelRunnerOptions::decode_team).
+  bool decode_team() const;
   // Whether the export's pack_cpu_transposed() ran (see ModelRunnerOptions::cpu_packed_weights).
   bool transposed_weights() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,

@@ -86,6 +86,9 @@ struct ModelRunner::Impl {
   bool frozen = false;          // Freeze() ran: the module's methods run frozen (ModelRunnerOptions::freeze)
   std::unique_ptr<NativeDecoder> native;  // decode steps in C++ (ModelRunnerOptions::native_decode), or null
   std::string native_error;     // why native decode was asked for and is off; empty otherwise
+  // With `native` and the shard workers: the team that runs each native decode step on all the workers
+  // together (ModelRunnerOptions::decode_team); null otherwise.
+  std::unique_ptr<DecodeTeam> team;
   std::string freeze_error;     // why Freeze failed (the module then runs as exported); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these
   // workers of one intra-op thread each. Null when off (one shard, or a GPU).

@@ -203,6 +203,51 @@ absl::Status RunShard(ModelRunner::Impl& impl, torch::jit::script::Module& m, co
   }
 }
 
+// A native decode step by the team (Impl::team): every shard worker runs the whole step together, then
+// the state updates of the rows that complete a block (natively, by the team, when the decoder can; else
+// the export's, here). Bad rows fail every member before any waits for another (NativeDecoder::Decode).
+absl::Status RunTeamStep(ModelRunner::Impl& impl, const DecodeBatch& d, std::vector<DecodeResult>* results) {
+  const NativeDecoder& native = *impl.native;
+  std::vector<float*> out(static_cast<size_t>(d.size()));
+  for (int64_t i = 0; i < d.size(); ++i) {
+    std::vector<float>& lp = (*results)[static_cast<size_t>(d.order[static_cast<size_t>(i)])].logprobs;
+    lp.resize(static_cast<size_t>(native.vocab()));
+    out[static_cast<size_t>(i)] = lp.data();
+  }
+  std::vector<int64_t> done;
+  AddDone(d.completes, d.slots, 0, d.size(), &done);  // ascending: the rows are in slot order
+  const bool finish_here = native.can_finish();
+  const int members = impl.team->size();
+  std::vector<absl::Status> status(static_cast<size_t>(members));
+  std::vector<std::function<void()>> jobs;
+  for (int i = 0; i < members; ++i) {
+    jobs.push_back([&, i] {
+      try {
+        native.Decode(d.tokens.data(), d.positions.data(), d.slots.data(), d.size(), impl.kv, impl.state, out.data(),
+                      impl.team.get(), i);
+        if (finish_here) {
+          native.Finish(done.data(), static_cast<int64_t>(done.size()), impl.kv, impl.state, impl.team.get(), i);
+        }
+      } catch (const std::exception& e) {
+        status[static_cast<size_t>(i)] = TorchError("decode_slots failed", e);
+      }
+    });
+  }
+  impl.shards->Run(jobs);
+  for (const absl::Status& st : status) {
+    if (!st.ok()) return st;
+  }
+  if (!finish_here && !done.empty()) {
+    try {
+      c10::InferenceMode guard;
+      impl.Finish(impl.module, done, impl.KvList());
+    } catch (const std::exception& e) {
+      return TorchError("finish_slots failed", e);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vector<DecodeRow>& rows) {
@@ -212,6 +257,11 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vec
   if (absl::Status grown = impl_->Grow(d->max_slot); !grown.ok()) return grown;
   MixedResult results;
   results.decode.resize(rows.size());
+  if (impl_->team != nullptr) {
+    absl::Status ok = RunTeamStep(*impl_, *d, &results.decode);
+    if (!ok.ok()) return ok;
+    return std::move(results.decode);
+  }
   SpanBatch none;
   auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) {
     return RunShard(*impl_, m, *d, begin, end, none, 0, 0, 0, false, &results);

@@ -221,14 +221,16 @@ void NativeDecoder::Attend(const Layer& l, float* proj, const float* ring, const
 
 void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
                            const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const {
+  thread_local DecodeTeam solo(1);
+  Decode(tokens, positions, slots, n, kv, state, out, &solo, 0);
+}
+
+void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
+                           const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out,
+                           DecodeTeam* team, int member) const {
   const int64_t D = d_, V = vocab_;
   const int64_t P4 = 4 * D, A2 = 2 * D;
-  const size_t un = static_cast<size_t>(n);
-  float* x = Scratch(0, un * static_cast<size_t>(D)).data();
-  float* xn = Scratch(1, un * static_cast<size_t>(D)).data();
-  float* proj = Scratch(2, un * static_cast<size_t>(std::max(P4, ff_))).data();
-  float* att = Scratch(3, un * static_cast<size_t>(A2) + 2 * static_cast<size_t>(std::max(max_c_, s_))).data();
-  float* scratch = att + n * A2;
+  const int parts = team->size();
   for (int64_t b = 0; b < n; ++b) {
     if (tokens[b] < 0 || tokens[b] >= V || positions[b] < 0) {
       // What the export's embedding would refuse, said as plainly (the runner turns it into a status).
@@ -236,17 +238,40 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
                                            ": ids must be in [0, ", V, ") and positions >= 0"));
     }
   }
+  if (member == 0) {
+    const size_t un = static_cast<size_t>(n);
+    auto grow = [](std::vector<float>& v, size_t size) {
+      if (v.size() < size) v.resize(size);
+    };
+    grow(team->x_, un * static_cast<size_t>(D));
+    grow(team->xn_, un * static_cast<size_t>(D));
+    grow(team->proj_, un * static_cast<size_t>(std::max(P4, ff_)));
+    grow(team->att_, un * static_cast<size_t>(A2));
+    grow(team->logits_, un * static_cast<size_t>(V));
+  }
+  SpinBarrier& meet = team->barrier_;
+  meet.Wait();
+  float* x = team->x_.data();
+  float* xn = team->xn_.data();
+  float* proj = team->proj_.data();
+  float* att = team->att_.data();
+  float* logits = team->logits_.data();
+  float* scratch = Scratch(5, 2 * static_cast<size_t>(std::max(max_c_, s_))).data();
+  // This member's rows (norms, attention, log-softmax); the products are split by columns instead.
+  const int64_t lo = n * member / parts, hi = n * (member + 1) / parts;
   const float* embed = embed_.data_ptr<float>();
-  for (int64_t b = 0; b < n; ++b) std::memcpy(x + b * D, embed + tokens[b] * D, sizeof(float) * D);
+  for (int64_t b = lo; b < hi; ++b) std::memcpy(x + b * D, embed + tokens[b] * D, sizeof(float) * D);
   const float* state_base = r_ > 0 ? state.data_ptr<float>() : nullptr;
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
     const int64_t width = l.proj.n_out(), att_width = l.wo.k_in();
-    for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, l.norm1, eps_, D, xn + b * D);
-    l.proj.Multiply(xn, n, D, proj, width, false);
+    for (int64_t b = lo; b < hi; ++b) RmsNorm(x + b * D, l.norm1, eps_, D, xn + b * D);
+    meet.Wait();
+    l.proj.Multiply(xn, n, D, proj, width, false, member, parts);
+    meet.Wait();
     float* pool = kv[li].data_ptr<float>();
     const int64_t slot_floats = 2 * h_ * l.C * dh_;
-    for (int64_t b = 0; b < n; ++b) {
+    for (int64_t b = lo; b < hi; ++b) {
       float* ring = pool + slots[b] * slot_floats;
       const float* st = l.rec >= 0 ? state_base + ((slots[b] * r_ + l.rec) * 3 + 1) * s_ * D : nullptr;
       float* row = proj + b * width;
@@ -260,30 +285,44 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
         std::memcpy(ring + ((h_ + h) * l.C + pp) * dh_, row + 2 * D + h * dh_, sizeof(float) * dh_);
       }
     }
-    l.wo.Multiply(att, n, att_width, x, D, true);  // x += att Wo^T
-    for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, l.norm2, eps_, D, xn + b * D);
-    l.w1.Multiply(xn, n, D, proj, ff_, false);
-    for (int64_t i = 0; i < n * ff_; ++i) proj[i] = std::max(proj[i], 0.0f);
-    l.w2.Multiply(proj, n, ff_, x, D, true);  // x += relu(norm2(x) W1^T) W2^T
+    meet.Wait();
+    l.wo.Multiply(att, n, att_width, x, D, true, member, parts);  // x += att Wo^T
+    meet.Wait();
+    for (int64_t b = lo; b < hi; ++b) RmsNorm(x + b * D, l.norm2, eps_, D, xn + b * D);
+    meet.Wait();
+    l.w1.Multiply(xn, n, D, proj, ff_, false, member, parts);
+    int64_t c0 = 0, c1 = 0;
+    l.w1.PartColumns(member, parts, &c0, &c1);
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t i = c0; i < c1; ++i) proj[b * ff_ + i] = std::max(proj[b * ff_ + i], 0.0f);
+    }
+    meet.Wait();
+    l.w2.Multiply(proj, n, ff_, x, D, true, member, parts);  // x += relu(norm2(x) W1^T) W2^T
+    meet.Wait();
   }
-  for (int64_t b = 0; b < n; ++b) RmsNorm(x + b * D, final_norm_, eps_, D, xn + b * D);
-  std::vector<float>& logits_buf = Scratch(4, un * static_cast<size_t>(V));
-  float* logits = logits_buf.data();
-  logits_.Multiply(xn, n, D, logits, V, false);
-  for (int64_t i = 0; i < n * V; ++i) logits[i] *= logit_scale_;
-  // log_softmax through ATen (vectorised exp), into the callers' rows.
-  at::Tensor lp = at::log_softmax(at::from_blob(logits, {n, V}, at::kFloat), 1);
-  const float* src = lp.data_ptr<float>();
-  for (int64_t b = 0; b < n; ++b) std::memcpy(out[b], src + b * V, sizeof(float) * V);
+  for (int64_t b = lo; b < hi; ++b) RmsNorm(x + b * D, final_norm_, eps_, D, xn + b * D);
+  meet.Wait();
+  logits_.Multiply(xn, n, D, logits, V, false, member, parts);
+  meet.Wait();
+  for (int64_t b = lo; b < hi; ++b) {
+    float* lp = out[b];
+    const float* z = logits + b * V;
+    for (int64_t i = 0; i < V; ++i) lp[i] = z[i] * logit_scale_;
+    LogSoftmaxInPlace(lp, V);
+  }
 }
 
 }  // namespace brt
 
 namespace brt {
 
-void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring) const {
+void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring, DecodeTeam* team, int member) const {
   const int64_t D = d_, S = s_, dh = dh_, C = l.C;
   const size_t sd = static_cast<size_t>(S * D);
+  // This member's state rows [i0, i1): every state row's update reads only its own row and the old keys
+  // and values, so the rows are shared out; one meeting before the new keys and values overwrite the old.
+  const int parts = team->size();
+  const int64_t i0 = S * member / parts, i1 = S * (member + 1) / parts, m = i1 - i0;
   float* sh = Scratch(0, sd).data();                // state_norm(s) + state_ids, then the new state's
   float* q = Scratch(1, 2 * sd).data();             // [qs | q2s] per state row, then [k | v] of the new state
   float* both = Scratch(2, 2 * sd).data();          // [b1 | b2] per state row
@@ -291,16 +330,16 @@ void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring) cons
   float* s = st;
   float* ks = st + sd;
   float* vs = st + 2 * sd;
-  for (int64_t i = 0; i < S; ++i) {
+  for (int64_t i = i0; i < i1; ++i) {
     RmsNorm(s + i * D, l.state_norm, eps_, D, sh + i * D);
     for (int64_t e = 0; e < D; ++e) sh[i * D + e] += l.state_ids[static_cast<size_t>(i * D + e)];
   }
-  l.s_q.Multiply(sh, S, D, q, 2 * D, false);
-  for (int64_t i = 0; i < S; ++i) {
+  l.s_q.Multiply(sh + i0 * D, m, D, q + i0 * 2 * D, 2 * D, false);
+  for (int64_t i = i0; i < i1; ++i) {
     for (int64_t h = 0; h < 2 * h_; ++h) L2Norm(q + i * 2 * D + h * dh, dh);  // qs and q2s, per head
   }
-  // Per head, as matrix products over all S state queries: b1 = softmax(s_alpha qs ks^T) vs over the
-  // state's own keys/values, b2 = softmax(s_alpha2 q2s K^T) V over the block's 2W ring slots.
+  // Per head, as matrix products over this member's state queries: b1 = softmax(s_alpha qs ks^T) vs over
+  // the state's own keys/values, b2 = softmax(s_alpha2 q2s K^T) V over the block's 2W ring slots.
   thread_local PanelMatrix keys_t, values_m;
   float* logits = Scratch(4, static_cast<size_t>(S * std::max(C, S))).data();
   for (int64_t h = 0; h < h_; ++h) {
@@ -312,30 +351,31 @@ void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring) cons
       const float alpha = (pass == 0 ? l.s_alpha : l.s_alpha2)[static_cast<size_t>(h)];
       keys_t.SetFromRows(keys, n, dh, ld);
       values_m.SetFromColumns(values, n, dh, ld);
-      keys_t.Multiply(q + pass * D + h * dh, S, 2 * D, logits, n, false);
-      for (int64_t i = 0; i < S; ++i) {
+      keys_t.Multiply(q + i0 * 2 * D + pass * D + h * dh, m, 2 * D, logits, n, false);
+      for (int64_t i = 0; i < m; ++i) {
         float* row = logits + i * n;
         for (int64_t j = 0; j < n; ++j) row[j] *= alpha;
         SoftmaxInPlace(row, n);
       }
-      values_m.Multiply(logits, S, n, both + pass * D + h * dh, 2 * D, false);
+      values_m.Multiply(logits, m, n, both + i0 * 2 * D + pass * D + h * dh, 2 * D, false);
     }
   }
-  l.s_wo.Multiply(both, S, 2 * D, hh, D, false);
-  // The fixed gate: s_new = g * s + (1 - g) * hh, in place (the old state is no longer read).
-  for (int64_t i = 0; i < S; ++i) {
+  l.s_wo.Multiply(both + i0 * 2 * D, m, 2 * D, hh + i0 * D, D, false);
+  // The fixed gate: s_new = g * s + (1 - g) * hh, in place (the old state row is no longer read).
+  for (int64_t i = i0; i < i1; ++i) {
     for (int64_t e = 0; e < D; ++e) {
       const float g = l.gate[static_cast<size_t>(e)];
       s[i * D + e] = g * s[i * D + e] + (1.0f - g) * hh[i * D + e];
     }
   }
+  team->barrier_.Wait();  // every member has read the old keys and values
   // The new state's keys (l2-normalised per head) and values (state_kv).
-  for (int64_t i = 0; i < S; ++i) {
+  for (int64_t i = i0; i < i1; ++i) {
     RmsNorm(s + i * D, l.state_norm, eps_, D, sh + i * D);
     for (int64_t e = 0; e < D; ++e) sh[i * D + e] += l.state_ids[static_cast<size_t>(i * D + e)];
   }
-  l.s_kv.Multiply(sh, S, D, q, 2 * D, false);
-  for (int64_t i = 0; i < S; ++i) {
+  l.s_kv.Multiply(sh + i0 * D, m, D, q + i0 * 2 * D, 2 * D, false);
+  for (int64_t i = i0; i < i1; ++i) {
     for (int64_t h = 0; h < h_; ++h) L2Norm(q + i * 2 * D + h * dh, dh);
     std::memcpy(ks + i * D, q + i * 2 * D, sizeof(float) * D);
     std::memcpy(vs + i * D, q + i * 2 * D + D, sizeof(float) * D);
@@ -344,6 +384,14 @@ void NativeDecoder::FinishRow(const Layer& l, float* st, const float* ring) cons
 
 void NativeDecoder::Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv,
                            const at::Tensor& state) const {
+  thread_local DecodeTeam solo(1);
+  Finish(slots, n, kv, state, &solo, 0);
+}
+
+void NativeDecoder::Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv,
+                           const at::Tensor& state, DecodeTeam* team, int member) const {
+  if (n == 0) return;
+  team->barrier_.Wait();  // every member's ring writes of the step are done
   float* state_base = state.data_ptr<float>();
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
@@ -351,7 +399,7 @@ void NativeDecoder::Finish(const int64_t* slots, int64_t n, const std::vector<at
     const float* pool = kv[li].data_ptr<float>();
     const int64_t slot_floats = 2 * h_ * l.C * dh_;
     for (int64_t b = 0; b < n; ++b) {
-      FinishRow(l, state_base + (slots[b] * r_ + l.rec) * 3 * s_ * d_, pool + slots[b] * slot_floats);
+      FinishRow(l, state_base + (slots[b] * r_ + l.rec) * 3 * s_ * d_, pool + slots[b] * slot_floats, team, member);
     }
   }
 }

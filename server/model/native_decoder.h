@@ -14,8 +14,15 @@
 // knows that architecture only: Create refuses (with why) an export it does not recognise, and the runner
 // then keeps the export's own decode step.
 //
-// Thread safety: immutable after Create; Decode may run on several threads at once for distinct slots
-// (each thread has its own scratch memory).
+// A step may be computed by one thread or by a team of threads together (DecodeTeam): each matrix product
+// split by output columns (every weight read once per step, not once per thread), each row's attention and
+// ring writes by one member, each state update split by state rows, the members meeting at a SpinBarrier
+// between phases. Every output element is summed in the same order either way, so a team's results are
+// bitwise a single thread's.
+//
+// Thread safety: immutable after Create. The single-thread Decode and Finish may run on several threads at
+// once for distinct slots (each thread has its own scratch memory); a team's members call the team forms
+// together, with the same arguments, and one team runs one call at a time.
 #ifndef BRT_SERVER_MODEL_NATIVE_DECODER_H_
 #define BRT_SERVER_MODEL_NATIVE_DECODER_H_
 
@@ -27,8 +34,27 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/panel_matrix.h"
+#include "server/model/spin_barrier.h"
 
 namespace brt {
+
+// What the members of one team share while computing one step together: the rows' activations, which
+// every member reads (a product's input) and writes (its share of the output columns), and the barrier
+// between phases. Sized by the step (grown by member 0, kept).
+//
+// Thread safety: used only inside NativeDecoder's team forms, by `size` threads at once as they direct.
+class DecodeTeam {
+ public:
+  explicit DecodeTeam(int size) : barrier_(size) {}
+  DecodeTeam(const DecodeTeam&) = delete;
+  DecodeTeam& operator=(const DecodeTeam&) = delete;
+  int size() const { return barrier_.parties(); }
+
+ private:
+  friend class NativeDecoder;
+  SpinBarrier barrier_;
+  std::vector<float> x_, xn_, proj_, att_, logits_;
+};
 
 class NativeDecoder {
  public:
@@ -45,6 +71,12 @@ class NativeDecoder {
   // outside [0, vocab()) or a negative position.
   void Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
               const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const;
+  // The same step computed by the team's size() threads together: each calls this with the same
+  // arguments and its own `member` in [0, size()); all return when the step is done. Bad rows throw on
+  // every member, before any member waits for another.
+  void Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
+              const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out, DecodeTeam* team,
+              int member) const;
 
   // Whether Finish is available: every recurrent layer has the fixed gate (an LSTM-gated export keeps its
   // own finish_slots).
@@ -55,6 +87,10 @@ class NativeDecoder {
   // each row's state and its recurrent layers' rings, writes the new state (with its keys and values) in
   // place.
   void Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv, const at::Tensor& state) const;
+  // The same, by a team, as the team form of Decode (which it may directly follow: it first waits for
+  // every member's ring writes).
+  void Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv, const at::Tensor& state,
+              DecodeTeam* team, int member) const;
 
   int64_t vocab() const { return vocab_; }
 
@@ -79,8 +115,9 @@ class NativeDecoder {
   };
 
   NativeDecoder() = default;
-  // One row's state update in recurrent layer l: st (3, S, D) of the slot, its ring (2, H, C, dh).
-  void FinishRow(const Layer& l, float* st, const float* ring) const;
+  // One row's state update in recurrent layer l: st (3, S, D) of the slot, its ring (2, H, C, dh); this
+  // member's share of the S state rows.
+  void FinishRow(const Layer& l, float* st, const float* ring, DecodeTeam* team, int member) const;
   // Attention of row b's queries in layer l: reads the ring and the state, writes att (D or 2D floats).
   void Attend(const Layer& layer, float* proj, const float* ring, const float* st, int64_t pos, float* att,
               float* scratch) const;

@@ -140,6 +140,20 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* p, int64_t n) {
   for (; i < n; ++i) p[i] *= 1.0f / sum;
 }
 
+// sum of exp(p[i] - mx) for i < n (p unchanged).
+__attribute__((target("avx2,fma"))) float SumExpAvx2(const float* p, int64_t n, float mx) {
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, Exp8(_mm256_sub_ps(_mm256_loadu_ps(p + i), m)));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float sum = _mm_cvtss_f32(h);
+  for (; i < n; ++i) sum += std::exp(p[i] - mx);
+  return sum;
+}
+
 // scores[i] = (q.k_rows[i] + bias[i]) * alpha for i < n, four keys at a time (four independent sums).
 __attribute__((target("avx2,fma"))) void ScoresAvx2(const float* q, const float* keys, int64_t stride,
                                                     const int32_t* rows, int64_t n, int64_t dh, const float* bias,
@@ -253,12 +267,14 @@ void PanelMatrix::SetFromColumns(const float* wt, int64_t k_in, int64_t n_out, i
   }
 }
 
-void PanelMatrix::Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate) const {
+void PanelMatrix::Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate, int part,
+                           int parts) const {
   const bool avx2 = HasAvx2();
   float tail[kMaxRows * kP];
-  for (int64_t p = 0; p < panels_; ++p) {
+  const int64_t first = panels_ * part / parts, last = panels_ * (part + 1) / parts;
+  for (int64_t p = first; p < last; ++p) {
     const float* panel = data_.data() + p * k_ * kP;
-    const float* next = p + 1 < panels_ ? panel + k_ * kP : nullptr;
+    const float* next = p + 1 < last ? panel + k_ * kP : nullptr;
     const int64_t col = p * kP;
     const int64_t width = std::min(kP, n_ - col);
     for (int64_t i = 0; i < m; i += kMaxRows) {
@@ -294,6 +310,22 @@ void SoftmaxInPlace(float* p, int64_t n) {
   }
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) p[i] *= inv;
+}
+
+void LogSoftmaxInPlace(float* p, int64_t n) {
+  float mx = p[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, p[i]);
+  float sum = 0.0f;
+#if defined(__x86_64__)
+  if (PanelMatrix::HasAvx2()) {
+    sum = SumExpAvx2(p, n, mx);
+  } else
+#endif
+  {
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(p[i] - mx);
+  }
+  const float shift = mx + std::log(sum);
+  for (int64_t i = 0; i < n; ++i) p[i] -= shift;
 }
 
 float Dot(const float* a, const float* b, int64_t n) {

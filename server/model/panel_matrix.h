@@ -12,6 +12,7 @@
 #ifndef BRT_SERVER_MODEL_PANEL_MATRIX_H_
 #define BRT_SERVER_MODEL_PANEL_MATRIX_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -39,7 +40,19 @@ class PanelMatrix {
   // x + i*ldx, of y at y + i*ldy. Sums run in k order (per output element: one fused multiply-add per k,
   // or a plain multiply-add without AVX2), so the result may differ from another product's in fp32
   // rounding, never more.
-  void Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate) const;
+  //
+  // With parts > 1, only the output columns of the column panels in share `part` of `parts` (consecutive,
+  // as even as the panels allow) are computed; the other columns of y are neither read nor written. Each
+  // column is summed as in the whole product, so `parts` threads, one per part, compute bitwise the
+  // whole product, each reading only its share of the weights.
+  void Multiply(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate, int part = 0,
+                int parts = 1) const;
+
+  // The output columns [first, last) that share `part` of `parts` of a Multiply computes.
+  void PartColumns(int part, int parts, int64_t* first, int64_t* last) const {
+    *first = std::min(n_, panels_ * part / parts * kPanel);
+    *last = std::min(n_, panels_ * (part + 1) / parts * kPanel);
+  }
 
   // Whether the AVX2+FMA kernels run on this CPU (else portable loops).
   static bool HasAvx2();
@@ -54,6 +67,9 @@ class PanelMatrix {
 
 // p[0..n) = softmax(p[0..n)) (AVX2 where the CPU has it).
 void SoftmaxInPlace(float* p, int64_t n);
+
+// p[0..n) = log_softmax(p[0..n)) (AVX2 where the CPU has it).
+void LogSoftmaxInPlace(float* p, int64_t n);
 
 // Dot product of n floats (AVX2 where the CPU has it).
 float Dot(const float* a, const float* b, int64_t n);

@@ -756,6 +756,53 @@ TEST(ModelRunnerTest, NativeDecodeStepEqualsTheExports) {
   for (size_t i = 0; i < after->kv.data.size() / 4; ++i) ASSERT_NEAR(fa[i], fb[i], 1e-5);
 }
 
+// With row shards the workers compute each native decode step as one team (decode_team): each product
+// split by columns, each row's attention on one member, each state update split by state rows. Bitwise
+// what one thread computes, with two and three members, steps of fewer rows than members, rows at
+// different offsets, and block ends; and the memory left is bitwise the same.
+TEST(ModelRunnerTest, NativeDecodeTeamIsBitwiseOneThread) {
+  auto solo = LoadTinyAs(PackedWeights::kAuto, /*threads=*/1, /*shards=*/1);
+  auto two = LoadTinyAs(PackedWeights::kAuto, /*threads=*/2, /*shards=*/2);
+  auto three = LoadTinyAs(PackedWeights::kAuto, /*threads=*/3, /*shards=*/3);
+  ASSERT_TRUE(solo != nullptr && two != nullptr && three != nullptr);
+  EXPECT_FALSE(solo->decode_team());
+  EXPECT_TRUE(two->decode_team()) << two->native_decode_error();
+  EXPECT_TRUE(three->decode_team()) << three->native_decode_error();
+  const int w = solo->metadata().window;
+  constexpr int kSlots = 5;
+  std::vector<std::vector<int32_t>> text;
+  for (uint32_t i = 0; i < kSlots; ++i) text.push_back(RandomTokens(2 * w + 12, 700 + i));
+  std::vector<int64_t> pos(kSlots, 0);
+  for (auto* r : {solo.get(), two.get(), three.get()}) ASSERT_TRUE(r->InitSlots({0, 1, 2, 3, 4}).ok());
+  int block_ends = 0;
+  for (int step = 0; step < 2 * w + 12; ++step) {
+    std::vector<DecodeRow> rows;
+    for (int32_t s = 0; s < kSlots; ++s) {
+      // Slot s joins at step 7s (one row, then two: fewer rows than three members); every sixth step
+      // decodes slot 0 alone.
+      if (step < 7 * s || (step % 6 == 5 && s != 0)) continue;
+      rows.push_back(DecodeRow{s, text[static_cast<size_t>(s)][static_cast<size_t>(pos[s])], pos[s]});
+    }
+    auto a = solo->DecodeStep(rows);
+    auto b = two->DecodeStep(rows);
+    auto c = three->DecodeStep(rows);
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status() << b.status() << c.status();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_EQ((*a)[i].logprobs, (*b)[i].logprobs) << "two members, step " << step << " slot " << rows[i].slot;
+      ASSERT_EQ((*a)[i].logprobs, (*c)[i].logprobs) << "three members, step " << step << " slot " << rows[i].slot;
+      if (pos[rows[i].slot] % w == w - 1) ++block_ends;
+      ++pos[static_cast<size_t>(rows[i].slot)];
+    }
+  }
+  EXPECT_GT(block_ends, kSlots);
+  for (int32_t s = 0; s < kSlots; ++s) {
+    auto x = solo->ExportSlot(s), y = two->ExportSlot(s), z = three->ExportSlot(s);
+    ASSERT_TRUE(x.ok() && y.ok() && z.ok());
+    EXPECT_TRUE(x->kv.data == y->kv.data && x->state.data == y->state.data) << "two members, slot " << s;
+    EXPECT_TRUE(x->kv.data == z->kv.data && x->state.data == z->state.data) << "three members, slot " << s;
+  }
+}
+
 TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);

@@ -79,6 +79,62 @@ TEST(PanelMatrixTest, SetFromRowsAndColumnsPackTheSameMatrix) {
   EXPECT_EQ(a, c);
 }
 
+// Split into parts (as a decode team's members split each product): together the parts write bitwise the
+// whole product, each only its own columns, and PartColumns names them.
+TEST(PanelMatrixTest, PartsComputeTheirColumnsOfTheWholeProduct) {
+  const int64_t k = 24, m = 7, ldy = 90;
+  for (int64_t n : {16, 37, 80}) {
+    const std::vector<float> w = Random(static_cast<size_t>(n * k), 21);
+    const PanelMatrix pm(w.data(), n, k);
+    const std::vector<float> x = Random(static_cast<size_t>(m * k), 22);
+    const std::vector<float> y0 = Random(static_cast<size_t>(m * ldy), 23);
+    for (bool accumulate : {false, true}) {
+      std::vector<float> whole = y0;
+      pm.Multiply(x.data(), m, k, whole.data(), ldy, accumulate);
+      for (int parts : {2, 3, 7}) {
+        std::vector<float> joined = y0;
+        int64_t next = 0;
+        for (int part = 0; part < parts; ++part) {
+          std::vector<float> mine = y0;
+          pm.Multiply(x.data(), m, k, mine.data(), ldy, accumulate, part, parts);
+          int64_t first = 0, last = 0;
+          pm.PartColumns(part, parts, &first, &last);
+          EXPECT_EQ(first, next) << "parts " << parts << " part " << part;
+          next = last;
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < ldy; ++j) {
+              const size_t at = static_cast<size_t>(i * ldy + j);
+              if (j >= first && j < last) {
+                joined[at] = mine[at];
+              } else {
+                ASSERT_EQ(mine[at], y0[at]) << "part " << part << " of " << parts << " wrote column " << j;
+              }
+            }
+          }
+        }
+        EXPECT_EQ(next, n);
+        EXPECT_EQ(joined, whole) << "n " << n << " parts " << parts;
+      }
+    }
+  }
+}
+
+TEST(PanelMatrixTest, LogSoftmax) {
+  for (int64_t n : {1, 5, 8, 13, 4096}) {
+    std::vector<float> p = Random(static_cast<size_t>(n), static_cast<uint32_t>(n + 7));
+    for (float& v : p) v *= 20.0f;
+    std::vector<double> want(p.begin(), p.end());
+    const double mx = *std::max_element(want.begin(), want.end());
+    double sum = 0;
+    for (double v : want) sum += std::exp(v - mx);
+    LogSoftmaxInPlace(p.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double lp = want[static_cast<size_t>(i)] - mx - std::log(sum);
+      EXPECT_NEAR(p[static_cast<size_t>(i)], lp, 1e-5 * (1.0 + std::abs(lp))) << n << " at " << i;
+    }
+  }
+}
+
 TEST(PanelMatrixTest, Softmax) {
   for (int64_t n : {1, 5, 8, 13, 64, 128}) {
     std::vector<float> p = Random(static_cast<size_t>(n), static_cast<uint32_t>(n));

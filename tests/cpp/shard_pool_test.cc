@@ -1,5 +1,6 @@
 // ShardPool: jobs run on distinct workers at once, each worker's init runs first and once.
 #include "server/model/shard_pool.h"
+#include "server/model/spin_barrier.h"
 
 #include <gtest/gtest.h>
 
@@ -48,6 +49,33 @@ TEST(ShardPoolTest, RunsEveryJobOnItsOwnInitialisedWorkerAtOnce) {
 
 TEST(ShardPoolTest, StopsCleanlyWithoutWork) {
   ShardPool pool(2, [] {});
+}
+
+// Threads meeting at a SpinBarrier phase after phase: after each Wait every thread sees what every other
+// wrote before its Wait, and no thread runs ahead into the next phase's writes before all have read.
+TEST(SpinBarrierTest, EveryPhaseSeesEveryThreadsWrites) {
+  for (int n : {1, 2, 3}) {
+    SpinBarrier barrier(n);
+    EXPECT_EQ(barrier.parties(), n);
+    constexpr int kPhases = 2000;
+    std::vector<int> wrote(static_cast<size_t>(n), -1);
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < n; ++t) {
+      threads.emplace_back([&, t] {
+        for (int phase = 0; phase < kPhases; ++phase) {
+          wrote[static_cast<size_t>(t)] = phase;  // plain writes: the barrier orders them
+          barrier.Wait();
+          for (int u = 0; u < n; ++u) {
+            if (wrote[static_cast<size_t>(u)] != phase) wrong.fetch_add(1);
+          }
+          barrier.Wait();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(wrong.load(), 0) << n << " threads";
+  }
 }
 
 TEST(ShardBoundsTest, EvenCostsSplitEvenlyAndHeavyRowsMoveTheBoundary) {
