@@ -67,6 +67,9 @@ struct Job {
   uint32_t prompt_tokens = 0;
   uint32_t top_logprobs = 0;
   FinishReason finishing = FinishReason::kUnspecified;
+  // The next token, drawn ahead by DrawTokensLocked (with other sessions' draws, in parallel); -1 when
+  // none is waiting.
+  int32_t drawn = -1;
 };
 
 namespace metrics {

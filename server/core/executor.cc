@@ -3,6 +3,7 @@
 // under the lock (positions, NLL totals: cheap), and builds the replies (pieces, top-k) after releasing
 // it, so RPC threads never wait on string building or vocabulary sorts.
 #include <algorithm>
+#include <utility>
 #include <chrono>
 #include <deque>
 
@@ -184,9 +185,29 @@ void Engine::FinishLocked(const std::shared_ptr<Job>& job, absl::Status status, 
   events->push_back([sink, sum] { sink->OnFinish(sum); });
 }
 
+void Engine::DrawTokensLocked(const std::vector<std::shared_ptr<Job>>& jobs, absl::Time now) {
+  // Exactly the calls PlanLocked will sample this round (the same conditions, in its order), so each
+  // sampler draws what it would have drawn there: a seed still gives the same tokens.
+  std::vector<Job*> due;
+  for (const std::shared_ptr<Job>& job : jobs) {
+    const SessionState& s = *job->session;
+    if (job->kind != JobKind::kGenerate || job->finished || s.deleted || job->cancel_requested ||
+        !job->fail_status.ok() || now > job->deadline || !s.pending.empty() || job->drawn >= 0 ||
+        job->finishing != FinishReason::kUnspecified || job->generated >= job->max_tokens) {
+      continue;
+    }
+    due.push_back(job.get());
+  }
+  if (due.size() < 2) return;  // one draw: SampleLocked makes it
+  backend_->ForEachRow(static_cast<int64_t>(due.size()), [&due](int64_t i) {
+    Job& job = *due[static_cast<size_t>(i)];
+    job.drawn = job.sampler->Sample(job.session->next_logprobs, job.session->recent);
+  });
+}
+
 void Engine::SampleLocked(Job& job, Events* events) {
   SessionState& s = *job.session;
-  const int32_t token = job.sampler->Sample(s.next_logprobs, s.recent);
+  const int32_t token = job.drawn >= 0 ? std::exchange(job.drawn, -1) : job.sampler->Sample(s.next_logprobs, s.recent);
   const float logprob = s.next_logprobs[token];
   if (token == backend_->metadata().eos_id) {
     job.finishing = FinishReason::kEos;  // EOS ends the call and is not appended
@@ -235,6 +256,7 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
   std::vector<std::shared_ptr<Job>> ready;
   std::vector<RowCandidate> candidates;
   auto jobs = jobs_;  // FinishLocked edits jobs_
+  DrawTokensLocked(jobs, now);
   for (const std::shared_ptr<Job>& job : jobs) {
     SessionState& s = *job->session;
     if (s.deleted) {

@@ -15,6 +15,7 @@
 #define BRT_SERVER_MODEL_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -119,6 +120,14 @@ class ModelBackend {
   // state update runs only for rows whose token completes a block). REQUIRES: rows non-empty, distinct
   // slots.
   virtual absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) = 0;
+  // Runs fn(i) for every i in [0, n), possibly several at once on the backend's CPU workers (idle between
+  // model calls), and returns when all have returned: the core's per-row work between steps (drawing each
+  // generating session's next token). Calls fn(i) and fn(j) may run at the same time: they must touch
+  // disjoint state. Default: in order, on the calling thread.
+  virtual void ForEachRow(int64_t n, const std::function<void(int64_t)>& fn) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  }
+
   // Whether FeedSpans works (the export has span_slots). When false the core feeds spans token by token.
   virtual bool SupportsSpans() const { return false; }
   // Feeds each row's span in one batched call and advances the rows' slots in place, the state update

@@ -143,6 +143,45 @@ TEST_F(EngineTinyModelTest, GreedyGenerationIsTheArgmaxChain) {
   EXPECT_EQ(engine_->GetSession(id)->tokens_consumed, prompt.size() + want.size());
 }
 
+// Seeded sampling with several sessions at once: their draws run together on the runner's row workers
+// (ModelBackend::ForEachRow), and each session still draws exactly the tokens it draws alone.
+TEST(EngineTinyModelSamplingTest, SessionsSamplingTogetherDrawWhatEachDrawsAlone) {
+  ModelRunnerOptions ro;
+  ro.model_path = TinyDir() + "/brt.pt";
+  ro.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
+  ro.threads = 2;  // two row workers: the draws run in parallel
+  auto runner = ModelRunner::Create(ro);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  auto e = Engine::Create(EngineOptions{}, *std::move(runner), testing::TinyTokenizer());
+  ASSERT_TRUE(e.ok()) << e.status();
+  Engine& engine = **e;
+  constexpr int kSessions = 4;
+  auto params = [](int i) {
+    GenerateParams p;
+    p.prompt = i % 2 == 0 ? "And God said" : "In the beginning";
+    p.max_tokens = 24;
+    p.sampling.temperature = 0.9f;
+    p.sampling.top_p = 0.9f;
+    p.sampling.seed = 100 + static_cast<uint64_t>(i);
+    return p;
+  };
+  std::vector<CollectingGenerateSink> together(kSessions);
+  for (int i = 0; i < kSessions; ++i) {
+    auto id = engine.CreateSession("", {})->id;
+    ASSERT_TRUE(engine.StartGenerate(id, params(i), &together[static_cast<size_t>(i)]).ok());
+  }
+  for (auto& sink : together) ASSERT_TRUE(sink.Wait().ok());
+  for (int i = 0; i < kSessions; ++i) {
+    CollectingGenerateSink alone;
+    auto id = engine.CreateSession("", {})->id;
+    ASSERT_TRUE(engine.StartGenerate(id, params(i), &alone).ok());
+    ASSERT_TRUE(alone.Wait().ok());
+    EXPECT_GT(alone.ids().size(), 4u);
+    EXPECT_EQ(together[static_cast<size_t>(i)].ids(), alone.ids()) << "session " << i;
+  }
+  EXPECT_GT(engine.stats().decode.max_batch, 1u);
+}
+
 // Chunked prefill: while a session generates, another session's text arriving mid-block is fed in
 // spans of at most chunked_prefill_tokens tokens (possibly fewer than the rest of the block), over
 // several steps. Every score still equals the token-by-token reference.

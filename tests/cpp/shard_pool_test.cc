@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <thread>
 
@@ -52,7 +53,8 @@ TEST(ShardPoolTest, StopsCleanlyWithoutWork) {
 }
 
 // Threads meeting at a SpinBarrier phase after phase: after each Wait every thread sees what every other
-// wrote before its Wait, and no thread runs ahead into the next phase's writes before all have read.
+// wrote before its Wait, and no thread runs ahead into the next phase's writes before all have read. Now
+// and then one thread arrives late (milliseconds), so the others go to sleep and must be woken.
 TEST(SpinBarrierTest, EveryPhaseSeesEveryThreadsWrites) {
   for (int n : {1, 2, 3}) {
     SpinBarrier barrier(n);
@@ -65,6 +67,7 @@ TEST(SpinBarrierTest, EveryPhaseSeesEveryThreadsWrites) {
       threads.emplace_back([&, t] {
         for (int phase = 0; phase < kPhases; ++phase) {
           wrote[static_cast<size_t>(t)] = phase;  // plain writes: the barrier orders them
+          if (phase % 250 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(t == n - 1 ? 3 : 0));
           barrier.Wait();
           for (int u = 0; u < n; ++u) {
             if (wrote[static_cast<size_t>(u)] != phase) wrong.fetch_add(1);
