@@ -67,6 +67,7 @@ ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weig
 ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
 ABSL_FLAG(bool, native_decode, true, "brt-server --native_decode");
 ABSL_FLAG(bool, decode_team, true, "brt-server --decode_team");
+ABSL_FLAG(bool, native_spans, true, "brt-server --native_spans");
 
 namespace {
 
@@ -255,6 +256,7 @@ int main(int argc, char** argv) {
   ro.freeze = absl::GetFlag(FLAGS_freeze_model);
   ro.native_decode = absl::GetFlag(FLAGS_native_decode);
   ro.decode_team = absl::GetFlag(FLAGS_decode_team);
+  ro.native_spans = absl::GetFlag(FLAGS_native_spans);
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {

@@ -75,6 +75,11 @@ ABSL_FLAG(bool, decode_team, true,
           "matrix product split by output columns, so the weights are read once per step; each row's "
           "attention on one worker): bitwise the results of one thread; false gives each worker its own "
           "rows, each reading all the weights");
+ABSL_FLAG(bool, native_spans, true,
+          "With --native_decode: prompts (spans of a block fed at once, --feed_spans) go through the native "
+          "decoder too, their tokens as rows of one call, alone or with the step's decode rows; false feeds "
+          "them through the export's span_slots / mixed_slots. Spans whose every position is scored (Score "
+          "calls' tails, echo) always run in the export");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
@@ -313,6 +318,7 @@ int main(int argc, char** argv) {
   runner_options.freeze = absl::GetFlag(FLAGS_freeze_model);
   runner_options.native_decode = absl::GetFlag(FLAGS_native_decode);
   runner_options.decode_team = absl::GetFlag(FLAGS_decode_team);
+  runner_options.native_spans = absl::GetFlag(FLAGS_native_spans);
   auto runner = brt::ModelRunner::Create(runner_options);
   if (!runner.ok()) return Fail(runner.status());
   const bool packed_weights = (*runner)->packed_weights();

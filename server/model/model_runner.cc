@@ -191,6 +191,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       impl->native_error = std::string(same.message());
     }
   }
+  impl->native_spans = impl->native != nullptr && options.native_spans;
   if (impl->native != nullptr && impl->shards != nullptr && options.decode_team) {
     impl->team = std::make_unique<DecodeTeam>(impl->shards->threads());
   }

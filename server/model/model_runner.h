@@ -73,6 +73,11 @@ struct ModelRunnerOptions {
   // row's attention on one worker), bitwise the same results as one thread. false: each worker decodes
   // its own shard of the rows, as the export's step does.
   bool decode_team = true;
+  // With native_decode: a prompt's span (FeedSpans and DecodeAndFeedSpans without per-position scores)
+  // is fed through the native decoder too, its tokens as consecutive rows of one call, in order, exactly
+  // as one token per call; with decode rows, in the same call. false: the export's span_slots and
+  // mixed_slots. Spans whose every position is scored always run in the export.
+  bool native_spans = true;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;

@@ -203,49 +203,108 @@ absl::Status RunShard(ModelRunner::Impl& impl, torch::jit::script::Module& m, co
   }
 }
 
-// A native decode step by the team (Impl::team): every shard worker runs the whole step together, then
-// the state updates of the rows that complete a block (natively, by the team, when the decoder can; else
-// the export's, here). Bad rows fail every member before any waits for another (NativeDecoder::Decode).
-absl::Status RunTeamStep(ModelRunner::Impl& impl, const DecodeBatch& d, std::vector<DecodeResult>* results) {
+// Rows for the native decoder (NativeDecoder::Decode): one token each, a span's tokens as consecutive
+// rows of its slot.
+struct NativeRows {
+  std::vector<int64_t> tokens, positions, slots;
+  std::vector<float*> out;    // where a row's next-token distribution goes, or null (a span's inner tokens)
+  std::vector<int64_t> done;  // slots whose last row completes a block
+  void Add(int64_t token, int64_t position, int64_t slot, float* distribution) {
+    tokens.push_back(token);
+    positions.push_back(position);
+    slots.push_back(slot);
+    out.push_back(distribution);
+  }
+};
+
+// Runs `rows` through the native decoder, then the state updates of `done` (natively when the decoder can;
+// else the export's, here): on the team (Impl::team) when there is one, every shard worker on the whole
+// call together, else on this thread. Bad rows fail before any memory is written (NativeDecoder::Decode).
+absl::Status RunNative(ModelRunner::Impl& impl, NativeRows& rows) {
   const NativeDecoder& native = *impl.native;
-  std::vector<float*> out(static_cast<size_t>(d.size()));
-  for (int64_t i = 0; i < d.size(); ++i) {
-    std::vector<float>& lp = (*results)[static_cast<size_t>(d.order[static_cast<size_t>(i)])].logprobs;
-    lp.resize(static_cast<size_t>(native.vocab()));
-    out[static_cast<size_t>(i)] = lp.data();
-  }
-  std::vector<int64_t> done;
-  AddDone(d.completes, d.slots, 0, d.size(), &done);  // ascending: the rows are in slot order
+  std::sort(rows.done.begin(), rows.done.end());
   const bool finish_here = native.can_finish();
-  const int members = impl.team->size();
-  std::vector<absl::Status> status(static_cast<size_t>(members));
-  std::vector<std::function<void()>> jobs;
-  for (int i = 0; i < members; ++i) {
-    jobs.push_back([&, i] {
-      try {
-        native.Decode(d.tokens.data(), d.positions.data(), d.slots.data(), d.size(), impl.kv, impl.state, out.data(),
-                      impl.team.get(), i);
-        if (finish_here) {
-          native.Finish(done.data(), static_cast<int64_t>(done.size()), impl.kv, impl.state, impl.team.get(), i);
+  const int64_t n = static_cast<int64_t>(rows.tokens.size());
+  auto member = [&](DecodeTeam* team, int i) {
+    if (team == nullptr) {
+      native.Decode(rows.tokens.data(), rows.positions.data(), rows.slots.data(), n, impl.kv, impl.state,
+                    rows.out.data());
+      if (finish_here) native.Finish(rows.done.data(), static_cast<int64_t>(rows.done.size()), impl.kv, impl.state);
+      return;
+    }
+    native.Decode(rows.tokens.data(), rows.positions.data(), rows.slots.data(), n, impl.kv, impl.state,
+                  rows.out.data(), team, i);
+    if (finish_here) {
+      native.Finish(rows.done.data(), static_cast<int64_t>(rows.done.size()), impl.kv, impl.state, team, i);
+    }
+  };
+  if (impl.team == nullptr) {
+    try {
+      member(nullptr, 0);
+    } catch (const std::exception& e) {
+      return TorchError("decode_slots failed", e);
+    }
+  } else {
+    const int members = impl.team->size();
+    std::vector<absl::Status> status(static_cast<size_t>(members));
+    std::vector<std::function<void()>> jobs;
+    for (int i = 0; i < members; ++i) {
+      jobs.push_back([&, i] {
+        try {
+          member(impl.team.get(), i);
+        } catch (const std::exception& e) {
+          status[static_cast<size_t>(i)] = TorchError("decode_slots failed", e);
         }
-      } catch (const std::exception& e) {
-        status[static_cast<size_t>(i)] = TorchError("decode_slots failed", e);
-      }
-    });
+      });
+    }
+    impl.shards->Run(jobs);
+    for (const absl::Status& st : status) {
+      if (!st.ok()) return st;
+    }
   }
-  impl.shards->Run(jobs);
-  for (const absl::Status& st : status) {
-    if (!st.ok()) return st;
-  }
-  if (!finish_here && !done.empty()) {
+  if (!finish_here && !rows.done.empty()) {
     try {
       c10::InferenceMode guard;
-      impl.Finish(impl.module, done, impl.KvList());
+      impl.Finish(impl.module, rows.done, impl.KvList());
     } catch (const std::exception& e) {
       return TorchError("finish_slots failed", e);
     }
   }
   return absl::OkStatus();
+}
+
+// Adds decode rows [0, d.size()) to `rows`, their distributions into `results` at the rows' places.
+void AddDecodeRows(const ModelRunner::Impl& impl, const DecodeBatch& d, std::vector<DecodeResult>* results,
+                   NativeRows* rows) {
+  for (int64_t i = 0; i < d.size(); ++i) {
+    std::vector<float>& lp = (*results)[static_cast<size_t>(d.order[static_cast<size_t>(i)])].logprobs;
+    lp.resize(static_cast<size_t>(impl.native->vocab()));
+    const size_t at = static_cast<size_t>(i);
+    rows->Add(d.tokens[at], d.positions[at], d.slots[at], lp.data());
+  }
+  AddDone(d.completes, d.slots, 0, d.size(), &rows->done);
+}
+
+// Adds span rows (a row per token; the last token's distribution into the span's next_logprobs).
+void AddSpanRows(const ModelRunner::Impl& impl, const SpanBatch& s, std::vector<SpanResult>* results,
+                 NativeRows* rows) {
+  for (int64_t i = 0; i < s.size(); ++i) {
+    const size_t at = static_cast<size_t>(i);
+    std::vector<float>& next = (*results)[at].next_logprobs;
+    next.resize(static_cast<size_t>(impl.native->vocab()));
+    const int64_t len = s.lengths[at];
+    for (int64_t j = 0; j < len; ++j) {
+      rows->Add(s.flat[static_cast<size_t>(i * s.n + j)], s.starts[at] + j, s.slots[at],
+                j + 1 == len ? next.data() : nullptr);
+    }
+  }
+  AddDone(s.completes, s.slots, 0, s.size(), &rows->done);
+}
+
+// Whether spans go through the native decoder: only their next-token distributions are asked for (a
+// prompt; per-position scores and top-k stay in the export's span_slots).
+bool NativeSpans(const ModelRunner::Impl& impl, bool all_positions) {
+  return impl.native != nullptr && impl.native_spans && !all_positions;
 }
 
 }  // namespace
@@ -258,7 +317,9 @@ absl::StatusOr<std::vector<DecodeResult>> ModelRunner::DecodeStep(const std::vec
   MixedResult results;
   results.decode.resize(rows.size());
   if (impl_->team != nullptr) {
-    absl::Status ok = RunTeamStep(*impl_, *d, &results.decode);
+    NativeRows native;
+    AddDecodeRows(*impl_, *d, &results.decode, &native);
+    absl::Status ok = RunNative(*impl_, native);
     if (!ok.ok()) return ok;
     return std::move(results.decode);
   }
@@ -282,6 +343,13 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
   if (absl::Status grown = impl_->Grow(s->max_slot); !grown.ok()) return grown;
   MixedResult results;
   results.spans.resize(rows.size());
+  if (NativeSpans(*impl_, all_positions)) {
+    NativeRows native;
+    AddSpanRows(*impl_, *s, &results.spans, &native);
+    absl::Status ok = RunNative(*impl_, native);
+    if (!ok.ok()) return ok;
+    return std::move(results.spans);
+  }
   const DecodeBatch none;
   auto shard = [&](torch::jit::script::Module& m, int64_t begin, int64_t end) {
     return RunShard(*impl_, m, none, 0, 0, *s, begin, end, top_k, all_positions, &results);
@@ -311,7 +379,8 @@ void ModelRunner::ForEachRow(int64_t n, const std::function<void(int64_t)>& fn) 
 absl::StatusOr<MixedResult> ModelRunner::DecodeAndFeedSpans(const std::vector<DecodeRow>& decode,
                                                            const std::vector<SpanRow>& spans, int top_k,
                                                            bool all_positions) {
-  if (!impl_->has_mixed || decode.empty() || spans.empty()) {
+  const bool native = NativeSpans(*impl_, all_positions);
+  if ((!impl_->has_mixed && !native) || decode.empty() || spans.empty()) {
     return ModelBackend::DecodeAndFeedSpans(decode, spans, top_k, all_positions);
   }
   absl::StatusOr<DecodeBatch> d = PrepareDecode(*impl_, decode);
@@ -322,6 +391,15 @@ absl::StatusOr<MixedResult> ModelRunner::DecodeAndFeedSpans(const std::vector<De
   MixedResult results;
   results.decode.resize(decode.size());
   results.spans.resize(spans.size());
+  if (native) {
+    // Both kinds of row in one native call: the decode rows, then each span's tokens.
+    NativeRows rows;
+    AddDecodeRows(*impl_, *d, &results.decode, &rows);
+    AddSpanRows(*impl_, *s, &results.spans, &rows);
+    absl::Status ok = RunNative(*impl_, rows);
+    if (!ok.ok()) return ok;
+    return results;
+  }
   // The decode rows, then the span rows, as one list of rows split into shards by cost: a shard gets
   // decode rows, span rows or both, and runs them with one model call.
   const int64_t b1 = d->size();

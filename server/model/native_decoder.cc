@@ -257,8 +257,14 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
   float* att = team->att_.data();
   float* logits = team->logits_.data();
   float* scratch = Scratch(5, 2 * static_cast<size_t>(std::max(max_c_, s_))).data();
-  // This member's rows (norms, attention, log-softmax); the products are split by columns instead.
-  const int64_t lo = n * member / parts, hi = n * (member + 1) / parts;
+  // This member's rows (norms, attention, log-softmax); the products are split by columns instead. A
+  // slot's run of rows (a span's tokens) stays with one member, which attends them in order.
+  auto run_start = [slots, n](int64_t i) {
+    while (i > 0 && i < n && slots[i] == slots[i - 1]) --i;
+    return i;
+  };
+  const int64_t lo = run_start(n * member / parts);
+  const int64_t hi = member + 1 == parts ? n : run_start(n * (member + 1) / parts);
   const float* embed = embed_.data_ptr<float>();
   for (int64_t b = lo; b < hi; ++b) std::memcpy(x + b * D, embed + tokens[b] * D, sizeof(float) * D);
   const float* state_base = r_ > 0 ? state.data_ptr<float>() : nullptr;
@@ -300,13 +306,22 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
     l.w2.Multiply(proj, n, ff_, x, D, true, member, parts);  // x += relu(norm2(x) W1^T) W2^T
     meet.Wait();
   }
-  for (int64_t b = lo; b < hi; ++b) RmsNorm(x + b * D, final_norm_, eps_, D, xn + b * D);
+  // Only the rows whose distribution is asked for (out[b] set) go through the output layer, packed in row
+  // order at the front of xn (xn is no longer read; each row's place is its own).
+  int64_t wanted = 0;
+  for (int64_t b = 0; b < lo; ++b) wanted += out[b] != nullptr ? 1 : 0;
+  int64_t total = wanted;
+  for (int64_t b = lo; b < n; ++b) total += out[b] != nullptr ? 1 : 0;
+  for (int64_t b = lo, at = wanted; b < hi; ++b) {
+    if (out[b] != nullptr) RmsNorm(x + b * D, final_norm_, eps_, D, xn + (at++) * D);
+  }
   meet.Wait();
-  logits_.Multiply(xn, n, D, logits, V, false, member, parts);
+  logits_.Multiply(xn, total, D, logits, V, false, member, parts);
   meet.Wait();
-  for (int64_t b = lo; b < hi; ++b) {
+  for (int64_t b = lo, at = wanted; b < hi; ++b) {
+    if (out[b] == nullptr) continue;
     float* lp = out[b];
-    const float* z = logits + b * V;
+    const float* z = logits + (at++) * V;
     for (int64_t i = 0; i < V; ++i) lp[i] = z[i] * logit_scale_;
     LogSoftmaxInPlace(lp, V);
   }

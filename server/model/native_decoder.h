@@ -63,12 +63,15 @@ class NativeDecoder {
   // dtype than CPU float32.
   static absl::StatusOr<std::unique_ptr<NativeDecoder>> Create(const torch::jit::script::Module& module);
 
-  // One token per row i < n: tokens[i] at positions[i] of the document in slot slots[i] (distinct). Reads
-  // each row's rings in kv (per layer (P, 2, H, C, dh), contiguous float32) and its state's keys and values
-  // in state ((P, R, 3, S, D)), writes the token's key and value into the rings (not the state: a row
-  // completing a block then needs the export's finish_slots), and writes the log-probabilities of the next
-  // token (vocab() floats) to out[i]. Throws std::out_of_range, before writing anything, for a token id
-  // outside [0, vocab()) or a negative position.
+  // One token per row i < n: tokens[i] at positions[i] of the document in slot slots[i]. Reads each row's
+  // rings in kv (per layer (P, 2, H, C, dh), contiguous float32) and its state's keys and values in state
+  // ((P, R, 3, S, D)), writes the token's key and value into the rings (not the state: a row completing a
+  // block then needs Finish, or the export's finish_slots), and writes the log-probabilities of the next
+  // token (vocab() floats) to out[i], or skips them where out[i] is null. Several rows may feed one slot
+  // (a prompt's span): they must be consecutive rows at consecutive positions inside one block, and are
+  // fed in order, exactly as one row per call would be; rows of different slots are independent.
+  // Throws std::out_of_range, before writing anything, for a token id outside [0, vocab()) or a negative
+  // position.
   void Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
               const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out) const;
   // The same step computed by the team's size() threads together: each calls this with the same

@@ -803,6 +803,88 @@ TEST(ModelRunnerTest, NativeDecodeTeamIsBitwiseOneThread) {
   }
 }
 
+// Prompts' spans through the native decoder (native_spans): a span's tokens as consecutive rows of one
+// call, alone (FeedSpans) or with decode rows (DecodeAndFeedSpans), equal the export's span_slots and
+// mixed_slots to fp32 rounding (next-token distributions and the memory left), over spans of every length
+// up to a whole block, block ends included; on a team of two, bitwise what one thread computes.
+TEST(ModelRunnerTest, NativeSpansFeedAsTheExportsSpans) {
+  auto team = LoadTinyAs(PackedWeights::kAuto, /*threads=*/2, /*shards=*/2);
+  auto solo = LoadTinyAs(PackedWeights::kAuto, /*threads=*/1, /*shards=*/1);
+  auto exported = LoadTinyAs(PackedWeights::kOff, /*threads=*/1, /*shards=*/1, /*freeze=*/true,
+                             /*native_decode=*/false);
+  ASSERT_TRUE(team != nullptr && solo != nullptr && exported != nullptr);
+  ASSERT_TRUE(team->decode_team());
+  const int w = team->metadata().window;
+  constexpr int kSlots = 4;
+  std::vector<std::vector<int32_t>> text;
+  for (uint32_t i = 0; i < kSlots; ++i) text.push_back(RandomTokens(6 * w, 900 + i));
+  std::vector<int64_t> pos(kSlots, 0);
+  for (auto* r : {team.get(), solo.get(), exported.get()}) ASSERT_TRUE(r->InitSlots({0, 1, 2, 3}).ok());
+  std::mt19937 rng(5);
+  double worst = 0;
+  auto near = [&worst](const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double d = std::abs(a[i] - b[i]);
+      worst = std::max(worst, d);
+      ASSERT_LT(d, 2e-5) << what << " at " << i;
+    }
+  };
+  int calls = 0, block_ends = 0;
+  while (*std::max_element(pos.begin(), pos.begin() + 3) < 4 * w) {
+    // Slots 0-2 feed spans (1 token up to the rest of the block, so spans end blocks), slot 3 decodes;
+    // every other call mixes them.
+    std::vector<SpanRow> spans;
+    for (int32_t s = 0; s < 3; ++s) {
+      const int64_t room = w - pos[s] % w;
+      const int64_t len = (calls % 5 == 4) ? room : 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(room));
+      spans.push_back(SpanRow{s, pos[s], {text[s].begin() + pos[s], text[s].begin() + pos[s] + len}});
+    }
+    std::vector<DecodeRow> decode = {DecodeRow{3, text[3][static_cast<size_t>(pos[3])], pos[3]}};
+    const bool mixed = calls % 2 == 1;
+    std::vector<std::vector<float>> got[3];  // per runner: span distributions, then the decode row's
+    std::unique_ptr<ModelRunner>* runners[3] = {&team, &solo, &exported};
+    for (int k = 0; k < 3; ++k) {
+      ModelRunner& r = **runners[k];
+      if (mixed) {
+        auto out = r.DecodeAndFeedSpans(decode, spans, 0, /*all_positions=*/false);
+        ASSERT_TRUE(out.ok()) << "runner " << k << " call " << calls << ": " << out.status();
+        for (auto& sr : out->spans) got[k].push_back(sr.next_logprobs);
+        got[k].push_back(out->decode[0].logprobs);
+      } else {
+        auto out = r.FeedSpans(spans, 0, /*all_positions=*/false);
+        ASSERT_TRUE(out.ok()) << out.status();
+        for (auto& sr : *out) got[k].push_back(sr.next_logprobs);
+      }
+    }
+    for (size_t i = 0; i < got[2].size(); ++i) {
+      ASSERT_EQ(got[0][i], got[1][i]) << "team vs one thread, call " << calls << " row " << i;
+      near(got[0][i], got[2][i], "native vs export, call " + std::to_string(calls) + " row " + std::to_string(i));
+    }
+    for (size_t k = 0; k < spans.size(); ++k) {
+      pos[k] += static_cast<int64_t>(spans[k].tokens.size());
+      if (pos[k] % w == 0) ++block_ends;
+    }
+    if (mixed) ++pos[3];
+    ++calls;
+  }
+  EXPECT_GT(block_ends, 3);
+  EXPECT_GT(worst, 0.0);  // two computations
+  for (int32_t s = 0; s < kSlots; ++s) {
+    auto a = team->ExportSlot(s), b = solo->ExportSlot(s), c = exported->ExportSlot(s);
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    EXPECT_TRUE(a->kv.data == b->kv.data && a->state.data == b->state.data) << "slot " << s;
+    for (int part = 0; part < 2; ++part) {
+      const std::string& x = part == 0 ? a->kv.data : a->state.data;
+      const std::string& y = part == 0 ? c->kv.data : c->state.data;
+      ASSERT_EQ(x.size(), y.size());
+      const float* fx = reinterpret_cast<const float*>(x.data());
+      const float* fy = reinterpret_cast<const float*>(y.data());
+      for (size_t i = 0; i < x.size() / 4; ++i) ASSERT_NEAR(fx[i], fy[i], 1e-5) << "slot " << s << " part " << part;
+    }
+  }
+}
+
 TEST(ModelRunnerTest, BadShapesAndSlotsAreErrorsNotCrashes) {
   auto r = LoadTiny();
   ASSERT_NE(r, nullptr);
