@@ -315,6 +315,10 @@ absl::Status ModelRunner::InitSlots(const std::vector<int32_t>& slots) {
   }
   try {
     c10::InferenceMode guard;
+    // One intra-op thread: a slot's initial memory is a copy, and an OpenMP region here leaves its
+    // worker spinning for ~25 ms afterwards (libgomp's default wait policy), a core taken from the
+    // decode steps that follow (the first steps after a Generate's prompt ran ~8x slower).
+    impl_->UseThreads(1);
     impl_->Reserve(*std::max_element(slots.begin(), slots.end()));
     impl_->module.get_method("init_slots")(
         {LongTensor(idx, impl_->device), impl_->KvList(), impl_->state});
@@ -330,6 +334,7 @@ absl::Status ModelRunner::CopySlot(int32_t from, int32_t to) {
   if (!ok.ok()) return ok;
   try {
     c10::InferenceMode guard;
+    impl_->UseThreads(1);  // a copy: no OpenMP region (see InitSlots)
     impl_->Reserve(std::max(from, to));
     impl_->module.get_method("copy_slots")({LongTensor({from}, impl_->device),
                                             LongTensor({to}, impl_->device), impl_->KvList(),
