@@ -26,7 +26,10 @@ struct Engine::Plan {
   std::vector<std::shared_ptr<Job>> span_jobs;
   std::vector<SpanRow> span_rows;
   int span_top_k = 0;
-  bool span_all_positions = false;  // some span row has tokens whose scores are reported
+  // Some span row belongs to a Score call (its tokens' scores reported, or a rewind's re-read): the spans
+  // go through the export's span_slots, the path a Score's spans always take, so that a re-read rounds
+  // exactly as the first reading did (a prompt's spans may take the native decoder, which rounds apart).
+  bool span_all_positions = false;
 };
 
 namespace {
@@ -296,10 +299,8 @@ void Engine::PlanLocked(Plan* plan, Events* events) {
     row.start = s.fed;
     const size_t n = batch.span_tokens[k];
     row.tokens.reserve(n);
-    for (size_t t = 0; t < n; ++t) {
-      row.tokens.push_back(s.pending[t].id);
-      if (job->kind == JobKind::kScore && s.pending[t].report) plan->span_all_positions = true;
-    }
+    for (size_t t = 0; t < n; ++t) row.tokens.push_back(s.pending[t].id);
+    if (job->kind == JobKind::kScore) plan->span_all_positions = true;
     plan->span_jobs.push_back(job);
     plan->span_rows.push_back(std::move(row));
     widen_top_k(*job, &plan->span_top_k);
