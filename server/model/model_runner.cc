@@ -75,7 +75,16 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     impl->has_ranges = impl->module.find_method("decode_range").has_value() &&
                        impl->module.find_method("finish_range").has_value();
     impl->module.to(impl->device);
-    if (dtype != at::kFloat) impl->module.to(dtype);
+    if (dtype != at::kFloat) {
+      // Floating-point parameters and buffers only: Module::to(dtype) in C++ would also turn the export's
+      // integer tables (position buckets, indices) into bfloat16 (Python's .to leaves them alone).
+      for (at::Tensor t : impl->module.parameters()) {
+        if (t.is_floating_point()) t.set_data(t.to(dtype));
+      }
+      for (at::Tensor t : impl->module.buffers()) {
+        if (t.is_floating_point()) t.set_data(t.to(dtype));
+      }
+    }
   } catch (const std::exception& e) {
     return TorchError("loading the TorchScript export failed", e);
   }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,6 +37,16 @@ inline const char* DTypeString(at::ScalarType t) {
 
 inline absl::Status TorchError(const char* what, const std::exception& e) {
   std::string msg = e.what();
+  // A TorchScript interpreter error starts with a generic line and a TorchScript traceback, and ends with
+  // the error itself ("RuntimeError: ..."): keep that line.
+  constexpr std::string_view kInterpreter = "The following operation failed in the TorchScript interpreter";
+  if (msg.rfind(kInterpreter, 0) == 0) {
+    size_t at = msg.rfind("Error: ");
+    if (at != std::string::npos) {
+      const size_t begin = msg.rfind('\n', at);
+      msg.erase(0, begin == std::string::npos ? 0 : begin + 1);
+    }
+  }
   // c10::Error messages carry a long backtrace; keep the first line.
   size_t nl = msg.find('\n');
   if (nl != std::string::npos) msg.resize(nl);

@@ -457,6 +457,50 @@ TEST(ModelRunnerTest, FrozenModuleGivesTheExportsBitsInEveryCall) {
   }
 }
 
+// --dtype=bfloat16: only floating-point weights change type (the export's integer tables stay integers;
+// LibTorch's Module::to(dtype) would turn them into bfloat16 and every call would fail, or crash once
+// frozen). Scores stay within bfloat16's rounding of float32's, frozen or not, and decode steps run.
+TEST(ModelRunnerTest, Bfloat16RunsEveryCallNearFloat32) {
+  auto fp32 = LoadTiny(/*threads=*/1, /*shards=*/0, /*packed=*/false);
+  ASSERT_NE(fp32, nullptr);
+  const int w = fp32->metadata().window;
+  std::vector<int32_t> tokens = RandomTokens(3 * w, 7);
+  tokens[0] = fp32->metadata().bos_id;
+  ASSERT_TRUE(fp32->InitSlots({0}).ok());
+  auto want = fp32->ScoreBlocks({ScoreBlocksRow{0, 0, tokens}}, 0);
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (bool freeze : {false, true}) {
+    ModelRunnerOptions o;
+    o.model_path = TinyDir() + "/brt.pt";
+    o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
+    o.dtype = "bfloat16";
+    o.freeze = freeze;
+    o.threads = 1;
+    o.max_slots = 4;
+    auto r = ModelRunner::Create(o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ((*r)->metadata().dtype, "bfloat16");
+    ASSERT_TRUE((*r)->InitSlots({0, 1}).ok());
+    auto got = (*r)->ScoreBlocks({ScoreBlocksRow{0, 0, tokens}}, 2);
+    ASSERT_TRUE(got.ok()) << "freeze " << freeze << ": " << got.status();
+    const auto& a = (*want)[0].target_logprobs;
+    const auto& b = (*got)[0].target_logprobs;
+    ASSERT_EQ(a.size(), b.size());
+    double sum = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(a[i], b[i], 0.25) << "freeze " << freeze << ", position " << i + 1;
+      sum += std::abs(a[i] - b[i]);
+    }
+    EXPECT_LT(sum / static_cast<double>(a.size()), 0.05) << "freeze " << freeze;
+    auto step = (*r)->DecodeStep({DecodeRow{1, fp32->metadata().bos_id, 0}});
+    ASSERT_TRUE(step.ok()) << step.status();
+    EXPECT_EQ((*step)[0].logprobs.size(), static_cast<size_t>(fp32->metadata().vocab_size));
+    auto memory = (*r)->ExportSlot(0);
+    ASSERT_TRUE(memory.ok()) << memory.status();
+    EXPECT_EQ(memory->kv.dtype, "bfloat16");
+  }
+}
+
 // Rows whose slots are consecutive (after the runner orders them by slot) are read in place by the
 // export's decode_range/finish_range; scattered ones are gathered by decode_slots/finish_slots. Both
 // give the same bits: here four sessions in slots 0..3 (given out of order) and their copies in 5, 7, 9,
