@@ -179,8 +179,8 @@ def main():
               "fingerprint": meta["fingerprint"][:16]}
     report["correctness"] = correctness(args.model, meta, ids, device)
     print(json.dumps(report["correctness"]), flush=True)
-    sizes = [1, 8, 64] if args.quick else [1, 8, 32, 64, 128, 256]
-    secs = 0.5 if args.quick else 3.0
+    sizes = [1, 8, 64] if args.quick else [1, 8, 32, 64, 128, 256, 1024]
+    secs = 0.5 if args.quick else 2.0
     report["fp32"] = throughput(args.model, meta, ids, device, torch.float32, sizes, secs)
     report["bf16"] = throughput(args.model, meta, ids, device, torch.bfloat16, sizes, secs)
     text = json.dumps(report, indent=1)

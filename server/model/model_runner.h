@@ -65,8 +65,8 @@ struct ModelRunnerOptions {
   // CPU, float32: run decode steps (decode_slots / decode_range) through NativeDecoder (native_decoder.h),
   // the export's step computed in C++ with weights packed once, instead of the export's TorchScript. The
   // same function to fp32 rounding. When the export is not the BRT layout it knows, the export's own step
-  // runs and native_decode_error() says why. Blocks, spans, mixed calls and state updates always run in
-  // the export.
+  // runs and native_decode_error() says why. Blocks and spans whose every position is scored always run
+  // in the export (and, with native_spans off, every span and mixed call).
   bool native_decode = true;
   // With native_decode and row shards: every worker computes each decode step together (each matrix
   // product split by output columns, so the weights are read once per step, not once per shard; each
@@ -76,7 +76,8 @@ struct ModelRunnerOptions {
   // With native_decode: a prompt's span (FeedSpans and DecodeAndFeedSpans without per-position scores)
   // is fed through the native decoder too, its tokens as consecutive rows of one call, in order, exactly
   // as one token per call; with decode rows, in the same call. false: the export's span_slots and
-  // mixed_slots. Spans whose every position is scored always run in the export.
+  // mixed_slots. Spans whose every position is scored always run in the export (the engine asks that
+  // for every Score call's spans, a rewind's re-read included, so that a re-read rounds as the first read).
   bool native_spans = true;
   // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
   int32_t max_slots = 1024;

@@ -7,8 +7,10 @@
 // spent as much time outside them as in them: OpenBLAS repacking every weight matrix on every call, one
 // query's attention through (B,H,C,dh) temporaries, the interpreter between ~150 operations
 // (benchmarks/README.md, "decode-step profile"). Here the weights are packed once (PanelMatrix), the
-// attention reads each ring in place with one query, and nothing else is allocated per step. Only the
-// decode step: block scoring, spans and the state update (finish_slots) stay in the export.
+// attention reads each ring in place with one query, and nothing else is allocated per step. It computes
+// the decode step, the fixed-gate state update (Finish) and, with --native_spans, prompts' spans (a span's
+// tokens as consecutive rows of one call); block scoring and spans whose every position is scored stay in
+// the export.
 //
 // Built from the module's parameters and tables by name (the BRTLayer layout of model/brt/model.py), so it
 // knows that architecture only: Create refuses (with why) an export it does not recognise, and the runner
