@@ -194,8 +194,10 @@ class BrtServicer(object):
 
     def RewindSession(self, request, context):
         """Rewinds an idle session to an earlier position, exactly: afterwards it equals (bitwise, on CPU) a
-        session that read only the tokens before that position. Use it to edit the end of a long document
-        and continue without re-reading the rest.
+        session that read only the tokens before that position with Score. Use it to edit the end of a long
+        document and continue without re-reading the rest. (The tokens after the checkpoint are re-read as a
+        Score reads them; a Generate prompt's tokens may take the native decode path, which rounds within
+        ~1e-6 of it, so a session that read its prefix as a prompt matches to that, not bitwise.)
 
         How: the server keeps the last --checkpoints_per_session checkpoints of every session (its memory
         copied to host memory at a block boundary, one every --checkpoint_interval_blocks blocks) and the
