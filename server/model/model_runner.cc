@@ -112,6 +112,22 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   } catch (const std::exception& e) {
     return TorchError("allocating the session memory pools failed", e);
   }
+  // One token through slot 0 (scratch: no session holds a slot yet), before freezing: a dtype the device
+  // has no kernels for (float16 on CPU) fails here with LibTorch's reason, not in a session's first call
+  // (where a frozen module's interpreter can crash on it instead of throwing).
+  try {
+    c10::InferenceMode guard;
+    const at::Tensor zero = LongTensor({0}, impl->device);
+    impl->module.get_method("init_slots")({zero, impl->KvList(), impl->state});
+    impl->module.get_method("decode_slots")({LongTensor({meta.bos_id}, impl->device), zero, zero, impl->KvList(),
+                                             impl->state});
+    impl->module.get_method("init_slots")({zero, impl->KvList(), impl->state});
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype=", options.dtype, " on ", impl->device.str(), ": the model cannot run (",
+        TorchError("a probe call", e).message(), "); float32 runs everywhere, bfloat16 on CPU and CUDA, "
+        "float16 on CUDA"));
+  }
   const int shards = options.shards > 0 ? options.shards : threads;
   if (shards > 1 && !impl->device.is_cuda()) {
     impl->shard_min_rows = std::max(1, options.shard_min_rows);

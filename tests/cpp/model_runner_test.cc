@@ -75,6 +75,16 @@ TEST(ModelRunnerTest, BadOptions) {
   o.model_path = TinyDir() + "/brt.pt";
   o.dtype = "int8";
   EXPECT_THAT(ModelRunner::Create(o), StatusIs(absl::StatusCode::kInvalidArgument));
+  // LibTorch's CPU matrix products have no float16 kernels: refused at load, saying so (it used to pass
+  // load and crash the frozen module's first call).
+  o.dtype = "float16";
+  o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
+  auto half = ModelRunner::Create(o);
+  EXPECT_THAT(half, StatusIs(absl::StatusCode::kInvalidArgument));
+  if (!half.ok()) {
+    EXPECT_NE(half.status().message().find("--dtype=float16 on cpu: the model cannot run"), std::string::npos)
+        << half.status();
+  }
   o.dtype = "float32";
   o.device = "tpu";
   EXPECT_THAT(ModelRunner::Create(o), StatusIs(absl::StatusCode::kInvalidArgument));
