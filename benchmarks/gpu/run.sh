@@ -7,7 +7,8 @@
 # 2. Meanwhile, on the two other cores, bench_cuda.py: CUDA correctness (decode vs blocks, bf16 vs fp32) and
 #    score/decode throughput at 1..1024 sessions, on the same TorchScript methods brt-server calls.
 # 3. If the core built: brt-engine-bench on cuda:0 (the engine in-process: scheduler, batching, sampling),
-#    float32 and bfloat16, three rounds. BENCH_CUDA=0 skips step 2 (a rerun for the engine alone).
+#    float32 and bfloat16, three rounds. BENCH_CUDA=0 skips step 2 (a rerun for the engine alone);
+#    ENGINE_DTYPES, ENGINE_ROUNDS and ENGINE_EXTRA (more brt-engine-bench flags) change step 3.
 # Results go to $OUT (the device tool's folder) or /tmp/brt-gpu: at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,12 +56,12 @@ if grep -q "BUILD OK" "$OUT/build.log"; then
   "$PY" -c 'import json;d=[json.loads(l) for l in open("'"$TEXT_JSONL"'")][0];open("/tmp/eze.txt","w").write(d["text"][:200000])'
   export LD_LIBRARY_PATH="$ARCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   # Three rounds, float32 and bfloat16 alternating; one JSON line a run (the median is taken later).
-  for round in 1 2 3; do
-    for dtype in float32 bfloat16; do
+  for round in $(seq "${ENGINE_ROUNDS:-3}"); do
+    for dtype in ${ENGINE_DTYPES:-float32 bfloat16}; do
       echo "== brt-engine-bench cuda:0 $dtype, round $round"
       timeout 80 build-gpu/bin/brt-engine-bench --text=/tmp/eze.txt --device=cuda:0 --dtype="$dtype" \
         --threads=4 --shim=build-gpu/lib/libbrt_spm_shim.so --max_batch_size=64 --max_decode_batch=512 \
-        --score_sessions=1,8,64,256 --generate_sessions=1,32,128,256,512 --generate_tokens=64 \
+        --score_sessions=1,8,64,256 --generate_sessions=1,32,128,256,512 --generate_tokens=64 ${ENGINE_EXTRA:-} \
         >> "$OUT/engine_$dtype.json" 2>> "$OUT/engine_$dtype.log"
       echo "exit $?"; tail -1 "$OUT/engine_$dtype.json"; echo; tail -2 "$OUT/engine_$dtype.log"
     done

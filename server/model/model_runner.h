@@ -104,7 +104,8 @@ class ModelRunner : public ModelBackend {
   absl::StatusOr<std::vector<ScoreBlocksResult>> ScoreBlocks(
       const std::vector<ScoreBlocksRow>& rows, int top_k) override;
   absl::StatusOr<std::vector<DecodeResult>> DecodeStep(const std::vector<DecodeRow>& rows) override;
-  // On the row-shard workers when they are on (contiguous ranges of i, one per worker).
+  // On the row-shard workers when they are on, else (a CUDA model, or one row shard) on workers kept for
+  // this alone when there is more than one thread (contiguous ranges of i, one per worker).
   void ForEachRow(int64_t n, const std::function<void(int64_t)>& fn) override;
   // True when the export has span_slots (exports made before it feed spans token by token).
   bool SupportsSpans() const override;

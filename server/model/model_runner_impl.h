@@ -100,6 +100,8 @@ struct ModelRunner::Impl {
   // With `native` and the shard workers: the team that runs each native decode step on all the workers
   // together (ModelRunnerOptions::decode_team); null otherwise.
   std::unique_ptr<DecodeTeam> team;
+  // Without `shards` and with more than one thread: workers for ForEachRow (token draws) alone.
+  std::unique_ptr<ShardPool> draw_pool;
   bool native_spans = false;  // prompts' spans through `native` too (ModelRunnerOptions::native_spans)
   std::string freeze_error;     // why Freeze failed (the module then runs as exported); empty if it did not
   // Row shards (CPU): calls with at least shard_min_rows rows, and every decode step, run on these

@@ -362,18 +362,19 @@ absl::StatusOr<std::vector<SpanResult>> ModelRunner::FeedSpans(const std::vector
 bool ModelRunner::SupportsMixedCalls() const { return impl_->has_mixed; }
 
 void ModelRunner::ForEachRow(int64_t n, const std::function<void(int64_t)>& fn) {
-  if (impl_->shards == nullptr || n < 2) {
+  ShardPool* pool = impl_->shards != nullptr ? impl_->shards.get() : impl_->draw_pool.get();
+  if (pool == nullptr || n < 2) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  const int64_t k = std::min<int64_t>(impl_->shards->threads(), n);
+  const int64_t k = std::min<int64_t>(pool->threads(), n);
   std::vector<std::function<void()>> jobs;
   for (int64_t j = 0; j < k; ++j) {
     jobs.push_back([&fn, begin = n * j / k, end = n * (j + 1) / k] {
       for (int64_t i = begin; i < end; ++i) fn(i);
     });
   }
-  impl_->shards->Run(jobs);
+  pool->Run(jobs);
 }
 
 absl::StatusOr<MixedResult> ModelRunner::DecodeAndFeedSpans(const std::vector<DecodeRow>& decode,

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <thread>
+#include <set>
 
+#include "absl/synchronization/mutex.h"
 #include "tests/cpp/testing/fake_backend.h"
 #include "tests/cpp/testing/status_matchers.h"
 
@@ -814,6 +817,32 @@ TEST(ModelRunnerTest, NativeDecodeStepEqualsTheExports) {
 // split by columns, each row's attention on one member, each state update split by state rows. Bitwise
 // what one thread computes, with two and three members, steps of fewer rows than members, rows at
 // different offsets, and block ends; and the memory left is bitwise the same.
+// ForEachRow (the engine's parallel token draws) runs on several threads whenever there is more than one,
+// row shards or not (a CUDA model has none: its draws used to run on the executor alone), and visits every
+// row once.
+TEST(ModelRunnerTest, ForEachRowSpreadsRowsOverThreadsWithOrWithoutShards) {
+  for (int shards : {1, 2}) {
+    auto r = LoadTinyAs(PackedWeights::kAuto, /*threads=*/2, shards);
+    ASSERT_NE(r, nullptr);
+    absl::Mutex mu;
+    std::set<std::thread::id> threads;
+    std::vector<int> visits(64, 0);
+    r->ForEachRow(64, [&](int64_t i) {
+      absl::MutexLock lock(&mu);
+      threads.insert(std::this_thread::get_id());
+      ++visits[static_cast<size_t>(i)];
+    });
+    EXPECT_EQ(threads.size(), 2u) << "shards " << shards;
+    EXPECT_EQ(threads.count(std::this_thread::get_id()), 0u) << "shards " << shards;
+    for (int v : visits) EXPECT_EQ(v, 1);
+  }
+  auto one = LoadTinyAs(PackedWeights::kAuto, /*threads=*/1, /*shards=*/1);
+  ASSERT_NE(one, nullptr);
+  std::set<std::thread::id> threads;
+  one->ForEachRow(8, [&](int64_t) { threads.insert(std::this_thread::get_id()); });
+  EXPECT_EQ(threads, std::set<std::thread::id>{std::this_thread::get_id()});
+}
+
 TEST(ModelRunnerTest, NativeDecodeTeamIsBitwiseOneThread) {
   auto solo = LoadTinyAs(PackedWeights::kAuto, /*threads=*/1, /*shards=*/1);
   auto two = LoadTinyAs(PackedWeights::kAuto, /*threads=*/2, /*shards=*/2);
