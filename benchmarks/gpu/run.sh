@@ -45,10 +45,12 @@ build() {
 build > "$OUT/build.log" 2>&1 &
 BUILD_PID=$!
 
-echo "== bench_cuda.py"
-[ "${BENCH_CUDA:-1}" = 1 ] && PYTHONUNBUFFERED=1 taskset -c 0,1 timeout 200 "$PY" benchmarks/gpu/bench_cuda.py --model model/artifacts/brt.pt \
-  --text "$TEXT_JSONL" --out "$OUT/cuda.json" ${QUICK:+--quick} > "$OUT/bench_cuda.log" 2>&1
-echo "bench_cuda.py exit $?"; grep -E '^\{"(fp32|dtype)' "$OUT/bench_cuda.log" | head -20
+if [ "${BENCH_CUDA:-1}" = 1 ]; then
+  echo "== bench_cuda.py"
+  PYTHONUNBUFFERED=1 taskset -c 0,1 timeout 200 "$PY" benchmarks/gpu/bench_cuda.py --model model/artifacts/brt.pt \
+    --text "$TEXT_JSONL" --out "$OUT/cuda.json" ${QUICK:+--quick} > "$OUT/bench_cuda.log" 2>&1
+  echo "bench_cuda.py exit $?"; grep -E '^\{"(fp32|dtype)' "$OUT/bench_cuda.log" | head -20
+fi
 
 wait "$BUILD_PID"
 tail -3 "$OUT/build.log"

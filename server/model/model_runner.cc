@@ -78,12 +78,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     if (dtype != at::kFloat) {
       // Floating-point parameters and buffers only: Module::to(dtype) in C++ would also turn the export's
       // integer tables (position buckets, indices) into bfloat16 (Python's .to leaves them alone).
-      for (at::Tensor t : impl->module.parameters()) {
+      auto convert = [dtype](at::Tensor t) {
         if (t.is_floating_point()) t.set_data(t.to(dtype));
-      }
-      for (at::Tensor t : impl->module.buffers()) {
-        if (t.is_floating_point()) t.set_data(t.to(dtype));
-      }
+      };
+      for (const at::Tensor& t : impl->module.parameters()) convert(t);
+      for (const at::Tensor& t : impl->module.buffers()) convert(t);
     }
   } catch (const std::exception& e) {
     return TorchError("loading the TorchScript export failed", e);
