@@ -211,13 +211,16 @@ def server_score(server, pb, score, texts):
 LOAD_CLIENT = os.path.join(ROOT, "build", "bin", "brt-generate-load")
 
 
-def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0, client="cpp"):
+def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0, client="cpp",
+                    stream_interval=1):
     """Generate in len(prompts) concurrent sessions (greedy unless temperature > 0; session i's seed is i + 1).
     stagger > 0: session i first reads i * stagger newline tokens (untimed), so the sessions sit at different
     offsets in their blocks and complete blocks in different steps; 0: they all start at position 0 and
     complete their blocks in the same step. client "cpp": the streams run in build/bin/brt-generate-load (a
     C++ gRPC client, a few percent of a core); "python": one thread and one grpcio stream per session here
-    (about a third of this machine's CPU at 32 sessions). Returns aggregate tokens/s, gaps (s), tokens."""
+    (about a third of this machine's CPU at 32 sessions). stream_interval > 1 (C++ client only): tokens
+    per message (GenerateRequest.stream_interval); the gaps are then between messages. Returns aggregate
+    tokens/s, gaps (s), tokens."""
     n = len(prompts)
     sids = [server.stub.CreateSession(pb.CreateSessionRequest(label="bench_engine"), timeout=10).id
             for _ in range(n)]
@@ -228,14 +231,16 @@ def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0,
                 score(server.stub, sid, [b"\n" * (i * stagger)], omit_tokens=True)
     try:
         if client == "cpp":
-            return generate_cpp(server, sids, prompts, max_tokens, temperature, top_p)
+            return generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval)
+        if stream_interval != 1:
+            raise ValueError("stream_interval > 1 needs the C++ client")
         return generate_python(server, pb, sids, prompts, max_tokens, temperature, top_p)
     finally:
         for s in sids:
             server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s), timeout=10)
 
 
-def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p):
+def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval=1):
     if any(b"\n" in p for p in prompts):
         raise ValueError("brt-generate-load takes one prompt per line")
     with tempfile.NamedTemporaryFile("wb", suffix=".prompts") as f:
@@ -243,7 +248,8 @@ def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p):
         f.flush()
         proc = subprocess.run([LOAD_CLIENT, f"--address={server.address}", "--session_ids=" + ",".join(sids),
                                f"--prompts_file={f.name}", f"--max_tokens={max_tokens}",
-                               f"--temperature={temperature}", f"--top_p={top_p}"],
+                               f"--temperature={temperature}", f"--top_p={top_p}",
+                               f"--stream_interval={stream_interval}"],
                               capture_output=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"brt-generate-load failed ({proc.returncode}): {proc.stdout[-500:]!r} "

@@ -5,15 +5,18 @@
 //
 //   build/bin/brt-generate-load --address=127.0.0.1:50051 --session_ids=ID1,ID2,...
 //       --prompts_file=FILE --max_tokens=64 [--temperature=0.8 --top_p=0.95] [--api_key=KEY]
+//       [--stream_interval=N]
 //
 // The caller creates the sessions (and puts them at whatever position it wants) and deletes them after;
 // this tool only times the Generate calls. Session i gets line i % lines of --prompts_file as its prompt
 // and seed i + 1. All streams start together (a barrier), and the clock runs from the barrier's release to
 // the last stream's end. One JSON object on stdout:
 //   {"sessions": N, "tokens": T, "seconds": S, "tokens_per_s": T/S,
-//    "gaps_us": [...every inter-token gap, each stream's in order...], "errors": [...]}
-// Tokens are the messages with FINISH_REASON_UNSPECIFIED (one per generated token); the last message of a
-// stream carries the finish reason. Exit status 0 when every stream ended OK, 1 otherwise.
+//    "messages": M, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
+//    "errors": [...]}
+// With --stream_interval 1 (the default) every message before the last carries one token, so the gaps
+// are the inter-token gaps; with N > 1 a message carries up to N tokens (GenerateResponse.tokens, the
+// last message's included). Exit status 0 when every stream ended OK, 1 otherwise.
 //
 // Thread safety: main() only; each worker thread owns its slot of the results until it is joined.
 
@@ -44,13 +47,15 @@ ABSL_FLAG(double, temperature, 0.0, "SamplingParams.temperature (0 = greedy)");
 ABSL_FLAG(double, top_p, 1.0, "SamplingParams.top_p");
 ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY' when set");
 ABSL_FLAG(int, timeout_s, 600, "Deadline of each Generate call");
+ABSL_FLAG(int, stream_interval, 1, "GenerateRequest.stream_interval (tokens per message)");
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 struct StreamResult {
-  std::vector<Clock::time_point> stamps;
+  std::vector<Clock::time_point> stamps;  // arrival of each message that carried tokens
+  long tokens = 0;
   std::string error;  // empty: the stream ended OK
 };
 
@@ -90,7 +95,11 @@ void RunStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, St
   std::unique_ptr<grpc::ClientReader<brt::v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
   brt::v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
-    if (msg.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED) out->stamps.push_back(Clock::now());
+    const long n = msg.tokens_size() > 0 ? msg.tokens_size()
+                   : msg.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED ? 1 : 0;
+    if (n == 0) continue;
+    out->stamps.push_back(Clock::now());
+    out->tokens += n;
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) out->error = absl::StrCat(status.error_code(), ": ", status.error_message());
@@ -126,6 +135,7 @@ int main(int argc, char** argv) {
     req.mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
     req.mutable_sampling()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
     req.mutable_sampling()->set_seed(i + 1);
+    req.set_stream_interval(static_cast<uint32_t>(absl::GetFlag(FLAGS_stream_interval)));
   }
   std::vector<StreamResult> results(n);
   StartGate gate(n + 1);
@@ -140,8 +150,10 @@ int main(int argc, char** argv) {
   nlohmann::json gaps = nlohmann::json::array();
   nlohmann::json errors = nlohmann::json::array();
   long tokens = 0;
+  long messages = 0;
   for (const StreamResult& r : results) {
-    tokens += static_cast<long>(r.stamps.size());
+    tokens += r.tokens;
+    messages += static_cast<long>(r.stamps.size());
     for (size_t j = 1; j < r.stamps.size(); ++j) {
       gaps.push_back(std::chrono::duration<double, std::micro>(r.stamps[j] - r.stamps[j - 1]).count());
     }
@@ -151,6 +163,7 @@ int main(int argc, char** argv) {
                         {"tokens", tokens},
                         {"seconds", seconds},
                         {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0},
+                        {"messages", messages},
                         {"gaps_us", gaps},
                         {"errors", errors}};
   std::printf("%s\n", out.dump().c_str());

@@ -30,7 +30,7 @@ int RunGenerate(const Args& args) {
   ConnectionOptions conn_options;
   std::string session_id, label = "brt generate";
   bool json = false, keep = false, stats = false;
-  std::optional<uint64_t> max_tokens, top_k, repetition_window, seed;
+  std::optional<uint64_t> max_tokens, top_k, repetition_window, seed, stream_interval;
   std::optional<double> temperature, top_p, min_p, repetition_penalty;
   std::vector<std::string> stops, prompt_args;
 
@@ -61,6 +61,8 @@ int RunGenerate(const Args& args) {
                  "print one JSON object at the end (text, tokens, finish_reason, counts) instead "
                  "of streaming text");
   parser.AddFlag("stats", &stats, "print the finish reason and token counts to stderr");
+  parser.AddOptionalUint("stream_interval", &stream_interval,
+                         "tokens per streamed message after the first (default 1)");
   AddConnectionFlags(parser, &conn_options);
   if (std::optional<int> exit = ParseOrExit(parser, args)) return *exit;
 
@@ -85,6 +87,7 @@ int RunGenerate(const Args& args) {
   req.set_session_id(session_id);
   req.set_prompt(prompt);
   if (max_tokens) req.set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  if (stream_interval) req.set_stream_interval(static_cast<uint32_t>(*stream_interval));
   brt::v1::SamplingParams* sp = req.mutable_sampling();
   if (temperature) sp->set_temperature(static_cast<float>(*temperature));
   if (top_k) sp->set_top_k(static_cast<uint32_t>(*top_k));
@@ -102,15 +105,22 @@ int RunGenerate(const Args& args) {
   brt::v1::GenerateResponse resp, last;
   std::string text;
   nlohmann::json tokens = nlohmann::json::array();
+  auto add_token = [&tokens](uint32_t id, float logprob, uint64_t position, const std::string& bytes) {
+    tokens.push_back({{"token_id", id},
+                      {"logprob", logprob},
+                      {"position", position},
+                      {"piece", ToValidUtf8(bytes)}});
+  };
   while (stream->Read(&resp)) {
     text += resp.text();
+    // --stream_interval > 1: a message's tokens are in `tokens` (the last message's too).
+    for (const brt::v1::StreamedToken& t : resp.tokens()) {
+      add_token(t.token_id(), t.logprob(), t.position(), t.token_bytes());
+    }
     if (resp.finish_reason() != brt::v1::FINISH_REASON_UNSPECIFIED) {
       last = resp;
-    } else {
-      tokens.push_back({{"token_id", resp.token_id()},
-                        {"logprob", resp.logprob()},
-                        {"position", resp.position()},
-                        {"piece", ToValidUtf8(resp.token_bytes())}});
+    } else if (resp.tokens().empty()) {
+      add_token(resp.token_id(), resp.logprob(), resp.position(), resp.token_bytes());
     }
     if (!json && !resp.text().empty()) {
       std::fwrite(resp.text().data(), 1, resp.text().size(), stdout);

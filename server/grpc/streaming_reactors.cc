@@ -345,6 +345,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       return;
     }
     peer_slot_ = *std::move(slot);
+    stream_interval_ = std::max<uint32_t>(1, request.stream_interval());
     GenerateParams params;
     params.prompt = request.prompt();
     if (request.has_max_tokens()) params.max_tokens = request.max_tokens();
@@ -375,13 +376,30 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   void OnToken(GeneratedToken token) override {
     Lock lock(this);
-    v1::GenerateResponse& r = queue_.emplace_back();
-    r.set_text(std::move(token.text));
-    r.set_token_id(static_cast<uint32_t>(token.token_id));
-    r.set_logprob(token.logprob);
-    r.set_position(token.position);
-    r.set_token_bytes(std::move(token.bytes));
-    WriteNextLocked();
+    if (stream_interval_ == 1) {
+      v1::GenerateResponse& r = queue_.emplace_back();
+      r.set_text(std::move(token.text));
+      r.set_token_id(static_cast<uint32_t>(token.token_id));
+      r.set_logprob(token.logprob);
+      r.set_position(token.position);
+      r.set_token_bytes(std::move(token.bytes));
+      WriteNextLocked();
+      return;
+    }
+    // Several tokens per message: the first token at once, then every stream_interval_ tokens.
+    pending_.mutable_text()->append(token.text);
+    v1::StreamedToken* t = pending_.add_tokens();
+    t->set_token_id(static_cast<uint32_t>(token.token_id));
+    t->set_logprob(token.logprob);
+    t->set_position(token.position);
+    t->set_token_bytes(std::move(token.bytes));
+    const bool first = tokens_streamed_ == 0;
+    if (first || static_cast<uint32_t>(pending_.tokens_size()) >= stream_interval_) {
+      tokens_streamed_ += static_cast<uint64_t>(pending_.tokens_size());
+      queue_.push_back(std::move(pending_));
+      pending_.Clear();
+      WriteNextLocked();
+    }
   }
 
   void OnFinish(absl::StatusOr<GenerateSummary> summary) override {
@@ -391,8 +409,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       FinishLocked(summary.status());
       return;
     }
-    v1::GenerateResponse& r = queue_.emplace_back();
-    r.set_text(summary->text);
+    // The last message: the tokens not yet sent (stream_interval > 1), the text held back until now.
+    v1::GenerateResponse& r = queue_.emplace_back(std::move(pending_));
+    pending_.Clear();
+    r.mutable_text()->append(summary->text);
     r.set_finish_reason(ToProto(summary->reason));
     r.set_prompt_tokens(summary->prompt_tokens);
     r.set_generated_tokens(summary->generated_tokens);
@@ -455,6 +475,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   absl::Mutex mu_;
   std::unique_ptr<GenerateCall> call_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  // GenerateRequest.stream_interval (at least 1): tokens per message after the first.
+  uint32_t stream_interval_ = 1;
+  v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);  // tokens not yet queued (stream_interval_ > 1)
+  uint64_t tokens_streamed_ ABSL_GUARDED_BY(mu_) = 0;  // tokens queued so far (stream_interval_ > 1)
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool core_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,7 +1,8 @@
 // The reactors of brt.v1.Brt's streaming calls. A Score reactor paces reading by the core (ScoreCall's
 // return values and OnInputReady) and by the replies not yet written (BrtServiceOptions), merges token
 // batches into messages under --max_reply_bytes, and finishes only after the core's OnFinish. A Generate
-// reactor writes one message per token, then the final one. Each deletes itself in OnDone and forwards
+// reactor writes one message per token (or, with GenerateRequest.stream_interval N > 1, the first token
+// alone and then one message per N tokens), then the final one. Each deletes itself in OnDone and forwards
 // OnCancel to the core. A call on a session that must first be restored from the snapshot store starts
 // on the blocking pool (blocking_pool.h), not on gRPC's thread.
 //

@@ -491,6 +491,16 @@ def test_python_client_generates_like_the_cli_with_a_seed(brt, py_client):
     assert gen.finish_reason == cli["finish_reason"]
     assert gen.generated_tokens == cli["generated_tokens"]
     assert py_client.complete("And God said", max_tokens=20, seed=5, temperature=0.7) == cli["text"]
+    # Several tokens per message: the same items for both clients.
+    cli3 = json.loads(brt("generate", "--json", "--max_tokens=20", "--seed=5", "--temperature=0.7",
+                          "--stream_interval=3", "And God said").stdout)
+    gen3 = py_client.generate("And God said", max_tokens=20, seed=5, temperature=0.7, stream_interval=3)
+    streamed3 = [t for t in gen3]
+    assert "".join(t.text for t in streamed3) == gen3.text == cli3["text"] == cli["text"]
+    assert [t["token_id"] for t in cli3["tokens"]] == [t["token_id"] for t in cli["tokens"]]
+    assert [t.token_id for t in streamed3 if t.token_id is not None] == [t["token_id"] for t in cli["tokens"]]
+    assert [t.position for t in gen3.tokens] == [t["position"] for t in cli["tokens"]]
+    assert gen3.generated_tokens == cli3["generated_tokens"] == len(gen3.tokens)
 
 
 def test_python_client_sessions_and_errors(py_client, server):
