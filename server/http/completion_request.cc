@@ -254,6 +254,11 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body
     req.position = static_cast<uint64_t>(*v);
     if (req.session_id.empty()) return Invalid("position", "needs session_id (the session to rewind)");
   }
+  if (auto it = j.find("stream_interval"); it != j.end() && !it->is_null()) {
+    auto v = Integer(*it, "stream_interval", 1, std::numeric_limits<uint32_t>::max());
+    if (!v.ok()) return v.status();
+    req.stream_interval = static_cast<uint32_t>(*v);
+  }
   if (req.fork && req.session_id.empty()) {
     return Invalid("fork", "needs session_id (the session to copy)");
   }

@@ -5,8 +5,9 @@
 // Accepted fields: model, prompt (a string, a list of strings, a list of token ids, or a list of such
 // lists), max_tokens (0 allowed), temperature, top_p, top_k, min_p, seed, stop (string or list),
 // stream, stream_options.include_usage, logprobs (0..max_top_k), echo, n (only 1), repetition_penalty,
-// and the extensions session_id (continue a brt session), fork (continue a copy of it) and position
-// (first go back to that earlier position of the session, exactly). Fields
+// and the extensions session_id (continue a brt session), fork (continue a copy of it), position
+// (first go back to that earlier position of the session, exactly) and stream_interval (tokens per
+// stream event after the first, as GenerateRequest.stream_interval). Fields
 // OpenAI defines that change nothing here (user, best_of = 1, frequency/presence penalty = 0,
 // logit_bias = {}, suffix = null) are accepted; other values of them are refused.
 //
@@ -46,6 +47,8 @@ struct CompletionRequest {
   // Extension: first rewind session_id (or, with fork, the copy) to this earlier position
   // (Session.position units), exactly, as RewindSession does.
   std::optional<uint64_t> position;
+  // Extension: generated tokens per server-sent event after the first (at least 1).
+  uint32_t stream_interval = 1;
   // Not from the JSON: whom the request acts for (the server authenticates it before parsing).
   Tenant tenant;
 };

@@ -1,5 +1,6 @@
 // POST /v1/completions: parse, run each prompt (completion_runner.h), answer as one JSON document
 // written in slices, or as server-sent events when "stream" is true.
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -37,20 +38,34 @@ class Collector final : public CompletionObserver {
   absl::StatusOr<CompletionOutcome> outcome_ = absl::UnknownError("not run");
 };
 
-// Writes each event of one prompt as a server-sent event (streaming responses).
+// Writes the events of one prompt as server-sent events (streaming responses): generated tokens one
+// per event, or with stream_interval N > 1 the first alone and then N per event (Flush sends the rest).
 class SseWriter final : public CompletionObserver {
  public:
   SseWriter(httplib::DataSink& sink, const std::string& head, int index, bool logprobs,
-            const Tokenizer& tokenizer)
-      : sink_(sink), head_(head), index_(index), logprobs_(logprobs), tokenizer_(tokenizer) {}
+            uint32_t stream_interval, const Tokenizer& tokenizer)
+      : sink_(sink), head_(head), index_(index), logprobs_(logprobs),
+        stream_interval_(std::max<uint32_t>(1, stream_interval)), tokenizer_(tokenizer) {}
 
   bool OnPrompt(std::string_view text, std::vector<TokenLogprob> tokens) override {
     if (!tokens.empty() && !logprobs_) return sink_.is_writable();  // scores nobody asked for
     return Chunk(text, tokens.empty() ? nullptr : &tokens, "null");
   }
   bool OnGenerated(std::string_view text, const TokenLogprob& token) override {
-    std::vector<TokenLogprob> one = {token};
-    return Chunk(text, logprobs_ ? &one : nullptr, "null");
+    pending_text_.append(text);
+    pending_.push_back(token);
+    const bool first = !sent_any_;
+    if (!first && pending_.size() < stream_interval_) return sink_.is_writable();
+    return Flush();
+  }
+  // Sends the generated tokens not sent yet, if any.
+  bool Flush() {
+    if (pending_.empty()) return true;
+    sent_any_ = true;
+    const bool ok = Chunk(pending_text_, logprobs_ ? &pending_ : nullptr, "null");
+    pending_.clear();
+    pending_text_.clear();
+    return ok;
   }
   bool Chunk(std::string_view text, const std::vector<TokenLogprob>* tokens,
              const std::string& finish) {
@@ -67,7 +82,11 @@ class SseWriter final : public CompletionObserver {
   const std::string& head_;
   const int index_;
   const bool logprobs_;
+  const uint32_t stream_interval_;
   const Tokenizer& tokenizer_;
+  std::string pending_text_;
+  std::vector<TokenLogprob> pending_;
+  bool sent_any_ = false;
 };
 
 std::string Extensions(const CompletionOutcome& o) {
@@ -124,8 +143,9 @@ void HandleCompletions(const HandlerContext& ctx, const Tenant& tenant, const ht
           uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
           for (size_t i = 0; i < request->prompts.size(); ++i) {
             SseWriter writer(sink, head, static_cast<int>(i), request->logprobs.has_value(),
-                             e->tokenizer());
+                             request->stream_interval, e->tokenizer());
             auto outcome = RunCompletion(*e, *request, request->prompts[i], deadline, writer, cache);
+            if (sink.is_writable()) writer.Flush();
             if (!outcome.ok()) {
               if (outcome.status().code() != absl::StatusCode::kCancelled || sink.is_writable()) {
                 writer.Write(absl::StrCat("data: ", ErrorJson(outcome.status()), "\n\n"));

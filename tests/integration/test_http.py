@@ -135,6 +135,25 @@ def test_stream_equals_non_stream_and_reports_usage(hs):
     assert events[-1]["choices"] == [] and events[-1]["usage"] == full["usage"]
 
 
+def test_stream_interval_sends_the_same_tokens_in_fewer_events(hs):
+    body = {"prompt": "And it came to pass", "max_tokens": 24, "temperature": 0, "logprobs": 2, "stream": True}
+    ones = list(hs.http.stream(body))
+    fives = list(hs.http.stream({**body, "stream_interval": 5}))
+
+    def generated(events):
+        return [e["choices"][0] for e in events if e["choices"] and e["choices"][0]["finish_reason"] is None]
+
+    g1, g5 = generated(ones), generated(fives)
+    assert [len(c["logprobs"]["tokens"]) for c in g1] == [1] * 24
+    assert [len(c["logprobs"]["tokens"]) for c in g5] == [1, 5, 5, 5, 5, 3]  # the first alone, then 5 each
+    for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        assert [x for c in g5 for x in c["logprobs"][key]] == [x for c in g1 for x in c["logprobs"][key]], key
+    assert "".join(c["text"] for c in g5) == "".join(c["text"] for c in g1)
+    assert fives[-1]["choices"][0]["finish_reason"] == ones[-1]["choices"][0]["finish_reason"] == "length"
+    status, err = hs.http.post("/v1/completions", {**body, "stream_interval": 0})
+    assert status == 400 and "stream_interval" in err["error"]["message"], err
+
+
 def test_seeded_sampling_is_reproducible(hs):
     body = {"prompt": "And the king said", "max_tokens": 20, "temperature": 0.9, "top_k": 40, "top_p": 0.95,
             "min_p": 0.01, "seed": 7}
