@@ -36,6 +36,9 @@ JSON.
     tokens / wall time (the wall time includes consuming the prompts); inter-token gaps = client-side
     arrival-time differences between consecutive streamed tokens of a session, first token excluded,
     p50/p99 over all sessions.
+ 5b. server Generate, 32 sessions, greedy, with GenerateRequest.stream_interval 8 (the first token alone,
+    then 8 tokens per message): aggregate tokens/s as in 5; its gaps are between messages (not reported
+    as inter-token gaps).
  6. the eager reference greedy decoder (model/brt/reference.py greedy, token by token with decode_step),
     1 session, the same prompt and token count as the 1-session Generate, wall time including the prompt.
 
@@ -326,6 +329,8 @@ FIGURES = [  # key, label, unit
     ("generate_32_staggered_tps", "server Generate, 32 sessions at staggered block offsets (greedy)", "tokens/s"),
     ("generate_32_staggered_gap_p50_ms", "Generate 32 staggered: inter-token gap p50", "ms"),
     ("generate_32_staggered_gap_p99_ms", "Generate 32 staggered: inter-token gap p99", "ms"),
+    ("generate_32_interval8_tps", "server Generate, 32 sessions, stream_interval 8 (8 tokens a message)",
+     "tokens/s"),
     ("reference_greedy_tps", "eager reference greedy decode, 1 session", "tokens/s"),
     ("server_max_score_batch", "server executor max_score_batch (cumulative)", "rows"),
 ]
@@ -339,6 +344,12 @@ RATIOS = [  # key, label, numerator, denominator (None: % of roofline)
     ("generate_32_over_generate_1", "generate_32_total / generate_1", "generate_32_tps", "generate_1_tps"),
     ("generate_32_over_server_score_8", "generate_32_total / server_score_8", "generate_32_tps",
      "server_score_8_tps"),
+    ("generate_32_interval8_over_server_score_8", "generate_32 (stream_interval 8) / server_score_8",
+     "generate_32_interval8_tps", "server_score_8_tps"),
+    ("generate_32_interval8_over_generate_1", "generate_32 (stream_interval 8) / generate_1",
+     "generate_32_interval8_tps", "generate_1_tps"),
+    ("generate_32_interval8_over_interval1", "generate_32: stream_interval 8 / 1", "generate_32_interval8_tps",
+     "generate_32_tps"),
     ("generate_32_gap_p99_over_p50", "gen32 inter-token p99 / p50", "generate_32_gap_p99_ms",
      "generate_32_gap_p50_ms"),
     ("generate_32_staggered_gap_p99_over_p50", "gen32 staggered inter-token p99 / p50",
@@ -490,13 +501,17 @@ def main():
                     "generate_32_staggered_gap_p50_ms": 1000 * percentile(gaps, 50),
                     "generate_32_staggered_gap_p99_ms": 1000 * percentile(gaps, 99)}
 
+        def m_gen32_interval8():
+            tps, _, n = server_generate(server, pb, prompts, gen_tokens, client=args.client, stream_interval=8)
+            return {"generate_32_interval8_tps": tps, "generate_32_interval8_tokens": n}
+
         def m_ref_greedy():
             greedy(ref_model, prompt_ids, 8, meta["eos_id"])
             tps, n = reference_greedy(ref_model, greedy, prompt_ids, gen_tokens, meta["eos_id"])
             return {"reference_greedy_tps": tps, "reference_greedy_tokens": n}
 
         order = [m_roofline, m_bare1, m_score1, m_reference, m_bare8, m_score8, m_gen1, m_ref_greedy, m_gen32,
-                 m_gen32_sampled, m_gen32_staggered]
+                 m_gen32_sampled, m_gen32_staggered] + ([m_gen32_interval8] if args.client == "cpp" else [])
         for r in range(args.rounds):
             fig = {"round": r, "order": []}
             for fn in (order if r % 2 == 0 else list(reversed(order))):
