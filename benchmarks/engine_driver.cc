@@ -62,6 +62,7 @@ ABSL_FLAG(int, max_block_ends_per_step, 8, "brt-server --max_block_ends_per_step
 ABSL_FLAG(int, decode_rows_per_block_end, 16, "brt-server --decode_rows_per_block_end");
 ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens");
 ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
+ABSL_FLAG(uint64_t, checkpoint_prefill_mb, 64, "brt-server --checkpoint_prefill_mb");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
 ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
@@ -277,6 +278,7 @@ int main(int argc, char** argv) {
   eo.feed_spans = absl::GetFlag(FLAGS_feed_spans);
   eo.mixed_batches = absl::GetFlag(FLAGS_mixed_batches);
   eo.max_queue = 1024;
+  eo.checkpoint_prefill_bytes = absl::GetFlag(FLAGS_checkpoint_prefill_mb) << 20;
   auto engine = brt::Engine::Create(eo, *std::move(runner),
                                     std::shared_ptr<const brt::Tokenizer>(*std::move(tok)));
   if (!engine.ok()) {

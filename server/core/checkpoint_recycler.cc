@@ -1,5 +1,6 @@
 #include "server/core/checkpoint_recycler.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace brt {
@@ -23,6 +24,25 @@ std::shared_ptr<Checkpoint> CheckpointRecycler::NewCheckpoint() {
     self->Give(std::move(dropped->memory));
     delete dropped;
   });
+}
+
+size_t CheckpointRecycler::Prefill(size_t bytes, size_t kv_bytes, size_t state_bytes) {
+  const size_t set = kv_bytes + state_bytes;
+  if (set == 0) return 0;
+  size_t added = 0;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (kept_bytes_ + set > std::min(bytes, max_kept_bytes_)) return added;
+    }
+    HostMemory m;
+    m.kv.data.assign(kv_bytes, '\0');  // written: every page is touched now, not by the first checkpoint
+    m.state.data.assign(state_bytes, '\0');
+    absl::MutexLock lock(&mu_);
+    kept_bytes_ += Bytes(m);
+    kept_.push_back(std::move(m));
+    ++added;
+  }
 }
 
 size_t CheckpointRecycler::kept() const {

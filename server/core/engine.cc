@@ -92,6 +92,10 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
     m->SetSessionsResident(0);
     m->SetStateBytes(metrics::StateLocation::kDevice, 0);
   }
+  if (options_.checkpoints_per_session > 0 && options_.checkpoint_prefill_bytes > 0) {
+    const ModelBackend::ExportSize size = backend_->ExportBytes();
+    checkpoint_recycler_->Prefill(options_.checkpoint_prefill_bytes, size.kv, size.state);
+  }
   executor_ = std::thread([this] { ExecutorLoop(); });
   if (options_.snapshot_store != nullptr &&
       (options_.session_idle_ttl_ms > 0 || options_.session_memory_budget_bytes > 0 ||

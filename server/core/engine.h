@@ -147,6 +147,10 @@ struct EngineOptions {
   uint32_t checkpoint_interval_blocks = 2;
   // Host memory of dropped checkpoints kept for new ones (CheckpointRecycler); 0 = none kept.
   uint64_t checkpoint_recycle_bytes = 128ull << 20;
+  // Of that, host memory for checkpoints touched when the engine starts (CheckpointRecycler::Prefill,
+  // sized by ModelBackend::ExportBytes), so that new sessions' first checkpoints copy into touched pages;
+  // 0 = none.
+  uint64_t checkpoint_prefill_bytes = 0;
   // Replicas sharing a store with leases (persistence::SnapshotStore::has_leases, the Redis store): this
   // process's name in the leases ("" = leases off). Every loaded session holds the lease on its store
   // key: taken when it is created, forked or restored (UNAVAILABLE naming the holder when another replica

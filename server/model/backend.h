@@ -179,6 +179,13 @@ class ModelBackend {
   virtual absl::Status ImportSlot(int32_t slot, const HostMemory& memory) {
     return absl::UnimplementedError("this model backend cannot import session memory");
   }
+  // Bytes of the kv and state buffers ExportSlot fills (so that host memory for checkpoints can be
+  // touched ahead of need); {0, 0} where unknown.
+  struct ExportSize {
+    size_t kv = 0;
+    size_t state = 0;
+  };
+  virtual ExportSize ExportBytes() const { return {}; }
 };
 
 }  // namespace brt

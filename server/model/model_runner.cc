@@ -483,6 +483,16 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
   }
 }
 
+ModelBackend::ExportSize ModelRunner::ExportBytes() const {
+  // The shapes ExportSlotInto gives its two host tensors.
+  const ModelMetadata& m = impl_->meta;
+  const size_t element = c10::elementSize(impl_->dtype);
+  ExportSize size;
+  size.kv = static_cast<size_t>(m.n_layers) * 2 * m.n_heads * 2 * m.window * m.head_dim * element;
+  size.state = static_cast<size_t>(m.n_recurrent) * 3 * m.n_state * m.d_model * element;
+  return size;
+}
+
 absl::Status ModelRunner::ImportSlot(int32_t slot, const HostMemory& memory) {
   absl::Status ok = impl_->CheckSlot(slot);
   if (!ok.ok()) return ok;

@@ -137,6 +137,7 @@ class ModelRunner : public ModelBackend {
                                                  bool all_positions) override;
   absl::StatusOr<HostMemory> ExportSlot(int32_t slot) override;
   absl::Status ExportSlotInto(int32_t slot, HostMemory* out) override;
+  ExportSize ExportBytes() const override;
   absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
   // Slots the pools hold now (grows on demand).
   int32_t pool_capacity() const;

@@ -49,6 +49,21 @@ TEST(CheckpointRecyclerTest, KeepsAtMostItsBytesAndIgnoresEmptyOnes) {
   EXPECT_EQ(none->kept(), 0u);
 }
 
+TEST(CheckpointRecyclerTest, PrefillKeepsTouchedSetsWithinBothBoundsForTheFirstCheckpoints) {
+  auto r = CheckpointRecycler::Create(10000);
+  EXPECT_EQ(r->Prefill(7000, 3000, 400), 2u) << "two 3400-byte sets within 7000 bytes";
+  EXPECT_EQ(r->kept(), 2u);
+  EXPECT_EQ(r->Prefill(1 << 20, 3000, 400), 0u) << "a third would pass the recycler's 10000 bytes";
+  EXPECT_EQ(r->Prefill(1 << 20, 0, 0), 0u);
+  auto a = r->NewCheckpoint(), b = r->NewCheckpoint(), c = r->NewCheckpoint();
+  EXPECT_GE(a->memory.kv.data.capacity(), 3000u);
+  EXPECT_GE(b->memory.state.data.capacity(), 400u);
+  EXPECT_TRUE(c->memory.kv.data.empty()) << "only two were prefilled";
+  EXPECT_EQ(r->kept(), 0u);
+  a.reset();
+  EXPECT_EQ(r->kept(), 1u) << "a prefilled set returns like any dropped checkpoint's";
+}
+
 TEST(CheckpointRecyclerTest, CheckpointsOutliveTheirOwnerAndMayDropOnAnyThread) {
   std::shared_ptr<Checkpoint> survivor;
   {

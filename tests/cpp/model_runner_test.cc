@@ -135,6 +135,8 @@ TEST(ModelRunnerTest, ScoreBlocksEqualsDecodeChainAndMemoryAgrees) {
   // The memories agree too, as bytes and by what they predict next.
   auto m0 = r->ExportSlot(0), m5 = r->ExportSlot(5);
   ASSERT_TRUE(m0.ok() && m5.ok());
+  EXPECT_EQ(r->ExportBytes().kv, m0->kv.data.size());
+  EXPECT_EQ(r->ExportBytes().state, m0->state.data.size());
   const float* x = reinterpret_cast<const float*>(m0->kv.data.data());
   const float* y = reinterpret_cast<const float*>(m5->kv.data.data());
   for (size_t i = 0; i < m0->kv.data.size() / 4; ++i) ASSERT_NEAR(x[i], y[i], 1e-5) << "kv " << i;
