@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -213,6 +214,9 @@ ABSL_FLAG(int, http_threads, 16,
 ABSL_FLAG(uint64_t, http_max_body_bytes, uint64_t{8} << 20,
           "Largest HTTP request body, bytes (413 beyond)");
 ABSL_FLAG(uint32_t, http_max_prompts, 32, "Most prompts in one /v1/completions request");
+ABSL_FLAG(uint32_t, http_stream_interval, 1,
+          "Generated tokens per server-sent event after the first, for /v1/completions streams that do not "
+          "set stream_interval (vLLM's --stream-interval): fewer events cost the server less per token");
 ABSL_FLAG(int, http_timeout_s, 60,
           "HTTP read and write timeout, seconds: a client that stops sending or reading is cut off");
 ABSL_FLAG(uint64_t, http_prefix_cache_bytes, uint64_t{256} << 20,
@@ -527,6 +531,7 @@ int main(int argc, char** argv) {
     http_options.threads = absl::GetFlag(FLAGS_http_threads);
     http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
     http_options.max_prompts = absl::GetFlag(FLAGS_http_max_prompts);
+    http_options.stream_interval = std::max<uint32_t>(1, absl::GetFlag(FLAGS_http_stream_interval));
     http_options.read_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
     http_options.write_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
     http_options.request_timeout_s = absl::GetFlag(FLAGS_http_request_timeout_s);

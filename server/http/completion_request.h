@@ -47,8 +47,9 @@ struct CompletionRequest {
   // Extension: first rewind session_id (or, with fork, the copy) to this earlier position
   // (Session.position units), exactly, as RewindSession does.
   std::optional<uint64_t> position;
-  // Extension: generated tokens per server-sent event after the first (at least 1).
-  uint32_t stream_interval = 1;
+  // Extension: generated tokens per server-sent event after the first (at least 1); unset: the
+  // server's --http_stream_interval.
+  std::optional<uint32_t> stream_interval;
   // Not from the JSON: whom the request acts for (the server authenticates it before parsing).
   Tenant tenant;
 };

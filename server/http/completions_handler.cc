@@ -137,13 +137,14 @@ void HandleCompletions(const HandlerContext& ctx, const Tenant& tenant, const ht
   if (request->stream) {
     Engine* e = ctx.engine;
     PrefixCache* cache = ctx.prefix_cache;
+    const uint32_t interval = request->stream_interval.value_or(ctx.options->stream_interval);
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
-        "text/event-stream", [e, cache, request, head, deadline](size_t, httplib::DataSink& sink) {
+        "text/event-stream", [e, cache, request, head, deadline, interval](size_t, httplib::DataSink& sink) {
           uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
           for (size_t i = 0; i < request->prompts.size(); ++i) {
             SseWriter writer(sink, head, static_cast<int>(i), request->logprobs.has_value(),
-                             request->stream_interval, e->tokenizer());
+                             interval, e->tokenizer());
             auto outcome = RunCompletion(*e, *request, request->prompts[i], deadline, writer, cache);
             if (sink.is_writable()) writer.Flush();
             if (!outcome.ok()) {

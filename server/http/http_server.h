@@ -41,6 +41,8 @@ struct HttpServerOptions {
   int threads = 16;
   uint64_t max_body_bytes = uint64_t{8} << 20;
   uint32_t max_prompts = 32;
+  // Generated tokens per stream event after the first where a request does not say (stream_interval).
+  uint32_t stream_interval = 1;
   int read_timeout_s = 30;
   int write_timeout_s = 60;
   // Per completion; 0 = none (the Engine's calls then run until done or cancelled).

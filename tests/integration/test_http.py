@@ -154,6 +154,23 @@ def test_stream_interval_sends_the_same_tokens_in_fewer_events(hs):
     assert status == 400 and "stream_interval" in err["error"]["message"], err
 
 
+def test_http_stream_interval_flag_is_the_default_a_request_overrides():
+    port = free_port()
+    s = BrtServer(f"--http_listen=127.0.0.1:{port}", "--http_stream_interval=4")
+    try:
+        http = Http(port)
+        body = {"prompt": "And it came to pass", "max_tokens": 10, "temperature": 0, "logprobs": 0}
+
+        def sizes(events):
+            return [len(e["choices"][0]["logprobs"]["tokens"]) for e in events
+                    if e["choices"] and e["choices"][0]["finish_reason"] is None]
+
+        assert sizes(http.stream(body)) == [1, 4, 4, 1]
+        assert sizes(http.stream({**body, "stream_interval": 1})) == [1] * 10
+    finally:
+        s.stop()
+
+
 def test_seeded_sampling_is_reproducible(hs):
     body = {"prompt": "And the king said", "max_tokens": 20, "temperature": 0.9, "top_k": 40, "top_p": 0.95,
             "min_p": 0.01, "seed": 7}
