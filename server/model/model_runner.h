@@ -79,7 +79,8 @@ struct ModelRunnerOptions {
   // mixed_slots. Spans whose every position is scored always run in the export (the engine asks that
   // for every Score call's spans, a rewind's re-read included, so that a re-read rounds as the first read).
   bool native_spans = true;
-  // Slots the pools may grow to (the engine's --max_sessions); they start small and double.
+  // Slots the pools may grow to (the engine's --max_sessions); they start with initial_slots (at least
+  // 1, at most max_slots) and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
 };

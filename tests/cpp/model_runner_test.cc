@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <set>
 
 #include "absl/synchronization/mutex.h"
@@ -61,6 +62,22 @@ TEST(ModelRunnerTest, LoadsMetadata) {
   EXPECT_EQ(m.fingerprint.size(), 64u);
   // Rings: W slots for the ordinary layer, 2W for the recurrent one (2*H*C*dh each) + 3*R*S*D.
   EXPECT_EQ(m.state_bytes, (2u * 32 * 8 + 2u * 32 * 16 + 3u * 1 * 4 * 32) * 4);
+}
+
+TEST(ModelRunnerTest, PoolsStartWithInitialSlotsWithinMaxSlots) {
+  for (auto [initial, max, want] : {std::tuple{64, 1024, 64}, std::tuple{64, 16, 16}, std::tuple{5, 16, 8}}) {
+    ModelRunnerOptions o;
+    o.model_path = TinyDir() + "/brt.pt";
+    o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
+    o.threads = 1;
+    o.initial_slots = initial;
+    o.max_slots = max;
+    auto r = ModelRunner::Create(o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    // A power of two at least initial_slots, at most max_slots.
+    EXPECT_EQ((*r)->pool_capacity(), want) << initial << " initial, " << max << " at most";
+    ASSERT_TRUE((*r)->InitSlots({want}).ok() == (want < max)) << "beyond the start the pools grow";
+  }
 }
 
 TEST(ModelRunnerTest, RefusesAMismatchedTokenizer) {
