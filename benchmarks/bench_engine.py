@@ -68,6 +68,13 @@ TOKENIZER_PATH = os.path.join(ROOT, "model", "artifacts", "tokenizer.model")
 
 
 # ---- small helpers -------------------------------------------------------------------------------------
+def verse_prompts(acts, n):
+    """n Generate prompts: the opening words of n different held-out verses of kjv/Acts ("1:3 To whom ...")."""
+    verses = [ln for ln in acts.split(b"\n") if len(ln) > 60]
+    step = max(1, len(verses) // n)
+    return [verses[i * step][:48].rsplit(b" ", 1)[0] for i in range(n)]
+
+
 def cut_at_newline(data):
     """data up to and including its last newline (whole lines only)."""
     i = data.rfind(b"\n")
@@ -416,10 +423,7 @@ def main():
     acts, eze = docs["kjv/Acts"], docs["kjv/Eze"]
     text1 = cut_at_newline(acts[:score1_bytes])
     texts8 = [cut_at_newline(eze[i * score8_bytes:(i + 1) * score8_bytes]) for i in range(8)]
-    # Each session's prompt: the opening words of a different held-out verse ("1:3 To whom also he ...").
-    verses = [ln for ln in acts.split(b"\n") if len(ln) > 60]
-    step = max(1, len(verses) // gen_sessions)
-    prompts = [verses[i * step][:48].rsplit(b" ", 1)[0] for i in range(gen_sessions)]
+    prompts = verse_prompts(acts, gen_sessions)
 
     tok = Tokenizer(TOKENIZER_PATH)
     ids1 = [tok.bos_id] + tok.encode_bytes(text1)

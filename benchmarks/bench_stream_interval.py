@@ -40,13 +40,11 @@ def main():
     load_before = check_load(args.force)
 
     from conftest import STUBS, BrtServer, corpus_docs
-    from bench_engine import server_generate
+    from bench_engine import server_generate, verse_prompts
     pb = STUBS.pb
     docs = {d["name"]: d["text"].encode("utf-8") for d in corpus_docs("test")}
     acts, eze = docs["kjv/Acts"], docs["kjv/Eze"]
-    verses = [ln for ln in acts.split(b"\n") if len(ln) > 60]
-    step = max(1, len(verses) // 32)
-    prompts = [verses[i * step][:48].rsplit(b" ", 1)[0] for i in range(32)]  # bench_engine.py's prompts
+    prompts = verse_prompts(acts, 32)  # bench_engine.py's
     text_path = os.path.join(ROOT, "build", "bench_stream_interval_text.txt")
     with open(text_path, "wb") as f:  # brt-engine-bench wants a text; it only scores with --score_sessions
         f.write(eze[:20000])

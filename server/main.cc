@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -326,8 +325,7 @@ int main(int argc, char** argv) {
         runner_options.shards, " and ", runner_options.shard_min_rows)));
   }
   runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
-  runner_options.initial_slots = static_cast<int32_t>(
-      std::min(absl::GetFlag(FLAGS_initial_session_slots), absl::GetFlag(FLAGS_max_sessions)));
+  runner_options.initial_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_initial_session_slots));
   auto packed_choice = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
   if (!packed_choice.ok()) return Fail(packed_choice.status());
   runner_options.cpu_packed_weights = *packed_choice;
@@ -538,7 +536,7 @@ int main(int argc, char** argv) {
     http_options.threads = absl::GetFlag(FLAGS_http_threads);
     http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
     http_options.max_prompts = absl::GetFlag(FLAGS_http_max_prompts);
-    http_options.stream_interval = std::max<uint32_t>(1, absl::GetFlag(FLAGS_http_stream_interval));
+    http_options.stream_interval = absl::GetFlag(FLAGS_http_stream_interval);  // 0 acts as 1
     http_options.read_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
     http_options.write_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
     http_options.request_timeout_s = absl::GetFlag(FLAGS_http_request_timeout_s);

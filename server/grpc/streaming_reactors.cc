@@ -393,9 +393,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     t->set_logprob(token.logprob);
     t->set_position(token.position);
     t->set_token_bytes(std::move(token.bytes));
-    const bool first = tokens_streamed_ == 0;
-    if (first || static_cast<uint32_t>(pending_.tokens_size()) >= stream_interval_) {
-      tokens_streamed_ += static_cast<uint64_t>(pending_.tokens_size());
+    if (!first_sent_ || static_cast<uint32_t>(pending_.tokens_size()) >= stream_interval_) {
+      first_sent_ = true;
       queue_.push_back(std::move(pending_));
       pending_.Clear();
       WriteNextLocked();
@@ -478,7 +477,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   // GenerateRequest.stream_interval (at least 1): tokens per message after the first.
   uint32_t stream_interval_ = 1;
   v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);  // tokens not yet queued (stream_interval_ > 1)
-  uint64_t tokens_streamed_ ABSL_GUARDED_BY(mu_) = 0;  // tokens queued so far (stream_interval_ > 1)
+  bool first_sent_ ABSL_GUARDED_BY(mu_) = false;  // a token was queued (stream_interval_ > 1)
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool core_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -438,6 +438,23 @@ const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
 bool ModelRunner::auto_unpacked() const { return impl_->auto_unpacked; }
 bool ModelRunner::transposed_weights() const { return impl_->transposed_weights; }
 
+namespace {
+
+// The host shapes of a slot's memory (HostMemory): kv packs every layer's ring into 2W slots.
+std::vector<int64_t> HostKvShape(const ModelMetadata& m) {
+  return {1, m.n_layers, 2, m.n_heads, 2 * int64_t{m.window}, m.head_dim};
+}
+std::vector<int64_t> HostStateShape(const ModelMetadata& m) {
+  return {1, m.n_recurrent, 3, m.n_state, m.d_model};
+}
+size_t Elements(const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+}  // namespace
+
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
   HostMemory out;
   absl::Status ok = ExportSlotInto(slot, &out);
@@ -452,7 +469,6 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
   try {
     c10::InferenceMode guard;
     const ModelMetadata& m = impl_->meta;
-    const int64_t w = m.window;
     // Straight into the host buffers, reusing their capacity when `out` holds a recycled checkpoint's
     // (on this project's VM a fresh page's first touch costs microseconds: a 1.2 MB export took 3.4 ms
     // into new memory and ~0.15 ms into reused memory).
@@ -460,9 +476,7 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
     auto host = [&](std::vector<int64_t> shape, HostTensor* h, bool zero) {
       h->dtype = DTypeString(impl_->dtype);
       h->shape = std::move(shape);
-      int64_t n = 1;
-      for (int64_t d : h->shape) n *= d;
-      const size_t bytes = static_cast<size_t>(n) * c10::elementSize(impl_->dtype);
+      const size_t bytes = Elements(h->shape) * c10::elementSize(impl_->dtype);
       if (zero) {
         h->data.assign(bytes, '\0');
       } else {
@@ -471,11 +485,11 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
       return at::from_blob(h->data.data(), h->shape, opts);
     };
     // A W-slot ring fills half of its layer's 2W slots; the other half stays zero.
-    at::Tensor kv = host({1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, &out->kv, /*zero=*/true);
+    at::Tensor kv = host(HostKvShape(m), &out->kv, /*zero=*/true);
     for (int64_t l = 0; l < m.n_layers; ++l) {
       kv[0][l].narrow(2, 0, impl_->ring[l]).copy_(impl_->kv[l][slot]);
     }
-    host({1, m.n_recurrent, 3, m.n_state, m.d_model}, &out->state, /*zero=*/false)
+    host(HostStateShape(m), &out->state, /*zero=*/false)
         .copy_(impl_->state.narrow(0, slot, 1));
     return absl::OkStatus();
   } catch (const std::exception& e) {
@@ -484,12 +498,10 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
 }
 
 ModelBackend::ExportSize ModelRunner::ExportBytes() const {
-  // The shapes ExportSlotInto gives its two host tensors.
-  const ModelMetadata& m = impl_->meta;
   const size_t element = c10::elementSize(impl_->dtype);
   ExportSize size;
-  size.kv = static_cast<size_t>(m.n_layers) * 2 * m.n_heads * 2 * m.window * m.head_dim * element;
-  size.state = static_cast<size_t>(m.n_recurrent) * 3 * m.n_state * m.d_model * element;
+  size.kv = Elements(HostKvShape(impl_->meta)) * element;
+  size.state = Elements(HostStateShape(impl_->meta)) * element;
   return size;
 }
 
@@ -497,7 +509,6 @@ absl::Status ModelRunner::ImportSlot(int32_t slot, const HostMemory& memory) {
   absl::Status ok = impl_->CheckSlot(slot);
   if (!ok.ok()) return ok;
   const ModelMetadata& m = impl_->meta;
-  const int64_t w = m.window;
   const char* dtype = DTypeString(impl_->dtype);
   auto check = [&](const HostTensor& h, std::vector<int64_t> want, const char* name) -> absl::Status {
     if (h.dtype != dtype || h.shape != want) {
@@ -505,16 +516,14 @@ absl::Status ModelRunner::ImportSlot(int32_t slot, const HostMemory& memory) {
           "session memory '", name, "' is ", h.dtype, " ", c10::str(at::IntArrayRef(h.shape)),
           "; this model needs ", dtype, " ", c10::str(at::IntArrayRef(want))));
     }
-    int64_t n = 1;
-    for (int64_t d : want) n *= d;
-    if (h.data.size() != static_cast<size_t>(n) * c10::elementSize(impl_->dtype)) {
+    if (h.data.size() != Elements(want) * c10::elementSize(impl_->dtype)) {
       return absl::InvalidArgumentError(absl::StrCat("session memory '", name, "' has ",
                                                      h.data.size(), " bytes for its shape"));
     }
     return absl::OkStatus();
   };
-  ok = check(memory.kv, {1, m.n_layers, 2, m.n_heads, 2 * w, m.head_dim}, "kv");
-  if (ok.ok()) ok = check(memory.state, {1, m.n_recurrent, 3, m.n_state, m.d_model}, "state");
+  ok = check(memory.kv, HostKvShape(m), "kv");
+  if (ok.ok()) ok = check(memory.state, HostStateShape(m), "state");
   if (!ok.ok()) return ok;
   try {
     c10::InferenceMode guard;
