@@ -3,9 +3,10 @@
 
   /usr/bin/python3 benchmarks/startup_memory.py [--rounds 3]
 
-Each round starts brt-server twice, alternating: with --initial_session_slots=8 --checkpoint_prefill_mb=0
-(the pools and checkpoint buffers allocated on first use, as before 2026-12-04) and with the defaults
-(64 session slots and 64 MiB of checkpoint buffers touched at startup). Prints the time from launch to
+Each round starts brt-server three times, in turn: with --initial_session_slots=8 --checkpoint_prefill_mb=0
+(the pools and checkpoint buffers allocated on first use, as before 2026-12-04), with only the checkpoint
+buffers (--initial_session_slots=8) and with the defaults (64 session slots and 64 MiB of checkpoint buffers
+touched at startup). Prints the time from launch to
 SERVING (tests/integration/conftest.BrtServer) and the process's VmRSS once serving.
 """
 import argparse
@@ -25,15 +26,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     settings = (("before (8 slots, no prefill)", ["--initial_session_slots=8", "--checkpoint_prefill_mb=0"]),
+                ("checkpoint prefill only (8 slots)", ["--initial_session_slots=8"]),
                 ("defaults", []))
-    for _ in range(args.rounds):
-        for name, flags in settings:
+    print(f"# /usr/bin/python3 benchmarks/startup_memory.py --rounds {args.rounds}; 1-minute load "
+          f"{os.getloadavg()[0]:.2f} before", flush=True)
+    for r in range(args.rounds):
+        for name, flags in (settings if r % 2 == 0 else settings[::-1]):
             t0 = time.time()
             s = BrtServer(*flags)
             ready = time.time() - t0
             rss = rss_bytes(s.proc.pid) >> 20
             s.stop()
             print(f"{name}: ready in {ready:.2f} s, RSS {rss} MiB", flush=True)
+    print(f"# 1-minute load {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":
