@@ -5,11 +5,12 @@
 //
 //   build/bin/brt-generate-load --address=127.0.0.1:50051 --session_ids=ID1,ID2,...
 //       --prompts_file=FILE --max_tokens=64 [--temperature=0.8 --top_p=0.95] [--api_key=KEY]
-//       [--stream_interval=N]
+//       [--stream_interval=N] [--arrival_ms=MS]
 //
 // The caller creates the sessions (and puts them at whatever position it wants) and deletes them after;
 // this tool only times the Generate calls. Session i gets line i % lines of --prompts_file as its prompt
-// and seed i + 1. All streams start together (a barrier), and the clock runs from the barrier's release to
+// and seed i + 1. All streams start together (a barrier), or with --arrival_ms stream i starts i * MS ms
+// after the barrier (arrivals while others generate), and the clock runs from the barrier's release to
 // the last stream's end. One JSON object on stdout:
 //   {"sessions": N, "tokens": T, "seconds": S, "tokens_per_s": T/S,
 //    "messages": M, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
@@ -48,6 +49,7 @@ ABSL_FLAG(double, top_p, 1.0, "SamplingParams.top_p");
 ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY' when set");
 ABSL_FLAG(int, timeout_s, 600, "Deadline of each Generate call");
 ABSL_FLAG(int, stream_interval, 1, "GenerateRequest.stream_interval (tokens per message)");
+ABSL_FLAG(int, arrival_ms, 0, "Stream i starts i * this many ms after the first (0: all at once)");
 
 namespace {
 
@@ -85,13 +87,14 @@ std::vector<std::string> ReadLines(const std::string& path) {
 }
 
 void RunStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, StartGate* gate,
-               StreamResult* out) {
+               std::chrono::milliseconds delay, StreamResult* out) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
   const std::string key = absl::GetFlag(FLAGS_api_key);
   if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
   out->stamps.reserve(req.max_tokens() + 1);
   gate->ArriveAndWait();
+  if (delay.count() > 0) std::this_thread::sleep_for(delay);
   std::unique_ptr<grpc::ClientReader<brt::v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
   brt::v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
@@ -141,7 +144,11 @@ int main(int argc, char** argv) {
   StartGate gate(n + 1);
   std::vector<std::thread> workers;
   workers.reserve(n);
-  for (int i = 0; i < n; ++i) workers.emplace_back(RunStream, stub.get(), requests[i], &gate, &results[i]);
+  const int arrival_ms = absl::GetFlag(FLAGS_arrival_ms);
+  for (int i = 0; i < n; ++i) {
+    workers.emplace_back(RunStream, stub.get(), requests[i], &gate, std::chrono::milliseconds(i * arrival_ms),
+                         &results[i]);
+  }
   gate.ArriveAndWait();
   const Clock::time_point t0 = Clock::now();
   for (std::thread& w : workers) w.join();

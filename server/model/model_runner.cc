@@ -111,6 +111,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   } catch (const std::exception& e) {
     return TorchError("allocating the session memory pools failed", e);
   }
+  if (options.grow_pools_ahead && impl->device.is_cpu()) {
+    impl->grower = std::make_unique<PoolGrower>(impl->PoolShapes(), dtype);
+  }
   // One token through slot 0 (scratch: no session holds a slot yet), before freezing: a dtype the device
   // has no kernels for (float16 on CPU) fails here with LibTorch's reason, not in a session's first call
   // (where a frozen module's interpreter can crash on it instead of throwing).
@@ -332,6 +335,10 @@ void ModelRunner::InitExecutorThread() {
 }
 
 int32_t ModelRunner::pool_capacity() const { return impl_->capacity; }
+int32_t ModelRunner::prepared_pool_slots() const {
+  return impl_->grower == nullptr ? 0 : static_cast<int32_t>(impl_->grower->ready_slots());
+}
+int ModelRunner::pool_growths_prepared() const { return impl_->grown_ahead; }
 
 absl::Status ModelRunner::InitSlots(const std::vector<int32_t>& slots) {
   if (slots.empty()) return absl::OkStatus();
