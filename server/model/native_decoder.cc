@@ -225,11 +225,21 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
   Decode(tokens, positions, slots, n, kv, state, out, &solo, 0);
 }
 
+void NativeDecoder::Reserve(DecodeTeam* team, int64_t rows, int64_t wanted) const {
+  auto grow = [](std::vector<float>& v, int64_t size) {
+    if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));  // zero-filled: touched
+  };
+  grow(team->x_, rows * d_);
+  grow(team->xn_, rows * d_);
+  grow(team->proj_, rows * std::max(4 * d_, ff_));
+  grow(team->att_, rows * 2 * d_);
+  grow(team->logits_, wanted * vocab_);  // only the rows whose distribution is asked for
+}
+
 void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, const int64_t* slots, int64_t n,
                            const std::vector<at::Tensor>& kv, const at::Tensor& state, float* const* out,
                            DecodeTeam* team, int member) const {
   const int64_t D = d_, V = vocab_;
-  const int64_t P4 = 4 * D, A2 = 2 * D;
   const int parts = team->size();
   for (int64_t b = 0; b < n; ++b) {
     if (tokens[b] < 0 || tokens[b] >= V || positions[b] < 0) {
@@ -239,15 +249,9 @@ void NativeDecoder::Decode(const int64_t* tokens, const int64_t* positions, cons
     }
   }
   if (member == 0) {
-    const size_t un = static_cast<size_t>(n);
-    auto grow = [](std::vector<float>& v, size_t size) {
-      if (v.size() < size) v.resize(size);
-    };
-    grow(team->x_, un * static_cast<size_t>(D));
-    grow(team->xn_, un * static_cast<size_t>(D));
-    grow(team->proj_, un * static_cast<size_t>(std::max(P4, ff_)));
-    grow(team->att_, un * static_cast<size_t>(A2));
-    grow(team->logits_, un * static_cast<size_t>(V));
+    int64_t wanted = 0;
+    for (int64_t b = 0; b < n; ++b) wanted += out[b] != nullptr ? 1 : 0;
+    Reserve(team, n, wanted);
   }
   SpinBarrier& meet = team->barrier_;
   meet.Wait();

@@ -97,6 +97,11 @@ class NativeDecoder {
   void Finish(const int64_t* slots, int64_t n, const std::vector<at::Tensor>& kv, const at::Tensor& state,
               DecodeTeam* team, int member) const;
 
+  // Grows the team's shared buffers (kept between steps) to hold a step of `rows` rows of which `wanted`
+  // ask for a distribution, touching them. A step does this itself (member 0, before the others read
+  // them); calling it ahead, when no step runs, moves the first steps' page faults out of them.
+  void Reserve(DecodeTeam* team, int64_t rows, int64_t wanted) const;
+
   int64_t vocab() const { return vocab_; }
 
  private:
