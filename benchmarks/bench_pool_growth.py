@@ -10,9 +10,10 @@ warm-up, SESSIONS greedy Generate calls (40 by default, so the pools must double
 each, call i starting i * --arrival-ms ms after the first (build/bin/brt-generate-load --arrival_ms), so
 the session that needs slot SLOTS arrives while the others generate. Three settings, in alternating order
 each round (forward in even rounds, reversed in odd ones):
- - grow_on_executor: --grow_pools_ahead=false (the pools double on the executor, every call waits);
- - grow_ahead: --grow_pools_ahead=true (the default: a background thread prepared the doubled pools once
-   more than half the slots were in use; the executor copies the old rows into them);
+ - copy: --pool_growth=copy, new zeroed pools and a copy of the old ones on the executor (every call
+   waits; as before 2026-12-04, and as on a GPU);
+ - in_place: --pool_growth=in_place (the default), the pools are views of reserved address space and grow
+   in place; a new slot's pages are faulted in by its session's first writes;
  - no_growth: --initial_session_slots=2*SLOTS (the pools never grow: the floor).
 Reports the median over rounds of aggregate tokens/s and the inter-token gap p50 / p90 / p99 / max (ms).
 """
@@ -50,8 +51,9 @@ def main():
     docs = {d["name"]: d["text"].encode("utf-8") for d in corpus_docs("test")}
     prompts = verse_prompts(docs["kjv/Acts"], args.sessions)
 
-    settings = [("grow_on_executor", [f"--initial_session_slots={args.slots}", "--grow_pools_ahead=false"]),
-                ("grow_ahead", [f"--initial_session_slots={args.slots}", "--grow_pools_ahead=true"]),
+    grow = [f"--initial_session_slots={args.slots}"]
+    settings = [("copy", grow + ["--pool_growth=copy"]),
+                ("in_place", grow + ["--pool_growth=in_place"]),
                 ("no_growth", [f"--initial_session_slots={2 * args.slots}"])]
 
     def run(flags):

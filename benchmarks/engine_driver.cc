@@ -64,7 +64,7 @@ ABSL_FLAG(int, chunked_prefill_tokens, 0, "brt-server --chunked_prefill_tokens")
 ABSL_FLAG(bool, mixed_batches, true, "brt-server --mixed_batches");
 ABSL_FLAG(uint64_t, checkpoint_prefill_mb, 64, "brt-server --checkpoint_prefill_mb");
 ABSL_FLAG(int, initial_session_slots, 64, "brt-server --initial_session_slots");
-ABSL_FLAG(bool, grow_pools_ahead, true, "brt-server --grow_pools_ahead");
+ABSL_FLAG(std::string, pool_growth, "in_place", "brt-server --pool_growth (in_place, copy)");
 ABSL_FLAG(bool, feed_spans, true, "brt-server --feed_spans");
 ABSL_FLAG(std::string, cpu_packed_weights, "auto", "brt-server --cpu_packed_weights (auto, true, transposed, false)");
 ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
@@ -251,7 +251,12 @@ int main(int argc, char** argv) {
   ro.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
   ro.jit_optimize = absl::GetFlag(FLAGS_jit_optimize);
   ro.initial_slots = absl::GetFlag(FLAGS_initial_session_slots);
-  ro.grow_pools_ahead = absl::GetFlag(FLAGS_grow_pools_ahead);
+  auto pool_growth = brt::ParsePoolGrowth(absl::GetFlag(FLAGS_pool_growth));
+  if (!pool_growth.ok()) {
+    std::fprintf(stderr, "%s\n", pool_growth.status().ToString().c_str());
+    return 1;
+  }
+  ro.pool_growth = *pool_growth;
   auto packed = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
   if (!packed.ok()) {
     std::fprintf(stderr, "%s\n", packed.status().ToString().c_str());

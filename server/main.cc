@@ -90,11 +90,13 @@ ABSL_FLAG(uint32_t, initial_session_slots, 64,
           "on the executor when more sessions are loaded, and every call waits while a new pool is filled "
           "(on the dev VM a new process's first 32 sessions got their first token after ~131 ms starting "
           "from 8 slots, ~52 ms from 64). 0.85 MB each for the shipped model");
-ABSL_FLAG(bool, grow_pools_ahead, true,
-          "CPU: once sessions use more than half of the session memory slots, a background thread "
-          "allocates and touches the next (doubled) pools, so that the growth copies the old slots into "
-          "memory already touched instead of stalling every running session while new pages are filled "
-          "(on the dev VM 32 -> 64 slots stalled generation ~155 ms); the prepared pools are held from then");
+ABSL_FLAG(std::string, pool_growth, "in_place",
+          "How the session memory pools grow past --initial_session_slots on a CPU: in_place (views of "
+          "address space reserved for --max_sessions slots, resident only as used: growing copies nothing "
+          "and a new slot's pages are faulted in by its session's first writes) or copy (new pools and a "
+          "copy of the old ones on the executor, as on a GPU: on the dev VM every generating session "
+          "waited ~160 ms at 32 -> 64 slots). in_place falls back to copy when the address space cannot "
+          "be reserved");
 ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
 ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched block-scoring call (score_slots)");
 ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode step (decode_slots)");
@@ -331,7 +333,9 @@ int main(int argc, char** argv) {
   }
   runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
   runner_options.initial_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_initial_session_slots));
-  runner_options.grow_pools_ahead = absl::GetFlag(FLAGS_grow_pools_ahead);
+  auto pool_growth = brt::ParsePoolGrowth(absl::GetFlag(FLAGS_pool_growth));
+  if (!pool_growth.ok()) return Fail(pool_growth.status());
+  runner_options.pool_growth = *pool_growth;
   auto packed_choice = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
   if (!packed_choice.ok()) return Fail(packed_choice.status());
   runner_options.cpu_packed_weights = *packed_choice;

@@ -105,14 +105,20 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   for (int64_t c : impl->ring) elems += 2ull * meta.n_heads * c * meta.head_dim;
   meta.state_bytes = elems * c10::elementSize(dtype);
   impl->kv.resize(meta.n_layers);
+  if (impl->device.is_cpu() && options.pool_growth != PoolGrowth::kCopy) {
+    std::vector<int64_t> slot_bytes;
+    for (const auto& shape : impl->PoolShapes()) {
+      int64_t elements = 1;
+      for (int64_t d : shape) elements *= d;
+      slot_bytes.push_back(elements * static_cast<int64_t>(c10::elementSize(dtype)));
+    }
+    impl->pool_memory = PoolMemory::Create(slot_bytes, options.max_slots);
+  }
   try {
     c10::InferenceMode guard;
     impl->Reserve(std::max(0, std::min(options.initial_slots, options.max_slots) - 1));
   } catch (const std::exception& e) {
     return TorchError("allocating the session memory pools failed", e);
-  }
-  if (options.grow_pools_ahead && impl->device.is_cpu()) {
-    impl->grower = std::make_unique<PoolGrower>(impl->PoolShapes(), dtype);
   }
   // One token through slot 0 (scratch: no session holds a slot yet), before freezing: a dtype the device
   // has no kernels for (float16 on CPU) fails here with LibTorch's reason, not in a session's first call
@@ -314,6 +320,14 @@ absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value) {
       "load) or false; got '", value, "'"));
 }
 
+absl::StatusOr<PoolGrowth> ParsePoolGrowth(const std::string& value) {
+  if (value == "in_place") return PoolGrowth::kInPlace;
+  if (value == "copy") return PoolGrowth::kCopy;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--pool_growth must be in_place (pools grow in reserved address space, no copy) or copy (new pools "
+      "and a copy of the old ones); got '", value, "'"));
+}
+
 bool ModelRunner::frozen() const { return impl_->frozen; }
 const std::string& ModelRunner::freeze_error() const { return impl_->freeze_error; }
 bool ModelRunner::native_decode() const { return impl_->native != nullptr; }
@@ -339,10 +353,7 @@ void ModelRunner::InitExecutorThread() {
 }
 
 int32_t ModelRunner::pool_capacity() const { return impl_->capacity; }
-int32_t ModelRunner::prepared_pool_slots() const {
-  return impl_->grower == nullptr ? 0 : static_cast<int32_t>(impl_->grower->ready_slots());
-}
-int ModelRunner::pool_growths_prepared() const { return impl_->grown_ahead; }
+bool ModelRunner::pools_in_place() const { return impl_->pool_memory != nullptr; }
 
 absl::Status ModelRunner::InitSlots(const std::vector<int32_t>& slots) {
   if (slots.empty()) return absl::OkStatus();

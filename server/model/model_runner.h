@@ -22,6 +22,9 @@ namespace brt {
 
 // ModelRunnerOptions::cpu_packed_weights.
 enum class PackedWeights { kAuto, kOn, kOff, kTransposed };
+// ModelRunnerOptions::pool_growth; parsed from "in_place" or "copy" (--pool_growth).
+enum class PoolGrowth { kInPlace, kCopy };
+absl::StatusOr<PoolGrowth> ParsePoolGrowth(const std::string& value);
 
 // "auto", "true", "transposed" or "false" (--cpu_packed_weights); INVALID_ARGUMENT naming them otherwise.
 absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value);
@@ -83,11 +86,13 @@ struct ModelRunnerOptions {
   // 1, at most max_slots) and double.
   int32_t max_slots = 1024;
   int32_t initial_slots = 8;
-  // CPU: once a session takes a slot past the first half of the pools, a background thread allocates and
-  // touches the next size (pool_grower.h), so that the growth, when a session needs it, copies the old
-  // rows into memory already touched instead of stalling every running session on fresh pages (~155 ms
-  // at 32 -> 64 slots on the project's VM). The prepared pools are held from then on. Ignored on a GPU.
-  bool grow_pools_ahead = true;
+  // How the pools grow on a CPU (a GPU's always as kCopy). kInPlace: the pools are views of address
+  // space reserved for max_slots slots (pool_memory.h; resident only as slots are used), so growing
+  // extends them in place, with no copy, and a new slot's pages are faulted in by its session's first
+  // writes. kCopy: new, zeroed pools and a copy of the old ones, on the executor (every running session
+  // waited ~160 ms at 32 -> 64 slots of the shipped model on the project's VM); also what kInPlace falls
+  // back to when the address space cannot be reserved (pools_in_place() says which).
+  PoolGrowth pool_growth = PoolGrowth::kInPlace;
 };
 
 class ModelRunner : public ModelBackend {
@@ -147,10 +152,8 @@ class ModelRunner : public ModelBackend {
   absl::Status ImportSlot(int32_t slot, const HostMemory& memory) override;
   // Slots the pools hold now (grows on demand).
   int32_t pool_capacity() const;
-  // With grow_pools_ahead: slots of the pools prepared and waiting (0 when none), and how many growths
-  // used prepared pools. Called on the executor thread (or when no call runs).
-  int32_t prepared_pool_slots() const;
-  int pool_growths_prepared() const;
+  // Whether the pools are views of reserved address space and grow in place (ModelRunnerOptions::pool_growth).
+  bool pools_in_place() const;
 
   // The runner's internals (model_runner_impl.h), shared by its translation units; not an API.
   struct Impl;

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/model/model_runner.h"
 #include "server/model/native_decoder.h"
-#include "server/model/pool_grower.h"
+#include "server/model/pool_memory.h"
 #include "server/model/shard_pool.h"
 #include "server/model/tensor_io.h"
 #include "server/model/torch_threads.h"
@@ -83,11 +83,9 @@ struct ModelRunner::Impl {
   std::vector<at::Tensor> kv;    // per layer (P, 2, H, C_l, dh)
   at::Tensor state;              // (P, R, 3, S, D)
   int32_t capacity = 0;          // P
-  // CPU with ModelRunnerOptions::grow_pools_ahead: prepares the next size of the pools off the executor
-  // (pool_grower.h); null otherwise.
-  std::unique_ptr<PoolGrower> grower;
-  int32_t asked_ahead = 0;  // the capacity at which grower was last asked for the next size
-  int grown_ahead = 0;      // growths that used pools the grower prepared
+  // CPU, unless ModelRunnerOptions::pool_growth is kCopy: the address space the pools are views of, so
+  // they grow in place (pool_memory.h); null otherwise (pools are allocated, and copied when they grow).
+  std::unique_ptr<PoolMemory> pool_memory;
   int32_t max_slots = 0;
   int threads = 1;
   int decode_threads = 1;
@@ -191,7 +189,6 @@ struct ModelRunner::Impl {
   }
   at::Tensor NewPool(std::vector<int64_t> dims, int64_t p) const {
     dims.insert(dims.begin(), p);
-    if (device.is_cpu()) return TouchedCpuZeros(dims, dtype);
     return at::zeros(dims, at::TensorOptions().dtype(dtype).device(device));
   }
   // The pools' shapes after their slot dimension: kv[l] for each layer, then state.
@@ -201,36 +198,30 @@ struct ModelRunner::Impl {
     shapes.push_back({meta.n_recurrent, 3, meta.n_state, meta.d_model});
     return shapes;
   }
-  // Grows every pool to hold `slot` (doubling, capped at max_slots). The old rows are copied, into the
-  // pools `grower` prepared when it has them for that size, else into new ones allocated here.
+  // Grows every pool to hold `slot` (doubling, capped at max_slots): in place with pool_memory (its views
+  // extended; the first slots touched here, later ones by their sessions' first writes), else into new
+  // pools, the old rows copied.
   void Reserve(int32_t slot) {
-    if (slot >= capacity) {
-      int64_t want = std::max<int64_t>(1, capacity);
-      while (want <= slot) want *= 2;
-      want = std::min<int64_t>(want, max_slots);
-      const std::vector<std::vector<int64_t>> shapes = PoolShapes();
-      std::vector<at::Tensor> fresh = grower != nullptr ? grower->Take(want) : std::vector<at::Tensor>{};
-      if (fresh.size() != shapes.size()) fresh.clear();
-      auto pool = [&](size_t i) { return fresh.empty() ? NewPool(shapes[i], want) : fresh[i]; };
+    if (slot < capacity) return;
+    int64_t want = std::max<int64_t>(1, capacity);
+    while (want <= slot) want *= 2;
+    want = std::min<int64_t>(want, max_slots);
+    const std::vector<std::vector<int64_t>> shapes = PoolShapes();
+    if (pool_memory != nullptr) {
+      if (capacity == 0) pool_memory->Touch(want);
+      for (size_t l = 0; l < kv.size(); ++l) kv[l] = pool_memory->View(l, want, shapes[l], dtype);
+      state = pool_memory->View(kv.size(), want, shapes[kv.size()], dtype);
+    } else {
       for (size_t l = 0; l < kv.size(); ++l) {
-        at::Tensor grown = pool(l);
+        at::Tensor grown = NewPool(shapes[l], want);
         if (capacity > 0) grown.narrow(0, 0, capacity).copy_(kv[l]);
         kv[l] = grown;
       }
-      at::Tensor grown = pool(kv.size());
+      at::Tensor grown = NewPool(shapes[kv.size()], want);
       if (capacity > 0) grown.narrow(0, 0, capacity).copy_(state);
       state = grown;
-      capacity = static_cast<int32_t>(want);
-      grown_ahead += fresh.empty() ? 0 : 1;
     }
-    GrowAhead(slot);
-  }
-  // With `grower`: once `slot` is past the first half of the pools, has the next size prepared.
-  void GrowAhead(int32_t slot) {
-    if (grower == nullptr || capacity >= max_slots || asked_ahead == capacity) return;
-    if (2 * (static_cast<int64_t>(slot) + 1) <= static_cast<int64_t>(capacity)) return;
-    grower->Prepare(std::min<int64_t>(2 * static_cast<int64_t>(capacity), max_slots));
-    asked_ahead = capacity;
+    capacity = static_cast<int32_t>(want);
   }
   // Reserve, as a status (for calls that then run their shards outside one try block).
   absl::Status Grow(int32_t slot) {

@@ -602,54 +602,61 @@ TEST(ModelRunnerTest, ExportImportRoundTripsExactly) {
   EXPECT_THAT(r->ImportSlot(1, bad), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-// Pools grown into memory a background thread prepared (grow_pools_ahead) keep every slot's memory, and
-// give the same results, bitwise, as pools grown on the spot; growth past a prepared size still works.
-TEST(ModelRunnerTest, PoolsGrowIntoPreparedMemoryAndKeepTheirRows) {
+// Pools that grow in place (views of reserved address space) keep every slot's memory bitwise, and give
+// bitwise the results of pools grown by a copy.
+TEST(ModelRunnerTest, PoolsGrowInPlaceKeepingTheirRows) {
   std::vector<std::vector<std::vector<float>>> outs;
-  for (bool ahead : {false, true}) {
+  for (PoolGrowth how : {PoolGrowth::kCopy, PoolGrowth::kInPlace}) {
+    SCOPED_TRACE(static_cast<int>(how));
     ModelRunnerOptions o;
     o.model_path = TinyDir() + "/brt.pt";
     o.tokenizer_sha256 = testing::TinyTokenizer()->sha256();
     o.threads = 1;
     o.initial_slots = 4;
     o.max_slots = 16;
-    o.grow_pools_ahead = ahead;
+    o.pool_growth = how;
     auto created = ModelRunner::Create(o);
     ASSERT_TRUE(created.ok()) << created.status();
     ModelRunner& r = **created;
     ASSERT_EQ(r.pool_capacity(), 4);
+    ASSERT_EQ(r.pools_in_place(), how != PoolGrowth::kCopy);
     ASSERT_TRUE(r.InitSlots({0, 1, 2, 3}).ok());
     std::vector<std::vector<float>> out;
     for (int32_t slot = 0; slot < 4; ++slot) {
       auto chain = DecodeChain(r, slot, 0, {r.metadata().bos_id, 100 + slot, 7, 40, 41});
       out.insert(out.end(), chain.begin(), chain.end());
     }
-    if (ahead) {
-      for (int i = 0; i < 1000 && r.prepared_pool_slots() != 8; ++i) absl::SleepFor(absl::Milliseconds(10));
-      EXPECT_EQ(r.prepared_pool_slots(), 8) << "slots past half of 4 ask for the next size";
-    }
     std::vector<HostMemory> before;
     for (int32_t slot = 0; slot < 4; ++slot) before.push_back(*r.ExportSlot(slot));
     ASSERT_TRUE(r.InitSlots({4}).ok());
     EXPECT_EQ(r.pool_capacity(), 8);
-    EXPECT_EQ(r.pool_growths_prepared(), ahead ? 1 : 0);
     for (int32_t slot = 0; slot < 4; ++slot) {
       auto now = r.ExportSlot(slot);
       ASSERT_TRUE(now.ok()) << now.status();
       EXPECT_EQ(now->kv.data, before[static_cast<size_t>(slot)].kv.data) << "slot " << slot;
       EXPECT_EQ(now->state.data, before[static_cast<size_t>(slot)].state.data) << "slot " << slot;
     }
-    // Slot 4 of 8 asked for 16; slot 15 takes them, whether or not they are ready yet.
+    // Slot 15 grows the pools at once to 16; a fork into slot 9 (CopySlot) reads and writes in place.
     ASSERT_TRUE(r.InitSlots({15}).ok());
     EXPECT_EQ(r.pool_capacity(), 16);
-    EXPECT_EQ(r.pool_growths_prepared(), ahead ? 2 : 0);
-    for (int32_t slot : {0, 4, 15}) {
-      auto chain = DecodeChain(r, slot, slot == 0 ? 5 : 0, {r.metadata().bos_id, 9, 10});
+    ASSERT_TRUE(r.CopySlot(0, 9).ok());
+    for (int32_t slot : {0, 4, 9, 15}) {
+      auto chain = DecodeChain(r, slot, slot == 0 || slot == 9 ? 5 : 0, {r.metadata().bos_id, 9, 10});
       out.insert(out.end(), chain.begin(), chain.end());
     }
+    EXPECT_FALSE(r.InitSlots({16}).ok()) << "max_slots";
     outs.push_back(std::move(out));
   }
   EXPECT_EQ(outs[0], outs[1]);
+}
+
+TEST(ModelRunnerTest, ParsePoolGrowthNamesTheChoices) {
+  EXPECT_EQ(*ParsePoolGrowth("in_place"), PoolGrowth::kInPlace);
+  EXPECT_EQ(*ParsePoolGrowth("copy"), PoolGrowth::kCopy);
+  auto bad = ParsePoolGrowth("lazy");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("in_place"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("'lazy'"), std::string::npos) << bad.status();
 }
 
 // Spans of different lengths at different offsets, batched (and sharded), ending blocks (the state update
