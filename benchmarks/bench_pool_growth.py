@@ -5,7 +5,8 @@ Reproduce (about a minute on 2 idle cores; refuses to start when the 1-minute lo
 
   /usr/bin/python3 benchmarks/bench_pool_growth.py --rounds 3 --out benchmarks/results/pool_growth.json
 
-A fresh brt-server per run, started with --initial_session_slots=SLOTS (32 by default); after a 2-session
+A fresh brt-server per run, started with --initial_session_slots=SLOTS (32 by default) and a per-client call
+limit (--max_calls_per_peer) of at least SESSIONS; after a 2-session
 warm-up, SESSIONS greedy Generate calls (40 by default, so the pools must double once) of --tokens tokens
 each, call i starting i * --arrival-ms ms after the first (build/bin/brt-generate-load --arrival_ms), so
 the session that needs slot SLOTS arrives while the others generate. Three settings, in alternating order
@@ -57,7 +58,7 @@ def main():
                 ("no_growth", [f"--initial_session_slots={2 * args.slots}"])]
 
     def run(flags):
-        s = BrtServer(*flags, threads=2)
+        s = BrtServer(*flags, f"--max_calls_per_peer={max(64, args.sessions)}", threads=2)
         try:
             server_generate(s, pb, prompts[:2], 4)
             tps, gaps, _ = server_generate(s, pb, prompts, args.tokens, arrival_ms=args.arrival_ms)
