@@ -87,9 +87,9 @@ ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
 ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
 ABSL_FLAG(uint32_t, initial_session_slots, 64,
           "Session memory slots allocated (and touched) at startup, at most --max_sessions; the pools double "
-          "on the executor when more sessions are loaded, and every call waits while a new pool is filled "
-          "(on the dev VM a new process's first 32 sessions got their first token after ~131 ms starting "
-          "from 8 slots, ~52 ms from 64). 0.85 MB each for the shipped model");
+          "when more sessions are loaded (see --pool_growth), and a slot beyond these is faulted in by its "
+          "session's first writes (on the dev VM a new process's first 32 sessions got their first token "
+          "after ~131 ms starting from 8 slots, ~52 ms from 64). 0.85 MB each for the shipped model");
 ABSL_FLAG(std::string, pool_growth, "in_place",
           "How the session memory pools grow past --initial_session_slots on a CPU: in_place (views of "
           "address space reserved for --max_sessions slots, resident only as used: growing copies nothing "
