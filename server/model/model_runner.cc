@@ -499,6 +499,11 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
       h->dtype = DTypeString(impl_->dtype);
       h->shape = std::move(shape);
       const size_t bytes = Elements(h->shape) * c10::elementSize(impl_->dtype);
+      if (h->data.capacity() < bytes) {
+        // New memory (no recycled buffer): its pages mapped in one call before the fill below writes them.
+        h->data.reserve(bytes);
+        PrefaultForWrite(h->data.data(), bytes);
+      }
       if (zero) {
         h->data.assign(bytes, '\0');
       } else {

