@@ -11,7 +11,6 @@
 #include <set>
 
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "tests/cpp/testing/fake_backend.h"
 #include "tests/cpp/testing/status_matchers.h"
 
