@@ -29,6 +29,23 @@ ModelRunner::~ModelRunner() = default;
 
 const ModelMetadata& ModelRunner::metadata() const { return impl_->meta; }
 
+namespace {
+
+// The host shapes of a slot's memory (HostMemory): kv packs every layer's ring into 2W slots.
+std::vector<int64_t> HostKvShape(const ModelMetadata& m) {
+  return {1, m.n_layers, 2, m.n_heads, 2 * int64_t{m.window}, m.head_dim};
+}
+std::vector<int64_t> HostStateShape(const ModelMetadata& m) {
+  return {1, m.n_recurrent, 3, m.n_state, m.d_model};
+}
+size_t Elements(const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     const ModelRunnerOptions& options) {
   if (!std::ifstream(options.model_path).good()) {
@@ -108,9 +125,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   if (impl->device.is_cpu() && options.pool_growth != PoolGrowth::kCopy) {
     std::vector<int64_t> slot_bytes;
     for (const auto& shape : impl->PoolShapes()) {
-      int64_t elements = 1;
-      for (int64_t d : shape) elements *= d;
-      slot_bytes.push_back(elements * static_cast<int64_t>(c10::elementSize(dtype)));
+      slot_bytes.push_back(static_cast<int64_t>(Elements(shape) * c10::elementSize(dtype)));
     }
     impl->pool_memory = PoolMemory::Create(slot_bytes, options.max_slots);
   }
@@ -459,23 +474,6 @@ const std::string& ModelRunner::pack_error() const { return impl_->pack_error; }
 
 bool ModelRunner::auto_unpacked() const { return impl_->auto_unpacked; }
 bool ModelRunner::transposed_weights() const { return impl_->transposed_weights; }
-
-namespace {
-
-// The host shapes of a slot's memory (HostMemory): kv packs every layer's ring into 2W slots.
-std::vector<int64_t> HostKvShape(const ModelMetadata& m) {
-  return {1, m.n_layers, 2, m.n_heads, 2 * int64_t{m.window}, m.head_dim};
-}
-std::vector<int64_t> HostStateShape(const ModelMetadata& m) {
-  return {1, m.n_recurrent, 3, m.n_state, m.d_model};
-}
-size_t Elements(const std::vector<int64_t>& shape) {
-  size_t n = 1;
-  for (int64_t d : shape) n *= static_cast<size_t>(d);
-  return n;
-}
-
-}  // namespace
 
 absl::StatusOr<HostMemory> ModelRunner::ExportSlot(int32_t slot) {
   HostMemory out;
