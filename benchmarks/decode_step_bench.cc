@@ -1,7 +1,7 @@
 // brt-decode-step-bench: the model's decode step alone (ModelRunner::DecodeStep, no engine, no RPC), with
 // the server's C++ decode step (--native_decode, --decode_team) against the export's TorchScript one (or,
-// --baseline=shards, against the C++ step run by shard workers that each decode their own rows), side by
-// side in one process: the same rows, the two runners alternating, several rounds, medians.
+// --baseline=shards, against the C++ step run by shard workers that each decode their own rows; or,
+// --baseline=avx2, against the same C++ step with its kernels capped at AVX2), side by side in one process: the same rows, the two runners alternating, several rounds, medians.
 //
 //   build/bin/brt-decode-step-bench --model_dir=model/artifacts --rows=1,8,16,32 --steps=200 --rounds=3
 //
@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "server/model/model_runner.h"
+#include "server/model/panel_matrix.h"
 #include "server/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model_dir, "model/artifacts", "Directory with brt.pt and tokenizer.model");
@@ -35,7 +36,9 @@ ABSL_FLAG(bool, native_only, false, "Time only the C++ decode step (for a profil
 ABSL_FLAG(std::string, baseline, "export",
           "What the native step (as the server runs it: --decode_team) is compared with: export (the "
           "export's TorchScript step) or shards (the native step with --decode_team=false: each shard "
-          "worker decodes its own rows)");
+          "worker decodes its own rows) or avx2 (the same native step with its kernels capped at AVX2, "
+          "against the best this CPU has)");
+ABSL_FLAG(std::string, native_simd, "auto", "brt-server --native_simd (auto, avx512, avx2, portable)");
 
 namespace {
 
@@ -47,6 +50,7 @@ std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string
   ro.native_decode = native;
   ro.decode_team = team;
   ro.max_slots = 256;
+  ro.native_simd = brt::SimdLevel::kAvx512;  // main caps it per runner (LimitSimd) before each run
   auto r = brt::ModelRunner::Create(ro);
   if (!r.ok()) {
     std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
@@ -99,19 +103,28 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string baseline = absl::GetFlag(FLAGS_baseline);
-  if (baseline != "export" && baseline != "shards") {
-    std::fprintf(stderr, "--baseline: %s is neither export nor shards\n", baseline.c_str());
+  if (baseline != "export" && baseline != "shards" && baseline != "avx2") {
+    std::fprintf(stderr, "--baseline: %s is none of export, shards, avx2\n", baseline.c_str());
     return 1;
   }
-  std::unique_ptr<brt::ModelRunner> runners[2] = {Load(dir, (*tok)->sha256(), baseline == "shards", false),
-                                                  Load(dir, (*tok)->sha256(), true, true)};
+  brt::SimdLevel simd = brt::SimdLevel::kAvx512;
+  if (!brt::ParseSimdLevel(absl::GetFlag(FLAGS_native_simd), &simd)) {
+    std::fprintf(stderr, "--native_simd: %s is none of auto, avx512, avx2, portable\n",
+                 absl::GetFlag(FLAGS_native_simd).c_str());
+    return 1;
+  }
+  // The level each runner's steps run with (the baseline's: AVX2 for --baseline=avx2).
+  const brt::SimdLevel levels[2] = {baseline == "avx2" ? std::min(simd, brt::SimdLevel::kAvx2) : simd, simd};
+  std::unique_ptr<brt::ModelRunner> runners[2] = {
+      Load(dir, (*tok)->sha256(), baseline != "export", baseline == "avx2"), Load(dir, (*tok)->sha256(), true, true)};
   if (!runners[0] || !runners[1]) return 1;
   const int steps = absl::GetFlag(FLAGS_steps), rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
   const int w = runners[0]->metadata().window;
   std::printf("{\"command_flags\": {\"threads\": %d, \"steps\": %d, \"rounds\": %d, \"baseline\": \"%s\", "
-              "\"decode_team\": %s}, \"results\": [",
+              "\"decode_team\": %s, \"native_simd\": \"%s\", \"cpu_simd\": \"%s\"}, \"results\": [",
               absl::GetFlag(FLAGS_threads), steps, rounds, baseline.c_str(),
-              runners[1]->decode_team() ? "true" : "false");
+              runners[1]->decode_team() ? "true" : "false", brt::SimdLevelName(simd),
+              brt::SimdLevelName(brt::DetectedSimd()));
   bool first_row = true;
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',', absl::SkipEmpty())) {
     int rows = 0;
@@ -128,6 +141,7 @@ int main(int argc, char** argv) {
     std::vector<int64_t> pos[2];
     for (int k = 0; k < 2; ++k) {
       for (int i = 0; i < rows; ++i) pos[k].push_back(absl::GetFlag(FLAGS_in_phase) ? 0 : (i * w) / rows);
+      brt::LimitSimd(levels[k]);
       if (k == 1 || !absl::GetFlag(FLAGS_native_only)) Time(*runners[k], rows, 8, &pos[k]);  // warm-up
     }
     for (int round = 0; round < rounds; ++round) {
@@ -139,6 +153,7 @@ int main(int argc, char** argv) {
           continue;
         }
         double slowest = 0;
+        brt::LimitSimd(levels[k]);
         ms[k].push_back(1000.0 * Time(*runners[k], rows, steps, &pos[k], &slowest) / steps);
         worst[k].push_back(1000.0 * slowest);
       }

@@ -71,6 +71,7 @@ ABSL_FLAG(bool, freeze_model, true, "brt-server --freeze_model");
 ABSL_FLAG(bool, native_decode, true, "brt-server --native_decode");
 ABSL_FLAG(bool, decode_team, true, "brt-server --decode_team");
 ABSL_FLAG(bool, native_spans, true, "brt-server --native_spans");
+ABSL_FLAG(std::string, native_simd, "auto", "brt-server --native_simd (auto, avx512, avx2, portable)");
 
 namespace {
 
@@ -267,6 +268,12 @@ int main(int argc, char** argv) {
   ro.native_decode = absl::GetFlag(FLAGS_native_decode);
   ro.decode_team = absl::GetFlag(FLAGS_decode_team);
   ro.native_spans = absl::GetFlag(FLAGS_native_spans);
+  auto simd = brt::ParseNativeSimd(absl::GetFlag(FLAGS_native_simd));
+  if (!simd.ok()) {
+    std::fprintf(stderr, "%s\n", simd.status().ToString().c_str());
+    return 1;
+  }
+  ro.native_simd = *simd;
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {
@@ -299,8 +306,8 @@ int main(int argc, char** argv) {
     std::ifstream in(absl::GetFlag(FLAGS_text), std::ios::binary);
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  std::printf("{\"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d", ro.device.c_str(),
-              ro.dtype.c_str(), ro.threads);
+  std::printf("{\"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"native_simd\": \"%s\"",
+              ro.device.c_str(), ro.dtype.c_str(), ro.threads, brt::SimdLevelName(brt::ActiveSimd()));
   if (!text.empty()) {
     const int bytes = std::min<int>(absl::GetFlag(FLAGS_score_bytes), static_cast<int>(text.size()));
     std::printf(", \"score\": [");

@@ -37,6 +37,7 @@
 #include "server/metrics/metrics_exposer.h"
 #include "server/model/model_runner.h"
 #include "server/persistence/snapshot_store.h"
+#include "server/runner_flags.h"
 #include "server/startup.h"
 #include "server/tokenizer/tokenizer.h"
 
@@ -45,58 +46,10 @@ ABSL_FLAG(
     "Directory with brt.pt and tokenizer.model. Default: model/artifacts relative to the current "
     "directory, else ../../model/artifacts relative to the executable");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to listen on (host:port)");
-ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: cpu or cuda:N");
-ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (refused at start where the model cannot run in it, "
-          "saying why: on CPU, and the shipped export's attention mask overflows float16)");
-ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch's block scoring; 0 = number of cores");
-ABSL_FLAG(int, decode_threads, 0,
-          "Intra-op threads for decode steps when --row_shards=1; 0 = --threads. Switching the thread "
-          "count between steps makes results depend on history in the last bits");
-ABSL_FLAG(int, row_shards, 0,
-          "CPU: batched model calls of >= --row_shard_min_rows rows are split into this many shards, run "
-          "at once on workers of one intra-op thread each, and every decode step runs on them (many "
-          "small operations are faster on one thread each than on several). 0 = --threads; 1 = off");
-ABSL_FLAG(int, row_shard_min_rows, 2, "Fewest rows of a block-scoring call that is split into shards");
-ABSL_FLAG(std::string, cpu_packed_weights, "auto",
-          "CPU, float32: true runs the model's matrix products through XNNPACK with weights packed once "
-          "at load (the export's pack_cpu; about the weights' size again in memory; a row's results then "
-          "do not depend on its batch in any bit); transposed runs them through OpenBLAS with weights "
-          "transposed once at load (the export's pack_cpu_transposed; no per-call repacking); false runs "
-          "LibTorch's default products (OpenBLAS); auto packs unless the CPU is x86-64 without AVX-512, "
-          "where XNNPACK's kernels ran at 0.4x OpenBLAS's (with AVX-512 at 1.6x), and is transposed there");
-ABSL_FLAG(bool, freeze_model, true,
-          "Freeze the TorchScript module once loaded (inline its calls, its weights as constants): the "
-          "same results in every bit, with less interpreter work per model call; false runs it as exported");
-ABSL_FLAG(bool, native_decode, true,
-          "CPU, float32: run decode steps through the server's own C++ decode step (weights packed once at "
-          "load, attention read in place) instead of the export's TorchScript one: the same function to fp32 "
-          "rounding; an export of another layout keeps its own (the log says why)");
-ABSL_FLAG(bool, decode_team, true,
-          "With --native_decode and row shards: the shard workers compute each decode step together (each "
-          "matrix product split by output columns, so the weights are read once per step; each row's "
-          "attention on one worker): bitwise the results of one thread; false gives each worker its own "
-          "rows, each reading all the weights");
-ABSL_FLAG(bool, native_spans, true,
-          "With --native_decode: prompts (spans of a block fed at once, --feed_spans) go through the native "
-          "decoder too, their tokens as rows of one call, alone or with the step's decode rows; false feeds "
-          "them through the export's span_slots / mixed_slots. Spans whose every position is scored (Score "
-          "calls' tails, echo) always run in the export");
 ABSL_FLAG(std::string, tokenizer_shim, "",
           "Path of libbrt_spm_shim.so. Default: ../lib/libbrt_spm_shim.so next to the executable");
 ABSL_FLAG(bool, reflection, true, "Enable gRPC server reflection");
 ABSL_FLAG(uint32_t, max_sessions, 1024, "Maximum sessions held at once");
-ABSL_FLAG(uint32_t, initial_session_slots, 64,
-          "Session memory slots allocated (and touched) at startup, at most --max_sessions; the pools double "
-          "when more sessions are loaded (see --pool_growth), and a slot beyond these is faulted in by its "
-          "session's first writes (on the dev VM a new process's first 32 sessions got their first token "
-          "after ~131 ms starting from 8 slots, ~52 ms from 64). 0.85 MB each for the shipped model");
-ABSL_FLAG(std::string, pool_growth, "in_place",
-          "How the session memory pools grow past --initial_session_slots on a CPU: in_place (views of "
-          "address space reserved for --max_sessions slots, resident only as used: growing copies nothing "
-          "and a new slot's pages are faulted in by its session's first writes) or copy (new pools and a "
-          "copy of the old ones on the executor, as on a GPU: on the dev VM every generating session "
-          "waited ~160 ms at 32 -> 64 slots). in_place falls back to copy when the address space cannot "
-          "be reserved");
 ABSL_FLAG(uint32_t, max_queue, 256, "Maximum active Score/Generate calls (UNAVAILABLE beyond)");
 ABSL_FLAG(uint32_t, max_batch_size, 8, "Maximum sessions per batched block-scoring call (score_slots)");
 ABSL_FLAG(uint32_t, max_decode_batch, 64, "Maximum sessions per batched decode step (decode_slots)");
@@ -275,7 +228,7 @@ int main(int argc, char** argv) {
   absl::FlagsUsageConfig usage;
   // --help lists the flags defined in this file (absl's default looks for brt-server.cc).
   usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "server/main.cc");
+    return absl::EndsWith(path, "server/main.cc") || absl::EndsWith(path, "server/runner_flags.cc");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
@@ -289,6 +242,10 @@ int main(int argc, char** argv) {
       absl::flags_internal::FlagsHelp(std::cout, full ? "" : "server/main.cc",
                                       absl::flags_internal::HelpFormat::kHumanReadable,
                                       absl::ProgramUsageMessage());
+      if (!full) {
+        absl::flags_internal::FlagsHelp(std::cout, "server/runner_flags.cc",
+                                        absl::flags_internal::HelpFormat::kHumanReadable, "");
+      }
       return 0;
     }
   }
@@ -317,52 +274,13 @@ int main(int argc, char** argv) {
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   std::shared_ptr<const brt::Tokenizer> tok = *std::move(tokenizer);
 
-  brt::ModelRunnerOptions runner_options;
-  runner_options.model_path = model_dir + "/brt.pt";
-  runner_options.tokenizer_sha256 = tok->sha256();
-  runner_options.device = absl::GetFlag(FLAGS_device);
-  runner_options.dtype = absl::GetFlag(FLAGS_dtype);
-  runner_options.threads = absl::GetFlag(FLAGS_threads);
-  runner_options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
-  runner_options.shards = absl::GetFlag(FLAGS_row_shards);
-  runner_options.shard_min_rows = absl::GetFlag(FLAGS_row_shard_min_rows);
-  if (runner_options.shards < 0 || runner_options.shard_min_rows < 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--row_shards must be >= 0 (0 = --threads, 1 = off) and --row_shard_min_rows >= 1; got ",
-        runner_options.shards, " and ", runner_options.shard_min_rows)));
-  }
-  runner_options.max_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_max_sessions));
-  runner_options.initial_slots = static_cast<int32_t>(absl::GetFlag(FLAGS_initial_session_slots));
-  auto pool_growth = brt::ParsePoolGrowth(absl::GetFlag(FLAGS_pool_growth));
-  if (!pool_growth.ok()) return Fail(pool_growth.status());
-  runner_options.pool_growth = *pool_growth;
-  auto packed_choice = brt::ParsePackedWeights(absl::GetFlag(FLAGS_cpu_packed_weights));
-  if (!packed_choice.ok()) return Fail(packed_choice.status());
-  runner_options.cpu_packed_weights = *packed_choice;
-  runner_options.freeze = absl::GetFlag(FLAGS_freeze_model);
-  runner_options.native_decode = absl::GetFlag(FLAGS_native_decode);
-  runner_options.decode_team = absl::GetFlag(FLAGS_decode_team);
-  runner_options.native_spans = absl::GetFlag(FLAGS_native_spans);
-  auto runner = brt::ModelRunner::Create(runner_options);
+  auto runner_options = brt::startup::RunnerOptionsFromFlags(model_dir + "/brt.pt", tok->sha256(),
+                                                             absl::GetFlag(FLAGS_max_sessions));
+  if (!runner_options.ok()) return Fail(runner_options.status());
+  auto runner = brt::ModelRunner::Create(*runner_options);
   if (!runner.ok()) return Fail(runner.status());
-  const bool packed_weights = (*runner)->packed_weights();
-  const bool auto_unpacked = (*runner)->auto_unpacked();
-  const bool transposed_weights = (*runner)->transposed_weights();
-  const bool frozen = (*runner)->frozen();
-  const bool native_decode = (*runner)->native_decode();
-  const bool decode_team = (*runner)->decode_team();
-  if (!(*runner)->freeze_error().empty()) {
-    std::fprintf(stderr, "brt-server: --freeze_model: running the module as exported: %s\n",
-                 (*runner)->freeze_error().c_str());
-  }
-  if (!(*runner)->native_decode_error().empty()) {
-    std::fprintf(stderr, "brt-server: --native_decode: the export's decode step runs: %s\n",
-                 (*runner)->native_decode_error().c_str());
-  }
-  if (!(*runner)->pack_error().empty()) {
-    std::fprintf(stderr, "brt-server: --cpu_packed_weights: packing failed, running unpacked: %s\n",
-                 (*runner)->pack_error().c_str());
-  }
+  brt::startup::LogRunnerFallbacks(**runner);
+  const std::string runner_description = brt::startup::DescribeRunner(**runner);
 
   brt::EngineOptions options;
   options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
@@ -519,15 +437,9 @@ int main(int argc, char** argv) {
         "HOST:PORT; stop the other process or choose another --listen")));
   }
   std::fprintf(stderr,
-               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s%s%s, %llu state bytes/session) "
-               "from %s\n",
+               "brt-server: model %s (W=%d, S=%d, L=%d, vocab %d, %s/%s%s, %llu state bytes/session) from %s\n",
                meta.name.c_str(), meta.window, meta.n_state, meta.n_layers, meta.vocab_size,
-               meta.device.c_str(), meta.dtype.c_str(),
-               packed_weights       ? ", XNNPACK packed weights"
-               : transposed_weights ? ", OpenBLAS products, weights transposed at load"
-               : auto_unpacked      ? ", OpenBLAS products (--cpu_packed_weights=auto: no AVX-512)"
-                                    : "",
-               frozen ? ", frozen" : "", native_decode ? (decode_team ? ", native decode step (team)" : ", native decode step") : "",
+               meta.device.c_str(), meta.dtype.c_str(), runner_description.c_str(),
                static_cast<unsigned long long>(meta.state_bytes), model_dir.c_str());
   std::string host = listen.substr(0, listen.rfind(':'));
   std::fprintf(stderr, "brt-server: listening on %s:%d (%s%s)\n", host.c_str(), port,

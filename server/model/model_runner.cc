@@ -207,6 +207,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
       }
     }
   }
+  LimitSimd(options.native_simd);
   if (options.native_decode) {
     // Before freezing, which folds the parameters and tables it reads into constants.
     if (!impl->device.is_cpu() || dtype != at::kFloat) {
@@ -343,6 +344,15 @@ absl::StatusOr<PoolGrowth> ParsePoolGrowth(const std::string& value) {
       "and a copy of the old ones); got '", value, "'"));
 }
 
+absl::StatusOr<SimdLevel> ParseNativeSimd(const std::string& value) {
+  SimdLevel level = SimdLevel::kAvx512;
+  if (ParseSimdLevel(value, &level)) return level;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--native_simd must be auto (the best this CPU has: ", SimdLevelName(DetectedSimd()),
+      "), avx512, avx2 or portable; got '", value, "'"));
+}
+
+SimdLevel ModelRunner::native_simd() const { return ActiveSimd(); }
 bool ModelRunner::frozen() const { return impl_->frozen; }
 const std::string& ModelRunner::freeze_error() const { return impl_->freeze_error; }
 bool ModelRunner::native_decode() const { return impl_->native != nullptr; }

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/backend.h"
+#include "server/model/panel_matrix.h"
 
 namespace brt {
 
@@ -25,6 +26,8 @@ enum class PackedWeights { kAuto, kOn, kOff, kTransposed };
 // ModelRunnerOptions::pool_growth; parsed from "in_place" or "copy" (--pool_growth).
 enum class PoolGrowth { kInPlace, kCopy };
 absl::StatusOr<PoolGrowth> ParsePoolGrowth(const std::string& value);
+// ModelRunnerOptions::native_simd from "auto", "avx512", "avx2" or "portable" (--native_simd).
+absl::StatusOr<SimdLevel> ParseNativeSimd(const std::string& value);
 
 // "auto", "true", "transposed" or "false" (--cpu_packed_weights); INVALID_ARGUMENT naming them otherwise.
 absl::StatusOr<PackedWeights> ParsePackedWeights(const std::string& value);
@@ -93,6 +96,11 @@ struct ModelRunnerOptions {
   // waited ~160 ms at 32 -> 64 slots of the shipped model on the project's VM); also what kInPlace falls
   // back to when the address space cannot be reserved (pools_in_place() says which).
   PoolGrowth pool_growth = PoolGrowth::kInPlace;
+  // The most the native decoder's kernels use (panel_matrix.h SimdLevel): kAvx512 means the best this
+  // CPU has. AVX-512 and AVX2 give bitwise the same results (measured on the project's AVX-512 host: a
+  // 32-row step 1.2-1.3x faster with AVX-512, benchmarks/README.md); lower levels are for comparisons.
+  // Process-wide: Create applies it (LimitSimd).
+  SimdLevel native_simd = SimdLevel::kAvx512;
 };
 
 class ModelRunner : public ModelBackend {
@@ -136,6 +144,8 @@ class ModelRunner : public ModelBackend {
   const std::string& native_decode_error() const;
   // Whether native decode steps run as a team of the shard workers (ModelRunnerOptions::decode_team).
   bool decode_team() const;
+  // The instruction set the native decoder's kernels run with (the CPU's best, capped by the option).
+  SimdLevel native_simd() const;
   // Whether the export's pack_cpu_transposed() ran (see ModelRunnerOptions::cpu_packed_weights).
   bool transposed_weights() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,

@@ -5,8 +5,9 @@
 // Why: OpenBLAS packs the whole weight matrix on every call; for a 16-row decode step that repacking was
 // 17% of the executor's time (benchmarks/README.md, "decode-step profile"). Here W^T is packed once, in
 // column panels of kPanel floats: panel p holds W^T[k][p*kPanel .. p*kPanel+kPanel-1] for k = 0..K-1,
-// contiguous (the last panel zero-padded). A product streams each panel once per group of up to six rows,
-// keeping 6 x 16 sums in AVX2 registers.
+// contiguous (the last panel zero-padded) and 64-byte aligned, so each k's 16 floats are one cache line. A
+// product streams each panel once per group of rows, keeping the group's sums in registers: up to 16 rows
+// of 16 in AVX-512 registers (or 6 x 16 in AVX2 ones), whichever the CPU has (ActiveSimd).
 //
 // Thread safety: immutable after construction; Multiply may run on any number of threads at once.
 #ifndef BRT_SERVER_MODEL_PANEL_MATRIX_H_
@@ -14,9 +15,40 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <string>
 #include <vector>
 
 namespace brt {
+
+// The instruction sets the kernels here are written for, in order. The kernels use the best the CPU has
+// (DetectedSimd), capped by LimitSimd (brt-server --native_simd). Every level computes each product with
+// the same multiply-adds in the same order: AVX2 and AVX-512 give bitwise the same products; the portable
+// loops may differ in fp32 rounding (a multiply and an add where the others fuse them).
+enum class SimdLevel { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+SimdLevel DetectedSimd();
+SimdLevel ActiveSimd();  // min(DetectedSimd(), the limit)
+// Thread safety: an atomic; a product already running finishes with the kernels it started with.
+void LimitSimd(SimdLevel level);
+// "auto" (no cap), "avx512", "avx2", "portable"; false for anything else.
+bool ParseSimdLevel(const std::string& value, SimdLevel* level);
+const char* SimdLevelName(SimdLevel level);
+
+// A std::allocator for floats at 64-byte (cache line, AVX-512 register) boundaries.
+template <typename T>
+struct CacheAlignedAllocator {
+  using value_type = T;
+  CacheAlignedAllocator() = default;
+  template <typename U>
+  CacheAlignedAllocator(const CacheAlignedAllocator<U>&) {}  // NOLINT: allocator rebinding
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const CacheAlignedAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAlignedAllocator<U>&) const { return false; }
+};
 
 class PanelMatrix {
  public:
@@ -54,18 +86,15 @@ class PanelMatrix {
     *last = std::min(n_, panels_ * (part + 1) / parts * kPanel);
   }
 
-  // Whether the AVX2+FMA kernels run on this CPU (else portable loops).
-  static bool HasAvx2();
-
  private:
   // Sizes the panels for an n_out x k_in matrix, zeroed.
   void Reset(int64_t n_out, int64_t k_in);
 
   int64_t n_ = 0, k_ = 0, panels_ = 0;
-  std::vector<float> data_;
+  std::vector<float, CacheAlignedAllocator<float>> data_;
 };
 
-// p[0..n) = softmax(p[0..n)) (AVX2 where the CPU has it).
+// p[0..n) = softmax(p[0..n)) (AVX2 where the CPU has it, and ActiveSimd allows).
 void SoftmaxInPlace(float* p, int64_t n);
 
 // p[0..n) = log_softmax(p[0..n)) (AVX2 where the CPU has it).

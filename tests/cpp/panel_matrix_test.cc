@@ -1,4 +1,5 @@
-// PanelMatrix and the attention helpers against plain loops in double precision.
+// PanelMatrix and the attention helpers against plain loops in double precision, at every instruction set
+// this CPU has (SimdLevel), and the AVX2 and AVX-512 products against each other bitwise.
 #include "server/model/panel_matrix.h"
 
 #include <gtest/gtest.h>
@@ -6,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace brt {
@@ -19,16 +21,34 @@ std::vector<float> Random(size_t n, uint32_t seed) {
   return v;
 }
 
-// Every row count a kernel call takes (1-6) and more, output widths that are and are not whole panels,
+// The levels this CPU can run, each test once per level.
+std::vector<SimdLevel> LevelsHere() {
+  std::vector<SimdLevel> levels;
+  for (SimdLevel l : {SimdLevel::kPortable, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    if (l <= DetectedSimd()) levels.push_back(l);
+  }
+  return levels;
+}
+
+class PanelMatrixTest : public ::testing::TestWithParam<SimdLevel> {
+ protected:
+  void SetUp() override {
+    LimitSimd(GetParam());
+    ASSERT_EQ(ActiveSimd(), GetParam());
+  }
+  void TearDown() override { LimitSimd(SimdLevel::kAvx512); }
+};
+
+// Every row count a kernel call takes (AVX2: 1-6; AVX-512: 1-16, and 1-8 two panels at a time) and more, output widths that are and are not whole panels,
 // strided rows, with and without accumulating.
-TEST(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
+TEST_P(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
   for (int64_t n : {1, 16, 37, 64}) {
     for (int64_t k : {1, 7, 64}) {
       const std::vector<float> w = Random(static_cast<size_t>(n * k), static_cast<uint32_t>(n * 100 + k));
       const PanelMatrix pm(w.data(), n, k);
       EXPECT_EQ(pm.n_out(), n);
       EXPECT_EQ(pm.k_in(), k);
-      for (int64_t m : {1, 2, 5, 6, 7, 13}) {
+      for (int64_t m : {1, 2, 5, 6, 7, 8, 9, 13, 16, 17, 32, 33}) {
         for (bool accumulate : {false, true}) {
           const int64_t ldx = k + 3, ldy = n + 5;
           const std::vector<float> x = Random(static_cast<size_t>(m * ldx), static_cast<uint32_t>(m));
@@ -56,7 +76,7 @@ TEST(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
 }
 
 // Re-packed from rows (a strided W) or from columns (a strided W^T): the product is the same as from W.
-TEST(PanelMatrixTest, SetFromRowsAndColumnsPackTheSameMatrix) {
+TEST_P(PanelMatrixTest, SetFromRowsAndColumnsPackTheSameMatrix) {
   const int64_t n = 37, k = 20, ld = 45, m = 7;
   const std::vector<float> w = Random(static_cast<size_t>(n * k), 9);
   std::vector<float> rows(static_cast<size_t>(n * ld), 0.0f), cols(static_cast<size_t>(k * ld), 0.0f);
@@ -81,7 +101,7 @@ TEST(PanelMatrixTest, SetFromRowsAndColumnsPackTheSameMatrix) {
 
 // Split into parts (as a decode team's members split each product): together the parts write bitwise the
 // whole product, each only its own columns, and PartColumns names them.
-TEST(PanelMatrixTest, PartsComputeTheirColumnsOfTheWholeProduct) {
+TEST_P(PanelMatrixTest, PartsComputeTheirColumnsOfTheWholeProduct) {
   const int64_t k = 24, m = 7, ldy = 90;
   for (int64_t n : {16, 37, 80}) {
     const std::vector<float> w = Random(static_cast<size_t>(n * k), 21);
@@ -119,7 +139,7 @@ TEST(PanelMatrixTest, PartsComputeTheirColumnsOfTheWholeProduct) {
   }
 }
 
-TEST(PanelMatrixTest, LogSoftmax) {
+TEST_P(PanelMatrixTest, LogSoftmax) {
   for (int64_t n : {1, 5, 8, 13, 4096}) {
     std::vector<float> p = Random(static_cast<size_t>(n), static_cast<uint32_t>(n + 7));
     for (float& v : p) v *= 20.0f;
@@ -135,7 +155,7 @@ TEST(PanelMatrixTest, LogSoftmax) {
   }
 }
 
-TEST(PanelMatrixTest, Softmax) {
+TEST_P(PanelMatrixTest, Softmax) {
   for (int64_t n : {1, 5, 8, 13, 64, 128}) {
     std::vector<float> p = Random(static_cast<size_t>(n), static_cast<uint32_t>(n));
     for (float& v : p) v *= 20.0f;  // logits far apart, some exp() arguments far below 0
@@ -151,7 +171,7 @@ TEST(PanelMatrixTest, Softmax) {
   }
 }
 
-TEST(PanelMatrixTest, Dot) {
+TEST_P(PanelMatrixTest, Dot) {
   for (int64_t n : {0, 1, 8, 15, 16, 17, 64, 100}) {
     const std::vector<float> a = Random(static_cast<size_t>(n), 1), b = Random(static_cast<size_t>(n), 2);
     double want = 0;
@@ -162,7 +182,7 @@ TEST(PanelMatrixTest, Dot) {
 
 // One query over chosen rows of a strided key/value table, with and without a bias; head sizes the AVX2
 // kernels take (multiples of 8, whole 32-float chunks or not) and one they leave to the portable loops.
-TEST(PanelMatrixTest, AttendOneIsSoftmaxWeightedValues) {
+TEST_P(PanelMatrixTest, AttendOneIsSoftmaxWeightedValues) {
   for (int64_t dh : {8, 16, 40, 64, 12}) {
     for (int64_t n : {1, 3, 4, 7, 64}) {
       for (bool with_bias : {false, true}) {
@@ -190,6 +210,57 @@ TEST(PanelMatrixTest, AttendOneIsSoftmaxWeightedValues) {
           double want = 0;
           for (int64_t i = 0; i < n; ++i) want += std::exp(logit[i] - mx) / sum * values[rows[i] * stride + e];
           ASSERT_NEAR(out[static_cast<size_t>(e)], want, 1e-4) << "dh " << dh << " n " << n << " at " << e;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Simd, PanelMatrixTest, ::testing::ValuesIn(LevelsHere()),
+                         [](const ::testing::TestParamInfo<SimdLevel>& info) {
+                           return std::string(SimdLevelName(info.param));
+                         });
+
+TEST(PanelMatrixSimdTest, ParsesTheLevelNames) {
+  SimdLevel level = SimdLevel::kPortable;
+  EXPECT_TRUE(ParseSimdLevel("auto", &level));
+  EXPECT_EQ(level, SimdLevel::kAvx512);
+  EXPECT_TRUE(ParseSimdLevel("avx2", &level));
+  EXPECT_EQ(level, SimdLevel::kAvx2);
+  EXPECT_TRUE(ParseSimdLevel("portable", &level));
+  EXPECT_EQ(level, SimdLevel::kPortable);
+  EXPECT_FALSE(ParseSimdLevel("sse4", &level));
+  for (SimdLevel l : {SimdLevel::kPortable, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    EXPECT_TRUE(ParseSimdLevel(SimdLevelName(l), &level));
+    EXPECT_EQ(level, l);
+  }
+}
+
+// The AVX-512 kernels (other row groups, two panels a call, masked partial panels) compute bitwise what the
+// AVX2 kernels do: a server may switch (--native_simd) without its decode results changing.
+TEST(PanelMatrixSimdTest, Avx512ProductsEqualAvx2ProductsBitwise) {
+  if (DetectedSimd() < SimdLevel::kAvx512) GTEST_SKIP() << "this CPU has no AVX-512: nothing to compare";
+  for (int64_t n : {1, 16, 37, 80, 300}) {
+    for (int64_t k : {1, 7, 64, 256}) {
+      const std::vector<float> w = Random(static_cast<size_t>(n * k), static_cast<uint32_t>(n + k));
+      const PanelMatrix pm(w.data(), n, k);
+      for (int64_t m = 1; m <= 40; ++m) {
+        const int64_t ldx = k + 1, ldy = n + 3;
+        const std::vector<float> x = Random(static_cast<size_t>(m * ldx), static_cast<uint32_t>(m));
+        const std::vector<float> y0 = Random(static_cast<size_t>(m * ldy), static_cast<uint32_t>(m + 77));
+        for (bool accumulate : {false, true}) {
+          for (int parts : {1, 3}) {
+            std::vector<float> got[2] = {y0, y0};
+            for (int level = 0; level < 2; ++level) {
+              LimitSimd(level == 0 ? SimdLevel::kAvx2 : SimdLevel::kAvx512);
+              for (int part = 0; part < parts; ++part) {
+                pm.Multiply(x.data(), m, ldx, got[level].data(), ldy, accumulate, part, parts);
+              }
+            }
+            LimitSimd(SimdLevel::kAvx512);
+            ASSERT_EQ(got[0], got[1]) << "n " << n << " k " << k << " m " << m << " accumulate " << accumulate
+                                      << " parts " << parts;
+          }
         }
       }
     }
