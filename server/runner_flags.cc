@@ -56,8 +56,8 @@ ABSL_FLAG(std::string, pool_growth, "in_place",
           "be reserved");
 ABSL_FLAG(std::string, native_simd, "auto",
           "The most the native decode step's kernels use: auto (the best this CPU has), avx512, avx2 or "
-          "portable. AVX-512 and AVX2 give bitwise the same results; on the project's AVX-512 host a "
-          "32-row decode step ran 1.2-1.3x faster with AVX-512 (benchmarks/README.md)");
+          "portable. AVX-512 and AVX2 give bitwise the same results; on the project's AVX-512 host the "
+          "decode step ran 1.26-1.62x faster at 1-64 rows with AVX-512 (benchmarks/README.md)");
 
 namespace brt::startup {
 
