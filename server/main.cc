@@ -1,5 +1,5 @@
 // brt-server: serves a Block-Recurrent Transformer export over gRPC (brt.v1.Brt, see proto/).
-// Wiring only: flags -> Tokenizer -> ModelRunner -> Engine -> gRPC server.
+// Wiring only: flags -> Tokenizer -> ModelRunner (its flags: runner_flags.cc) -> Engine -> gRPC server.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>

@@ -281,6 +281,37 @@ def test_limits_from_flags():
         assert s.stop() == 0
 
 
+def test_runner_flags_refuse_bad_values_and_native_simd_keeps_every_bit():
+    import subprocess
+    from conftest import MODEL_DIR, SERVER_BIN, free_port
+    for flag, message in (("--native_simd=sse4", "--native_simd must be auto"),
+                          ("--pool_growth=sometimes", "--pool_growth must be in_place"),
+                          ("--cpu_packed_weights=maybe", "--cpu_packed_weights must be auto"),
+                          ("--row_shards=-1", "--row_shards must be >= 0")):
+        r = subprocess.run([SERVER_BIN, f"--model_dir={MODEL_DIR}", f"--listen=127.0.0.1:{free_port()}", flag],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and message in r.stderr, (flag, r.returncode, r.stderr[-500:])
+    # The decode step's kernels capped at AVX2 (or portable loops) against the CPU's best: AVX2 and AVX-512
+    # compute the same multiply-adds in the same order, so greedy tokens and their log-probabilities match
+    # in every bit; the portable loops round differently, so only to fp32 tolerance.
+    prompt = b"1:1 In the beginning God created the heaven and the earth."
+    runs = {}
+    for simd in ("auto", "avx2", "portable"):
+        server = BrtServer(f"--native_simd={simd}")
+        try:
+            sid = new_session(server)
+            toks, _ = generate(server, sid, prompt, 48, temperature=0.0)
+            runs[simd] = ([t.token_id for t in toks], [t.logprob for t in toks], server.read_log())
+        finally:
+            server.stop()
+    assert "native decode step (team, " in runs["auto"][2], runs["auto"][2][-2000:]
+    assert "native decode step (team, portable)" in runs["portable"][2], runs["portable"][2][-2000:]
+    assert len(runs["auto"][0]) == 48
+    assert runs["avx2"][:2] == runs["auto"][:2]
+    assert runs["portable"][0] == runs["auto"][0]
+    assert max(abs(a - b) for a, b in zip(runs["portable"][1], runs["auto"][1])) < 1e-3
+
+
 def test_busy_session_is_failed_precondition(server, texts):
     sid = new_session(server)
     book = texts["kjv/Eze"].encode()[:200000]
