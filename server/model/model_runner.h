@@ -97,9 +97,9 @@ struct ModelRunnerOptions {
   // back to when the address space cannot be reserved (pools_in_place() says which).
   PoolGrowth pool_growth = PoolGrowth::kInPlace;
   // The most the native decoder's kernels use (panel_matrix.h SimdLevel): kAvx512 means the best this
-  // CPU has. AVX-512 and AVX2 give bitwise the same results (measured on the project's AVX-512 host: the
-  // decode step 1.26-1.62x faster at 1-64 rows with AVX-512, benchmarks/README.md); lower levels are for comparisons.
-  // Process-wide: Create applies it (LimitSimd).
+  // CPU has. AVX-512 and AVX2 give bitwise the same results (on the project's AVX-512 host the decode step
+  // ran 1.26-1.62x faster at 1-64 rows with AVX-512, benchmarks/README.md); lower levels are for
+  // comparisons. Process-wide: Create applies it (LimitSimd).
   SimdLevel native_simd = SimdLevel::kAvx512;
 };
 

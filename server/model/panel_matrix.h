@@ -6,8 +6,8 @@
 // 17% of the executor's time (benchmarks/README.md, "decode-step profile"). Here W^T is packed once, in
 // column panels of kPanel floats: panel p holds W^T[k][p*kPanel .. p*kPanel+kPanel-1] for k = 0..K-1,
 // contiguous (the last panel zero-padded) and 64-byte aligned, so each k's 16 floats are one cache line. A
-// product streams each panel once per group of rows, keeping the group's sums in registers: up to 16 rows
-// of 16 in AVX-512 registers (or 6 x 16 in AVX2 ones), whichever the CPU has (ActiveSimd).
+// product streams each panel once per group of rows, keeping the group's sums in registers: 8 rows x 2
+// panels in AVX-512 registers, or 6 rows x 1 panel in AVX2 ones, whichever the CPU has (ActiveSimd).
 //
 // Thread safety: immutable after construction; Multiply may run on any number of threads at once.
 #ifndef BRT_SERVER_MODEL_PANEL_MATRIX_H_
@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <new>
 #include <string>
 #include <vector>
@@ -35,7 +34,7 @@ void LimitSimd(SimdLevel level);
 bool ParseSimdLevel(const std::string& value, SimdLevel* level);
 const char* SimdLevelName(SimdLevel level);
 
-// A std::allocator for floats at 64-byte (cache line, AVX-512 register) boundaries.
+// An allocator of T at 64-byte (cache line, AVX-512 register) boundaries, for std::vector.
 template <typename T>
 struct CacheAlignedAllocator {
   using value_type = T;

@@ -39,8 +39,8 @@ class PanelMatrixTest : public ::testing::TestWithParam<SimdLevel> {
   void TearDown() override { LimitSimd(SimdLevel::kAvx512); }
 };
 
-// Every row count a kernel call takes (AVX2: 1-6; AVX-512: 1-16, and 1-8 two panels at a time) and more, output widths that are and are not whole panels,
-// strided rows, with and without accumulating.
+// Every row count a kernel call takes (AVX2: 1-6; AVX-512: 1-8, one or two panels at a time) and more,
+// output widths that are and are not whole panels, strided rows, with and without accumulating.
 TEST_P(PanelMatrixTest, MultipliesLikeTheTransposedWeight) {
   for (int64_t n : {1, 16, 37, 64}) {
     for (int64_t k : {1, 7, 64}) {
