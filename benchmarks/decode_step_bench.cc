@@ -110,12 +110,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--baseline: %s is none of export, shards, avx2\n", baseline.c_str());
     return 1;
   }
-  brt::SimdLevel simd = brt::SimdLevel::kAvx512;
-  if (!brt::ParseSimdLevel(absl::GetFlag(FLAGS_native_simd), &simd)) {
-    std::fprintf(stderr, "--native_simd: %s is none of auto, avx512, avx2, portable\n",
-                 absl::GetFlag(FLAGS_native_simd).c_str());
+  auto parsed = brt::ParseNativeSimd(absl::GetFlag(FLAGS_native_simd));
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "%s\n", parsed.status().ToString().c_str());
     return 1;
   }
+  const brt::SimdLevel simd = *parsed;
   // The level each runner's steps run with (the baseline's: AVX2 for --baseline=avx2).
   const brt::SimdLevel levels[2] = {baseline == "avx2" ? std::min(simd, brt::SimdLevel::kAvx2) : simd, simd};
   std::unique_ptr<brt::ModelRunner> runners[2] = {
