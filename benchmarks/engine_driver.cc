@@ -72,6 +72,7 @@ ABSL_FLAG(bool, native_decode, true, "brt-server --native_decode");
 ABSL_FLAG(bool, decode_team, true, "brt-server --decode_team");
 ABSL_FLAG(bool, native_spans, true, "brt-server --native_spans");
 ABSL_FLAG(std::string, native_simd, "auto", "brt-server --native_simd (auto, avx512, avx2, portable)");
+ABSL_FLAG(std::string, pin_workers, "auto", "brt-server --pin_workers (auto, on, off)");
 
 namespace {
 
@@ -274,6 +275,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   ro.native_simd = *simd;
+  auto pin = brt::ParsePinWorkers(absl::GetFlag(FLAGS_pin_workers));
+  if (!pin.ok()) {
+    std::fprintf(stderr, "%s\n", pin.status().ToString().c_str());
+    return 1;
+  }
+  ro.pin_workers = *pin;
   ro.max_slots = 1024;
   auto runner = brt::ModelRunner::Create(ro);
   if (!runner.ok()) {
@@ -284,6 +291,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--native_decode: the export's decode step runs: %s\n",
                  (*runner)->native_decode_error().c_str());
   }
+  const std::vector<int> pinned_cpus = (*runner)->pinned_cpus();
   brt::EngineOptions eo;
   eo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   eo.max_decode_batch = absl::GetFlag(FLAGS_max_decode_batch);
@@ -306,8 +314,10 @@ int main(int argc, char** argv) {
     std::ifstream in(absl::GetFlag(FLAGS_text), std::ios::binary);
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  std::printf("{\"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"native_simd\": \"%s\"",
-              ro.device.c_str(), ro.dtype.c_str(), ro.threads, brt::SimdLevelName(brt::ActiveSimd()));
+  std::printf("{\"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"native_simd\": \"%s\", "
+              "\"pinned_cpus\": \"%s\"",
+              ro.device.c_str(), ro.dtype.c_str(), ro.threads, brt::SimdLevelName(brt::ActiveSimd()),
+              brt::CpuList(pinned_cpus).c_str());
   if (!text.empty()) {
     const int bytes = std::min<int>(absl::GetFlag(FLAGS_score_bytes), static_cast<int>(text.size()));
     std::printf(", \"score\": [");

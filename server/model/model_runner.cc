@@ -153,18 +153,21 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   const int shards = options.shards > 0 ? options.shards : threads;
   if (shards > 1 && !impl->device.is_cuda()) {
     impl->shard_min_rows = std::max(1, options.shard_min_rows);
-    impl->shards = std::make_unique<ShardPool>(shards, [] {
-      SetIntraOpThreads(1);
-      // XNNPACK (packed weights) runs on the calling thread, not on LibTorch's one process-wide
-      // pthreadpool, which serialises its callers: two shards would otherwise take turns.
-      RunPoolOpsOnThisThread();
-      torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
-    });
+    impl->shards = std::make_unique<ShardPool>(
+        shards,
+        [] {
+          SetIntraOpThreads(1);
+          // XNNPACK (packed weights) runs on the calling thread, not on LibTorch's one process-wide
+          // pthreadpool, which serialises its callers: two shards would otherwise take turns.
+          RunPoolOpsOnThisThread();
+          torch::jit::setGraphExecutorOptimize(false);  // thread-local, as on the executor
+        },
+        "brt-row", WorkerCpus(options.pin_workers, shards, AllowedCpus()));
   }
   if (impl->shards == nullptr && threads > 1) {
     // No row workers (a CUDA model, or --row_shards=1): workers for ForEachRow's token draws alone, which
     // run on the host whatever the device (512 sampled rows took ~45 ms a step on one thread).
-    impl->draw_pool = std::make_unique<ShardPool>(threads, [] {});
+    impl->draw_pool = std::make_unique<ShardPool>(threads, [] {}, "brt-draw");
   }
   const bool pack = options.cpu_packed_weights == PackedWeights::kOn ||
                     (options.cpu_packed_weights == PackedWeights::kAuto && PackedWeightsPayOff());
@@ -358,6 +361,9 @@ const std::string& ModelRunner::freeze_error() const { return impl_->freeze_erro
 bool ModelRunner::native_decode() const { return impl_->native != nullptr; }
 const std::string& ModelRunner::native_decode_error() const { return impl_->native_error; }
 bool ModelRunner::decode_team() const { return impl_->team != nullptr; }
+std::vector<int> ModelRunner::pinned_cpus() const {
+  return impl_->shards != nullptr ? impl_->shards->pinned_cpus() : std::vector<int>{};
+}
 
 bool ModelRunner::PackedWeightsPayOff() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

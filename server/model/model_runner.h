@@ -14,9 +14,11 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/model/backend.h"
+#include "server/model/cpu_affinity.h"
 #include "server/model/panel_matrix.h"
 
 namespace brt {
@@ -101,6 +103,10 @@ struct ModelRunnerOptions {
   // ran 1.26-1.62x faster at 1-64 rows with AVX-512, benchmarks/README.md); lower levels are for
   // comparisons. Process-wide: Create applies it (LimitSimd).
   SimdLevel native_simd = SimdLevel::kAvx512;
+  // Whether each row-shard worker is pinned to its own CPU (cpu_affinity.h: on 2 cores the decode team's
+  // two workers otherwise often took turns on one core). kAuto: when the workers are as many as the CPUs
+  // this process may run on.
+  PinWorkers pin_workers = PinWorkers::kAuto;
 };
 
 class ModelRunner : public ModelBackend {
@@ -146,6 +152,8 @@ class ModelRunner : public ModelBackend {
   bool decode_team() const;
   // The instruction set the native decoder's kernels run with (the CPU's best, capped by the option).
   SimdLevel native_simd() const;
+  // The CPU each row-shard worker is pinned to (ModelRunnerOptions::pin_workers); empty when they are not.
+  std::vector<int> pinned_cpus() const;
   // Whether the export's pack_cpu_transposed() ran (see ModelRunnerOptions::cpu_packed_weights).
   bool transposed_weights() const;
   absl::StatusOr<std::vector<SpanResult>> FeedSpans(const std::vector<SpanRow>& rows, int top_k,

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+#include "server/model/cpu_affinity.h"
+
 namespace brt {
 
 std::vector<int64_t> ShardBounds(const std::vector<double>& cost, int64_t k) {
@@ -25,14 +28,18 @@ std::vector<int64_t> ShardBounds(const std::vector<double>& cost, int64_t k) {
   return bounds;
 }
 
-ShardPool::ShardPool(int threads, std::function<void()> init) {
+ShardPool::ShardPool(int threads, std::function<void()> init, const std::string& name, std::vector<int> cpus) {
   workers_.reserve(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) {
-    workers_.emplace_back([this, i, init] { Loop(i, init); });
+    const int cpu = cpus.empty() ? -1 : cpus[static_cast<size_t>(i) % cpus.size()];
+    workers_.emplace_back([this, i, name, cpu, init] { Loop(i, name, cpu, init); });
   }
   absl::MutexLock lock(&mu_);
   auto all = [this, threads]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return initialised_ == threads; };
   mu_.Await(absl::Condition(&all));
+  if (!cpus.empty() && pin_failures_ == 0) {
+    for (int i = 0; i < threads; ++i) pinned_cpus_.push_back(cpus[static_cast<size_t>(i) % cpus.size()]);
+  }
 }
 
 ShardPool::~ShardPool() {
@@ -53,11 +60,14 @@ void ShardPool::Run(const std::vector<std::function<void()>>& jobs) {
   jobs_ = nullptr;
 }
 
-void ShardPool::Loop(int index, const std::function<void()>& init) {
+void ShardPool::Loop(int index, const std::string& name, int cpu, const std::function<void()>& init) {
+  NameThisThread(absl::StrCat(name, "-", index));
+  const bool pin_failed = cpu >= 0 && !PinThisThread(cpu);
   init();
   {
     absl::MutexLock lock(&mu_);
     ++initialised_;
+    if (pin_failed) ++pin_failures_;
   }
   uint64_t seen = 0;
   while (true) {

@@ -10,7 +10,8 @@
 //
 // Each worker runs `init` once, first (per-thread runtime setup: LibTorch's intra-op thread count and
 // executor options are thread-local), and keeps that setup for its life: no thread ever switches its
-// thread count between calls (see ModelRunnerOptions::decode_threads for why that matters).
+// thread count between calls (see ModelRunnerOptions::decode_threads for why that matters). Before its
+// init a worker names itself and, when given CPUs, pins itself to its own (cpu_affinity.h says why).
 //
 // Thread safety: Run may be called from one thread at a time (the executor); the destructor joins the
 // workers and must not run concurrently with Run.
@@ -19,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -37,20 +39,26 @@ std::vector<int64_t> ShardBounds(const std::vector<double>& cost, int64_t k);
 class ShardPool {
  public:
   // Starts `threads` (>= 1) workers, each of which runs `init` once before its first job; returns after
-  // every worker's `init` has run (it may change process-wide LibTorch settings).
-  ShardPool(int threads, std::function<void()> init);
+  // every worker's `init` has run (it may change process-wide LibTorch settings). Worker i is named
+  // "<name>-<i>" and, when cpus is not empty, pinned to cpus[i % cpus.size()] first.
+  ShardPool(int threads, std::function<void()> init, const std::string& name = "brt-worker",
+            std::vector<int> cpus = {});
   ~ShardPool();
   ShardPool(const ShardPool&) = delete;
   ShardPool& operator=(const ShardPool&) = delete;
 
   int threads() const { return static_cast<int>(workers_.size()); }
+  // The CPU each worker is pinned to; empty when none was asked for or any worker's pinning failed (the
+  // OS refused: the workers then run where the scheduler puts them).
+  const std::vector<int>& pinned_cpus() const { return pinned_cpus_; }
 
   // Runs jobs[i] on worker i, all at once, and returns when every job has returned.
   // REQUIRES: 1 <= jobs.size() <= threads(); jobs do not throw.
   void Run(const std::vector<std::function<void()>>& jobs) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  void Loop(int index, const std::function<void()>& init) ABSL_LOCKS_EXCLUDED(mu_);
+  void Loop(int index, const std::string& name, int cpu, const std::function<void()>& init)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::Mutex mu_;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by each Run
@@ -58,6 +66,8 @@ class ShardPool {
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // jobs of the current Run not finished yet
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int initialised_ ABSL_GUARDED_BY(mu_) = 0;  // workers whose init has run
+  int pin_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> pinned_cpus_;  // set by the constructor
   std::vector<std::thread> workers_;
 };
 

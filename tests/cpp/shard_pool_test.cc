@@ -1,8 +1,13 @@
 // ShardPool: jobs run on distinct workers at once, each worker's init runs first and once.
 #include "server/model/shard_pool.h"
+#include "server/model/cpu_affinity.h"
 #include "server/model/spin_barrier.h"
 
 #include <gtest/gtest.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -96,6 +101,65 @@ TEST(ShardBoundsTest, EvenCostsSplitEvenlyAndHeavyRowsMoveTheBoundary) {
   EXPECT_EQ(ShardBounds({1.0, 1.0}, 4), (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(ShardBounds({}, 2), (std::vector<int64_t>{0, 0}));
 }
+
+TEST(CpuAffinityTest, WorkerCpusPinOnlyWhatTheModeAsksFor) {
+  const std::vector<int> two = {0, 1}, four = {2, 3, 5, 7};
+  // auto: only a pool as big as the CPUs this process may use.
+  EXPECT_EQ(WorkerCpus(PinWorkers::kAuto, 2, two), (std::vector<int>{0, 1}));
+  EXPECT_EQ(WorkerCpus(PinWorkers::kAuto, 4, four), (std::vector<int>{2, 3, 5, 7}));
+  EXPECT_TRUE(WorkerCpus(PinWorkers::kAuto, 2, four).empty());
+  EXPECT_TRUE(WorkerCpus(PinWorkers::kAuto, 3, two).empty());
+  // on: always, round robin over the allowed CPUs.
+  EXPECT_EQ(WorkerCpus(PinWorkers::kOn, 2, four), (std::vector<int>{2, 3}));
+  EXPECT_EQ(WorkerCpus(PinWorkers::kOn, 3, two), (std::vector<int>{0, 1, 0}));
+  // off, or nothing known about the CPUs: none.
+  EXPECT_TRUE(WorkerCpus(PinWorkers::kOff, 2, two).empty());
+  EXPECT_TRUE(WorkerCpus(PinWorkers::kOn, 2, {}).empty());
+  EXPECT_EQ(CpuList({0, 1, 5}), "0,1,5");
+}
+
+TEST(CpuAffinityTest, ParsesTheModesAndNamesThemWhenWrong) {
+  EXPECT_EQ(*ParsePinWorkers("auto"), PinWorkers::kAuto);
+  EXPECT_EQ(*ParsePinWorkers("on"), PinWorkers::kOn);
+  EXPECT_EQ(*ParsePinWorkers("off"), PinWorkers::kOff);
+  auto bad = ParsePinWorkers("yes");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("auto"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("'yes'"), std::string::npos) << bad.status();
+}
+
+#if defined(__linux__)
+TEST(CpuAffinityTest, PooledWorkersRunNamedOnTheCpusTheyWereGiven) {
+  const std::vector<int> allowed = AllowedCpus();
+  ASSERT_FALSE(allowed.empty());
+  // Both workers on the last allowed CPU (a CPU the pool would not pick by itself): each job must see it.
+  const std::vector<int> cpus = {allowed.back(), allowed.back()};
+  ShardPool pool(2, [] {}, "brt-test", cpus);
+  EXPECT_EQ(pool.pinned_cpus(), cpus);
+  std::vector<int> ran(2, -1);
+  std::vector<std::string> names(2);
+  std::vector<std::function<void()>> jobs;
+  for (int i = 0; i < 2; ++i) {
+    jobs.push_back([&, i] {
+      ran[static_cast<size_t>(i)] = sched_getcpu();
+      char name[16] = {};
+      pthread_getname_np(pthread_self(), name, sizeof(name));
+      names[static_cast<size_t>(i)] = name;
+    });
+  }
+  pool.Run(jobs);
+  EXPECT_EQ(ran, (std::vector<int>{allowed.back(), allowed.back()}));
+  EXPECT_EQ(names, (std::vector<std::string>{"brt-test-0", "brt-test-1"}));
+  // A CPU this machine does not have is refused by the OS: the pool says none are pinned and still runs
+  // its jobs.
+  ShardPool refused(1, [] {}, "brt-test", {static_cast<int>(sysconf(_SC_NPROCESSORS_CONF))});
+  EXPECT_TRUE(refused.pinned_cpus().empty());
+  bool done = false;
+  refused.Run({[&] { done = true; }});
+  EXPECT_TRUE(done);
+}
+#endif
 
 }  // namespace
 }  // namespace brt
