@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Two sets of brt-server flags side by side through gRPC: Score and Generate, alternating, fresh servers.
+"""Two sets of brt-server flags (or two builds) side by side through gRPC: Score and Generate, alternating.
 
 Reproduce (e.g. the row workers pinned to their CPUs or not, 2026-12-04; ~4 minutes on 2 idle cores; waits
 for a 1-minute load under 0.5 before it starts):
@@ -7,6 +7,7 @@ for a 1-minute load under 0.5 before it starts):
   /usr/bin/python3 benchmarks/ab_server.py --a=--pin_workers=off --b=--pin_workers=auto --rounds 3 \\
       --out benchmarks/results/pin_workers_ab_epyc.json
 
+Two builds: --a-bin /tmp/old/bin/brt-server (a copy of the binary before a change) and the default.
 Each round starts a fresh brt-server (--threads 2, the shipped model) for A, then one for B (B first in odd
 rounds), warms it (a short Score of 8 sessions, 2 short Generate calls), and measures, in this order:
  - score_8: 8 concurrent sessions each scoring ~20 kB of held-out text (kjv/Eze), tokens/s (bench_engine.py's);
@@ -51,8 +52,10 @@ def proc_cpu_s(pid):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", required=True, help="brt-server flags of A, one string (--a=\"--x=1 --y=2\")")
-    ap.add_argument("--b", required=True, help="brt-server flags of B (one string)")
+    ap.add_argument("--a", default="", help="brt-server flags of A, one string (--a=\"--x=1 --y=2\")")
+    ap.add_argument("--b", default="", help="brt-server flags of B (one string)")
+    ap.add_argument("--a-bin", help="A's brt-server binary (default build/bin/brt-server)")
+    ap.add_argument("--b-bin", help="B's brt-server binary (default build/bin/brt-server)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
@@ -95,7 +98,7 @@ def main():
     for r in range(args.rounds):
         row = {"round": r}
         for which in ("ab" if r % 2 == 0 else "ba"):
-            server = BrtServer(*flags[which], threads=args.threads)
+            server = BrtServer(*flags[which], threads=args.threads, binary=getattr(args, f"{which}_bin"))
             try:
                 server_score(server, pb, score, [t[:1500] for t in texts8])
                 server_generate(server, pb, prompts[:2], 16)
@@ -107,7 +110,7 @@ def main():
         rounds.append(row)
         print(json.dumps(row), flush=True)
     keys = [k for k, v in rounds[0]["a"].items() if isinstance(v, float)]
-    report = {"command": command, "a": args.a, "b": args.b, "load_before": load_before,
+    report = {"command": command, "a": args.a, "b": args.b, "a_bin": args.a_bin, "b_bin": args.b_bin, "load_before": load_before,
               "load_after": os.getloadavg(), "rounds": rounds,
               "median_a": {k: statistics.median(r["a"][k] for r in rounds) for k in keys},
               "median_b": {k: statistics.median(r["b"][k] for r in rounds) for k in keys},

@@ -509,7 +509,9 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
     // (on this project's VM a fresh page's first touch costs microseconds: a 1.2 MB export took 3.4 ms
     // into new memory and ~0.15 ms into reused memory).
     const auto opts = at::TensorOptions().dtype(impl_->dtype);
-    auto host = [&](std::vector<int64_t> shape, HostTensor* h, bool zero) {
+    // A W-slot ring fills half of its layer's 2W host slots; the other half is zeroed (only it: a whole
+    // buffer zeroed first and then copied over wrote the ring's bytes twice).
+    auto host = [&](std::vector<int64_t> shape, HostTensor* h) {
       h->dtype = DTypeString(impl_->dtype);
       h->shape = std::move(shape);
       const size_t bytes = Elements(h->shape) * c10::elementSize(impl_->dtype);
@@ -518,20 +520,17 @@ absl::Status ModelRunner::ExportSlotInto(int32_t slot, HostMemory* out) {
         h->data.reserve(bytes);
         PrefaultForWrite(h->data.data(), bytes);
       }
-      if (zero) {
-        h->data.assign(bytes, '\0');
-      } else {
-        h->data.resize(bytes);
-      }
+      h->data.resize(bytes);
       return at::from_blob(h->data.data(), h->shape, opts);
     };
-    // A W-slot ring fills half of its layer's 2W slots; the other half stays zero.
-    at::Tensor kv = host(HostKvShape(m), &out->kv, /*zero=*/true);
+    at::Tensor kv = host(HostKvShape(m), &out->kv);
+    const int64_t slots_per_layer = 2 * int64_t{m.window};
     for (int64_t l = 0; l < m.n_layers; ++l) {
-      kv[0][l].narrow(2, 0, impl_->ring[l]).copy_(impl_->kv[l][slot]);
+      const int64_t ring = impl_->ring[l];
+      kv[0][l].narrow(2, 0, ring).copy_(impl_->kv[l][slot]);
+      if (ring < slots_per_layer) kv[0][l].narrow(2, ring, slots_per_layer - ring).zero_();
     }
-    host(HostStateShape(m), &out->state, /*zero=*/false)
-        .copy_(impl_->state.narrow(0, slot, 1));
+    host(HostStateShape(m), &out->state).copy_(impl_->state.narrow(0, slot, 1));
     return absl::OkStatus();
   } catch (const std::exception& e) {
     return TorchError("exporting session memory failed", e);

@@ -50,13 +50,16 @@ def free_port():
 class BrtServer:
     """One brt-server process on a free loopback port."""
 
-    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None, port=None, env=None):
+    def __init__(self, *extra_args, model_dir=MODEL_DIR, threads=2, credentials=None, port=None, env=None,
+                 binary=None):
         """credentials: grpc.ChannelCredentials for a server started with TLS flags (None: plaintext).
         port: listen there (a replica restarted behind a proxy); default a free one.
-        env: variables added to the server's environment."""
+        env: variables added to the server's environment.
+        binary: another brt-server build (benchmarks comparing two); default build/bin/brt-server."""
         import grpc
-        if not os.path.exists(SERVER_BIN):
-            raise RuntimeError(f"{SERVER_BIN} not built: run deploy/build.sh")
+        binary = binary or SERVER_BIN
+        if not os.path.exists(binary):
+            raise RuntimeError(f"{binary} not built: run deploy/build.sh")
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Every test server gets its own free metrics port (never the default 9464: servers run side by side);
@@ -73,7 +76,7 @@ class BrtServer:
         if not any(a.startswith("--snapshot_store=") for a in extra_args):
             extra_args = (*extra_args, f"--snapshot_store=file://{tempfile.mkdtemp(prefix='brt-snapshots-')}")
         self.log_path = tempfile.mktemp(prefix="brt-server-", suffix=".log")
-        self.args = [SERVER_BIN, f"--model_dir={model_dir}", f"--listen={self.address}", f"--threads={threads}",
+        self.args = [binary, f"--model_dir={model_dir}", f"--listen={self.address}", f"--threads={threads}",
                      f"--metrics_address=127.0.0.1:{self.metrics_port}", *extra_args]
 
         self.log = open(self.log_path, "wb")
