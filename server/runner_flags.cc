@@ -63,7 +63,7 @@ ABSL_FLAG(std::string, pin_workers, "auto",
           "CPU: pin each row-shard worker to its own CPU: auto (when the workers, --row_shards, are as many "
           "as the CPUs this process may run on), on (always, round robin over those CPUs) or off. On the "
           "project's 2-core VM the decode team's two workers, left to the scheduler, often took turns on one "
-          "core; pinned, 32 sessions generated ~1.2x faster through gRPC (benchmarks/README.md)");
+          "core; pinned, 32 sessions generated 1.47x faster through gRPC (benchmarks/README.md)");
 
 namespace brt::startup {
 
