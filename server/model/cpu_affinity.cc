@@ -5,6 +5,9 @@
 #include <sched.h>
 #endif
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -30,6 +33,12 @@ std::vector<int> AllowedCpus() {
   }
 #endif
   return cpus;
+}
+
+int UsableCpus() {
+  const size_t allowed = AllowedCpus().size();
+  if (allowed > 0) return static_cast<int>(allowed);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 std::vector<int> WorkerCpus(PinWorkers mode, int workers, const std::vector<int>& allowed) {

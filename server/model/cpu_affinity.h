@@ -29,6 +29,11 @@ absl::StatusOr<PinWorkers> ParsePinWorkers(const std::string& value);
 // empty where the OS does not say (not Linux).
 std::vector<int> AllowedCpus();
 
+// How many CPUs this process may run on: AllowedCpus().size(), or where that is unknown the CPUs online
+// (std::thread::hardware_concurrency, which counts a container's excluded CPUs too); at least 1. A CPU quota
+// (cgroup cpu.max) is not read.
+int UsableCpus();
+
 // The CPU for each of `workers` threads, or empty for none pinned. Pure. kOff, or no CPU known: empty.
 // kAuto: allowed[i] when workers == allowed.size(), else empty. kOn: allowed[i % allowed.size()].
 std::vector<int> WorkerCpus(PinWorkers mode, int workers, const std::vector<int>& allowed);

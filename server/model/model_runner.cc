@@ -73,9 +73,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     return absl::FailedPreconditionError(
         absl::StrCat("device ", options.device, " requested but CUDA is not available"));
   }
-  int threads = options.threads > 0
-                    ? options.threads
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = options.threads > 0 ? options.threads : UsableCpus();
   at::set_num_threads(threads);
   impl->threads = threads;
   impl->decode_threads = options.decode_threads > 0 ? options.decode_threads : threads;

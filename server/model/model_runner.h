@@ -42,7 +42,7 @@ struct ModelRunnerOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   std::string dtype =
       "float32";    // "float32", "bfloat16" or "float16" (memory dtype; logprobs stay fp32)
-  int threads = 0;  // intra-op threads for block scoring; 0 = number of cores
+  int threads = 0;  // intra-op threads for block scoring; 0 = UsableCpus() (the process's affinity mask)
   // Intra-op threads for decode steps when row shards are off; 0 = `threads`. A thread count that
   // differs from `threads` is switched between calls on the executor thread.
   int decode_threads = 0;

@@ -133,6 +133,8 @@ TEST(CpuAffinityTest, ParsesTheModesAndNamesThemWhenWrong) {
 TEST(CpuAffinityTest, PooledWorkersRunNamedOnTheCpusTheyWereGiven) {
   const std::vector<int> allowed = AllowedCpus();
   ASSERT_FALSE(allowed.empty());
+  // --threads=0 means the CPUs of the affinity mask (a container's cpuset), not the machine's.
+  EXPECT_EQ(UsableCpus(), static_cast<int>(allowed.size()));
   // Both workers on the last allowed CPU (a CPU the pool would not pick by itself): each job must see it.
   const std::vector<int> cpus = {allowed.back(), allowed.back()};
   ShardPool pool(2, [] {}, "brt-test", cpus);

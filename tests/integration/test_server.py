@@ -312,6 +312,75 @@ def test_runner_flags_refuse_bad_values_and_native_simd_keeps_every_bit():
     assert max(abs(a - b) for a, b in zip(runs["portable"][1], runs["auto"][1])) < 1e-3
 
 
+def _row_threads(pid):
+    """{name: CPUs allowed} of a process's row-shard workers (threads named brt-row-N)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        if name.startswith("brt-row-"):
+            out[name] = os.sched_getaffinity(int(tid))
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning row workers needs 2 or more CPUs")
+def test_row_workers_pinned_each_to_its_own_cpu_when_they_fill_the_machine():
+    import subprocess
+    from conftest import MODEL_DIR, SERVER_BIN, free_port
+    cpus = sorted(os.sched_getaffinity(0))
+    prompt = b"1:1 In the beginning God created the heaven and the earth."
+    # As many workers as CPUs (auto): worker i on cpus[i], said at start-up; the same greedy tokens as unpinned.
+    runs = {}
+    for pin in ("auto", "off"):
+        server = BrtServer(f"--pin_workers={pin}", threads=len(cpus))
+        try:
+            rows = _row_threads(server.proc.pid)
+            toks, _ = generate(server, new_session(server), prompt, 24, temperature=0.0)
+            runs[pin] = [t.token_id for t in toks]
+            log = server.read_log()
+        finally:
+            server.stop()
+        assert sorted(rows) == [f"brt-row-{i}" for i in range(len(cpus))], rows
+        if pin == "auto":
+            assert f"row workers pinned to CPUs {','.join(map(str, cpus))}" in log, log[-2000:]
+            assert [rows[f"brt-row-{i}"] for i in range(len(cpus))] == [{c} for c in cpus], rows
+        else:
+            assert "pinned" not in log, log[-2000:]
+            assert all(allowed == set(cpus) for allowed in rows.values()), rows
+    assert runs["auto"] == runs["off"] and len(runs["auto"]) == 24
+    # Workers not as many as the CPUs: auto leaves them to the scheduler (replicas sharing a host); on pins
+    # them round robin.
+    for pin in ("auto", "on"):
+        server = BrtServer(f"--pin_workers={pin}", f"--row_shards={len(cpus) + 1}", threads=1)
+        try:
+            rows = _row_threads(server.proc.pid)
+            log = server.read_log()
+        finally:
+            server.stop()
+        assert len(rows) == len(cpus) + 1, rows
+        if pin == "auto":
+            assert "pinned" not in log and all(a == set(cpus) for a in rows.values()), (rows, log[-2000:])
+        else:
+            assert "row workers pinned to CPUs" in log, log[-2000:]
+            assert [rows[f"brt-row-{i}"] for i in range(len(rows))] == [{cpus[i % len(cpus)]} for i in range(len(rows))]
+    # --threads=0 counts the CPUs this process may use (its affinity mask), not the machine's: on one CPU
+    # the server runs one worker, so no row-shard pool at all.
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        server = BrtServer(threads=0)
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    try:
+        assert _row_threads(server.proc.pid) == {}
+        toks, _ = generate(server, new_session(server), prompt, 8, temperature=0.0)
+        assert [t.token_id for t in toks] == runs["auto"][:8]
+    finally:
+        server.stop()
+    r = subprocess.run([SERVER_BIN, f"--model_dir={MODEL_DIR}", f"--listen=127.0.0.1:{free_port()}",
+                        "--pin_workers=sometimes"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "--pin_workers must be auto" in r.stderr and "'sometimes'" in r.stderr, r.stderr
+
+
 def test_busy_session_is_failed_precondition(server, texts):
     sid = new_session(server)
     book = texts["kjv/Eze"].encode()[:200000]
