@@ -1,7 +1,10 @@
 // brt-generate-load: a light C++ gRPC client that runs concurrent Generate streams against a running
 // brt-server and prints what it saw, so that the benchmark's client does not take the CPU the server
 // needs. On this project's 2-core machine the Python client (32 threads, one sync stream each) used about
-// a third of the CPU during a 32-session run; this client spends a few percent.
+// a third of the CPU during a 32-session run; this client spends a few percent. By default it reads every
+// stream through gRPC's callback API (no thread per stream); --client_api=sync gives each stream a thread
+// blocked in Read, as the first version did (on the project's 2-core VM ~32 us of CPU a token at 32
+// streams; "client_cpu_s" in the output says what a run cost).
 //
 //   build/bin/brt-generate-load --address=127.0.0.1:50051 --session_ids=ID1,ID2,...
 //       --prompts_file=FILE --max_tokens=64 [--temperature=0.8 --top_p=0.95] [--api_key=KEY]
@@ -13,13 +16,16 @@
 // after the barrier (arrivals while others generate), and the clock runs from the barrier's release to
 // the last stream's end. One JSON object on stdout:
 //   {"sessions": N, "tokens": T, "seconds": S, "tokens_per_s": T/S,
-//    "messages": M, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
+//    "messages": M, "client_api": "callback", "client_cpu_s": C, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
 //    "errors": [...]}
 // With --stream_interval 1 (the default) every message before the last carries one token, so the gaps
 // are the inter-token gaps; with N > 1 a message carries up to N tokens (GenerateResponse.tokens, the
 // last message's included). Exit status 0 when every stream ended OK, 1 otherwise.
 //
-// Thread safety: main() only; each worker thread owns its slot of the results until it is joined.
+// Thread safety: main() only; each stream (its thread, or its reactor's callbacks, which gRPC runs one at a
+// time per stream) owns its slot of the results until it is joined or has signalled its end.
+
+#include <sys/resource.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -50,6 +56,9 @@ ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY' when se
 ABSL_FLAG(int, timeout_s, 600, "Deadline of each Generate call");
 ABSL_FLAG(int, stream_interval, 1, "GenerateRequest.stream_interval (tokens per message)");
 ABSL_FLAG(int, arrival_ms, 0, "Stream i starts i * this many ms after the first (0: all at once)");
+ABSL_FLAG(std::string, client_api, "callback",
+          "callback: every stream a ClientReadReactor, read on gRPC's own threads (no thread per stream); "
+          "sync: a thread per stream blocked in ClientReader::Read (the first version of this tool)");
 
 namespace {
 
@@ -108,6 +117,52 @@ void RunStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, St
   if (!status.ok()) out->error = absl::StrCat(status.error_code(), ": ", status.error_message());
 }
 
+// One Generate stream read through gRPC's callback API: OnReadDone runs on a gRPC thread, stamps the message
+// and asks for the next; no thread of this tool waits per stream.
+class CallbackStream final : public grpc::ClientReadReactor<brt::v1::GenerateResponse> {
+ public:
+  CallbackStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, StreamResult* out)
+      : out_(out) {
+    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
+    const std::string key = absl::GetFlag(FLAGS_api_key);
+    if (!key.empty()) ctx_.AddMetadata("authorization", "Bearer " + key);
+    out_->stamps.reserve(req.max_tokens() + 1);
+    stub->async()->Generate(&ctx_, &req, this);
+  }
+  void Start() {
+    StartRead(&msg_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone follows
+    const long n = msg_.tokens_size() > 0 ? msg_.tokens_size()
+                   : msg_.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED ? 1 : 0;
+    if (n > 0) {
+      out_->stamps.push_back(Clock::now());
+      out_->tokens += n;
+    }
+    StartRead(&msg_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    if (!status.ok()) out_->error = absl::StrCat(status.error_code(), ": ", status.error_message());
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  brt::v1::GenerateResponse msg_;
+  StreamResult* out_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,18 +196,43 @@ int main(int argc, char** argv) {
     req.set_stream_interval(static_cast<uint32_t>(absl::GetFlag(FLAGS_stream_interval)));
   }
   std::vector<StreamResult> results(n);
-  StartGate gate(n + 1);
-  std::vector<std::thread> workers;
-  workers.reserve(n);
   const int arrival_ms = absl::GetFlag(FLAGS_arrival_ms);
-  for (int i = 0; i < n; ++i) {
-    workers.emplace_back(RunStream, stub.get(), requests[i], &gate, std::chrono::milliseconds(i * arrival_ms),
-                         &results[i]);
+  const std::string api = absl::GetFlag(FLAGS_client_api);
+  if (api != "callback" && api != "sync") {
+    std::fprintf(stderr, "brt-generate-load: --client_api must be callback or sync, got '%s'\n", api.c_str());
+    return 2;
   }
-  gate.ArriveAndWait();
-  const Clock::time_point t0 = Clock::now();
-  for (std::thread& w : workers) w.join();
+  struct rusage before;
+  getrusage(RUSAGE_SELF, &before);
+  Clock::time_point t0;
+  if (api == "callback") {
+    std::vector<std::unique_ptr<CallbackStream>> streams;
+    for (int i = 0; i < n; ++i) streams.push_back(std::make_unique<CallbackStream>(stub.get(), requests[i], &results[i]));
+    t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      std::this_thread::sleep_until(t0 + std::chrono::milliseconds(i * arrival_ms));
+      streams[i]->Start();
+    }
+    for (auto& s : streams) s->Wait();
+  } else {
+    StartGate gate(n + 1);
+    std::vector<std::thread> workers;
+    workers.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      workers.emplace_back(RunStream, stub.get(), requests[i], &gate, std::chrono::milliseconds(i * arrival_ms),
+                           &results[i]);
+    }
+    gate.ArriveAndWait();
+    t0 = Clock::now();
+    for (std::thread& w : workers) w.join();
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  struct rusage after;
+  getrusage(RUSAGE_SELF, &after);
+  auto cpu_s = [](const struct rusage& r) {
+    return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+           static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+  };
 
   nlohmann::json gaps = nlohmann::json::array();
   nlohmann::json errors = nlohmann::json::array();
@@ -171,6 +251,8 @@ int main(int argc, char** argv) {
                         {"seconds", seconds},
                         {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0},
                         {"messages", messages},
+                        {"client_api", api},
+                        {"client_cpu_s", cpu_s(after) - cpu_s(before)},
                         {"gaps_us", gaps},
                         {"errors", errors}};
   std::printf("%s\n", out.dump().c_str());
