@@ -9,6 +9,7 @@
 #include "server/core/engine_internal.h"
 #include "server/core/session_id.h"
 #include "server/metrics/metrics.h"
+#include "server/thread_name.h"
 
 namespace brt {
 namespace {
@@ -84,7 +85,8 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
                               options_.max_block_ends_per_step,
                               options_.decode_rows_per_block_end,
                               options_.chunked_prefill_tokens}),
-      checkpoint_recycler_(CheckpointRecycler::Create(options_.checkpoint_recycle_bytes)) {
+      checkpoint_recycler_(CheckpointRecycler::Create(options_.checkpoint_recycle_bytes)),
+      deliverer_(/*inline_below=*/4) {
   if (metrics::Metrics* m = options_.metrics) {
     m->SetQueueCapacity(options_.max_queue);
     m->SetSessionsCapacity(options_.max_sessions);
@@ -96,11 +98,17 @@ Engine::Engine(EngineOptions options, std::unique_ptr<ModelBackend> backend,
     const ModelBackend::ExportSize size = backend_->ExportBytes();
     checkpoint_recycler_->Prefill(options_.checkpoint_prefill_bytes, size.kv, size.state);
   }
-  executor_ = std::thread([this] { ExecutorLoop(); });
+  executor_ = std::thread([this] {
+    NameThisThread("brt-executor");
+    ExecutorLoop();
+  });
   if (options_.snapshot_store != nullptr &&
       (options_.session_idle_ttl_ms > 0 || options_.session_memory_budget_bytes > 0 ||
        options_.autosave_every_blocks > 0 || leases())) {
-    housekeeper_ = std::thread([this] { HousekeepingLoop(); });
+    housekeeper_ = std::thread([this] {
+      NameThisThread("brt-housekeep");
+      HousekeepingLoop();
+    });
   }
 }
 

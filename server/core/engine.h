@@ -496,7 +496,7 @@ class Engine {
   std::thread housekeeper_;  // runs HousekeepingLoop when eviction or autosave is on
   // Sink callbacks of an executor iteration's planning (the tokens sampled), run while its model call
   // runs (event_deliverer.h).
-  EventDeliverer deliverer_{4};
+  EventDeliverer deliverer_;
   std::thread executor_;
 };
 

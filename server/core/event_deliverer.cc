@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "server/thread_name.h"
+
 namespace brt {
 
 EventDeliverer::EventDeliverer(size_t inline_below)
@@ -35,6 +37,7 @@ void EventDeliverer::Join() {
 }
 
 void EventDeliverer::Loop() {
+  NameThisThread("brt-deliver");
   while (true) {
     Events batch;
     {

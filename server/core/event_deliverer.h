@@ -8,6 +8,11 @@
 // callbacks itself keeps every sink's callbacks in order. Batches smaller than `inline_below` run inline
 // (waking a thread costs more than they do). Callbacks must not call Start or Join.
 //
+// While a decode step runs, the row workers are pinned to every CPU and busy, so the deliverer's thread
+// runs when it preempts one; on the project's 2-core VM it often waited for the step's end, and 14-15% of a
+// stream's token hand-overs then came in pairs (benchmarks/README.md, fifteenth pass; a shorter scheduler
+// slice for this thread did not change that).
+//
 // Thread safety: Start and Join are for one thread (the executor); the batch runs on the deliverer's
 // thread.
 #ifndef BRT_SERVER_CORE_EVENT_DELIVERER_H_
@@ -27,6 +32,7 @@ class EventDeliverer {
  public:
   using Events = std::vector<std::function<void()>>;
 
+  // The thread is named "brt-deliver".
   explicit EventDeliverer(size_t inline_below);
   ~EventDeliverer();  // runs what was started, then stops the thread
   EventDeliverer(const EventDeliverer&) = delete;
@@ -39,6 +45,7 @@ class EventDeliverer {
   void Loop();
 
   const size_t inline_below_;
+
   absl::Mutex mu_;
   Events batch_ ABSL_GUARDED_BY(mu_);
   bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a batch was started and has not finished

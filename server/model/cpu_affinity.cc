@@ -62,14 +62,6 @@ bool PinThisThread(int cpu) {
 #endif
 }
 
-void NameThisThread(const std::string& name) {
-#if defined(__linux__)
-  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
-#else
-  (void)name;
-#endif
-}
-
 std::string CpuList(const std::vector<int>& cpus) { return absl::StrJoin(cpus, ","); }
 
 }  // namespace brt

@@ -1,4 +1,4 @@
-// Pinning the row workers to CPUs (--pin_workers), and naming threads.
+// Pinning the row workers to CPUs (--pin_workers), and counting the CPUs a process may use.
 //
 // Why: the native decode step's team meets ~30 times a step at a SpinBarrier; a member that waits long
 // sleeps on a futex and is woken by the last to arrive. Linux places a woken thread near its waker, so on
@@ -6,7 +6,7 @@
 // a scheduler trace of 32 generating sessions through gRPC showed both workers on one CPU for ~5 ms at a
 // time and the machine 21-25% idle. Each worker pinned to its own CPU runs the step as two cores.
 //
-// Thread safety: every function is thread-safe; PinThisThread and NameThisThread act on the calling thread.
+// Thread safety: every function is thread-safe; PinThisThread acts on the calling thread.
 #ifndef BRT_SERVER_MODEL_CPU_AFFINITY_H_
 #define BRT_SERVER_MODEL_CPU_AFFINITY_H_
 
@@ -40,9 +40,6 @@ std::vector<int> WorkerCpus(PinWorkers mode, int workers, const std::vector<int>
 
 // Pins the calling thread to `cpu`; false when the OS refuses (a CPU outside the process's mask).
 bool PinThisThread(int cpu);
-
-// The calling thread's name as `top -H`, perf and /proc show it (at most 15 bytes are kept).
-void NameThisThread(const std::string& name);
 
 // "0,1,2" for a list of CPUs.
 std::string CpuList(const std::vector<int>& cpus);

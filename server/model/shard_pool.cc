@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/model/cpu_affinity.h"
+#include "server/thread_name.h"
 
 namespace brt {
 

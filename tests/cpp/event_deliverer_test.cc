@@ -2,6 +2,9 @@
 #include "server/core/event_deliverer.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+
+#include <string>
 
 #include <atomic>
 #include <thread>
@@ -72,6 +75,20 @@ TEST(EventDelivererTest, DestructionRunsWhatWasStarted) {
   }
   EXPECT_EQ(ran.load(), 10);
 }
+
+#if defined(__linux__)
+TEST(EventDelivererTest, ItsThreadIsNamed) {
+  EventDeliverer d(/*inline_below=*/1);
+  std::string name;
+  d.Start({[&] {
+    char buf[16] = {};
+    pthread_getname_np(pthread_self(), buf, sizeof(buf));
+    name = buf;
+  }});
+  d.Join();
+  EXPECT_EQ(name, "brt-deliver");
+}
+#endif
 
 }  // namespace
 }  // namespace brt
