@@ -1,10 +1,11 @@
 // brt-generate-load: a light C++ gRPC client that runs concurrent Generate streams against a running
 // brt-server and prints what it saw, so that the benchmark's client does not take the CPU the server
 // needs. On this project's 2-core machine the Python client (32 threads, one sync stream each) used about
-// a third of the CPU during a 32-session run; this client spends a few percent. By default it reads every
-// stream through gRPC's callback API (no thread per stream); --client_api=sync gives each stream a thread
-// blocked in Read, as the first version did (on the project's 2-core VM ~32 us of CPU a token at 32
-// streams; "client_cpu_s" in the output says what a run cost).
+// a third of the CPU during a 32-session run; this client spends a few percent. By default each stream has
+// a thread blocked in Read (~32 us of CPU a token at 32 streams on the project's 2-core VM);
+// --client_api=callback reads every stream through gRPC's callback API instead (no thread per stream, about
+// 40% of that CPU, but one stream's and the first tokens' gaps came out longer: benchmarks/README.md).
+// "client_cpu_s" in the output says what a run cost.
 //
 //   build/bin/brt-generate-load --address=127.0.0.1:50051 --session_ids=ID1,ID2,...
 //       --prompts_file=FILE --max_tokens=64 [--temperature=0.8 --top_p=0.95] [--api_key=KEY]
@@ -16,7 +17,7 @@
 // after the barrier (arrivals while others generate), and the clock runs from the barrier's release to
 // the last stream's end. One JSON object on stdout:
 //   {"sessions": N, "tokens": T, "seconds": S, "tokens_per_s": T/S,
-//    "messages": M, "client_api": "callback", "client_cpu_s": C, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
+//    "messages": M, "client_api": "sync", "client_cpu_s": C, "gaps_us": [...every gap between messages that carry tokens, each stream's in order...],
 //    "errors": [...]}
 // With --stream_interval 1 (the default) every message before the last carries one token, so the gaps
 // are the inter-token gaps; with N > 1 a message carries up to N tokens (GenerateResponse.tokens, the
@@ -56,7 +57,7 @@ ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY' when se
 ABSL_FLAG(int, timeout_s, 600, "Deadline of each Generate call");
 ABSL_FLAG(int, stream_interval, 1, "GenerateRequest.stream_interval (tokens per message)");
 ABSL_FLAG(int, arrival_ms, 0, "Stream i starts i * this many ms after the first (0: all at once)");
-ABSL_FLAG(std::string, client_api, "callback",
+ABSL_FLAG(std::string, client_api, "sync",
           "callback: every stream a ClientReadReactor, read on gRPC's own threads (no thread per stream); "
           "sync: a thread per stream blocked in ClientReader::Read (the first version of this tool)");
 

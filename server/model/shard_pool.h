@@ -49,7 +49,7 @@ class ShardPool {
 
   int threads() const { return static_cast<int>(workers_.size()); }
   // The CPU each worker is pinned to; empty when none was asked for or any worker's pinning failed (the
-  // OS refused: the workers then run where the scheduler puts them).
+  // OS refused: that worker runs where the scheduler puts it).
   const std::vector<int>& pinned_cpus() const { return pinned_cpus_; }
 
   // Runs jobs[i] on worker i, all at once, and returns when every job has returned.
