@@ -7,7 +7,8 @@ for a 1-minute load under 0.5 before it starts):
   /usr/bin/python3 benchmarks/ab_server.py --a=--pin_workers=off --b=--pin_workers=auto --rounds 3 \\
       --out benchmarks/results/pin_workers_ab_epyc.json
 
-Two builds: --a-bin /tmp/old/bin/brt-server (a copy of the binary before a change) and the default.
+Two builds: --a-bin /tmp/old/bin/brt-server (a copy of the binary before a change, with the tokenizer shim
+beside it in /tmp/old/lib/libbrt_spm_shim.so, where brt-server looks) and the default.
 Each round starts a fresh brt-server (--threads 2, the shipped model) for A, then one for B (B first in odd
 rounds), warms it (a short Score of 8 sessions, 2 short Generate calls), and measures, in this order:
  - score_8: 8 concurrent sessions each scoring ~20 kB of held-out text (kjv/Eze), tokens/s (bench_engine.py's);
@@ -15,7 +16,8 @@ rounds), warms it (a short Score of 8 sessions, 2 short Generate calls), and mea
    token a message, through build/bin/brt-generate-load: aggregate tokens/s, inter-token gap p50 / p99 (ms);
  - gen_32_staggered: the same with session i first at offset 2i (block ends in different steps);
  - gen_32_interval8: 32 sessions at 8 tokens a message;
- - and for each Generate, the server's CPU seconds (from /proc) and the machine's idle share during it.
+ - and for each Generate, the server's CPU seconds (from /proc) and the machine's idle share during it (the
+   load client's start-up included, so it is an upper bound).
 The report: each figure's median over rounds for A and B, and the median of the per-round B/A ratios.
 """
 import argparse
