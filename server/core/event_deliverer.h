@@ -45,7 +45,6 @@ class EventDeliverer {
   void Loop();
 
   const size_t inline_below_;
-
   absl::Mutex mu_;
   Events batch_ ABSL_GUARDED_BY(mu_);
   bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a batch was started and has not finished
