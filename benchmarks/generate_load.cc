@@ -96,6 +96,13 @@ std::vector<std::string> ReadLines(const std::string& path) {
   return lines;
 }
 
+// Tokens a message carries: GenerateResponse.tokens when set (stream_interval > 1), else one unless it is
+// the final message (which has a finish reason and no token).
+long TokensIn(const brt::v1::GenerateResponse& msg) {
+  if (msg.tokens_size() > 0) return msg.tokens_size();
+  return msg.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED ? 1 : 0;
+}
+
 void RunStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, StartGate* gate,
                std::chrono::milliseconds delay, StreamResult* out) {
   grpc::ClientContext ctx;
@@ -108,8 +115,7 @@ void RunStream(brt::v1::Brt::Stub* stub, const brt::v1::GenerateRequest& req, St
   std::unique_ptr<grpc::ClientReader<brt::v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
   brt::v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
-    const long n = msg.tokens_size() > 0 ? msg.tokens_size()
-                   : msg.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED ? 1 : 0;
+    const long n = TokensIn(msg);
     if (n == 0) continue;
     out->stamps.push_back(Clock::now());
     out->tokens += n;
@@ -136,8 +142,7 @@ class CallbackStream final : public grpc::ClientReadReactor<brt::v1::GenerateRes
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended: OnDone follows
-    const long n = msg_.tokens_size() > 0 ? msg_.tokens_size()
-                   : msg_.finish_reason() == brt::v1::FINISH_REASON_UNSPECIFIED ? 1 : 0;
+    const long n = TokensIn(msg_);
     if (n > 0) {
       out_->stamps.push_back(Clock::now());
       out_->tokens += n;

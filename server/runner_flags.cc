@@ -9,8 +9,9 @@
 ABSL_FLAG(std::string, device, "cpu", "Device for the model and session memory: cpu or cuda:N");
 ABSL_FLAG(std::string, dtype, "float32", "Model/memory dtype: float32, bfloat16 or float16 (refused at start where the model cannot run in it, "
           "saying why: on CPU, and the shipped export's attention mask overflows float16)");
-ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch's block scoring, and row-shard workers; 0 = the CPUs this process may run on "
-          "(its affinity mask: a container's cpuset counts, a CPU quota does not)");
+ABSL_FLAG(int, threads, 0,
+          "Intra-op threads for LibTorch's block scoring, and row-shard workers; 0 = the CPUs this process "
+          "may run on (its affinity mask: a container's cpuset counts, a CPU quota does not)");
 ABSL_FLAG(int, decode_threads, 0,
           "Intra-op threads for decode steps when --row_shards=1; 0 = --threads. Switching the thread "
           "count between steps makes results depend on history in the last bits");
