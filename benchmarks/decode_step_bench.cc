@@ -68,7 +68,8 @@ std::unique_ptr<brt::ModelRunner> Load(const std::string& dir, const std::string
 
 // Seconds for `steps` decode steps of `rows` rows, continuing each row's document from *pos; every step's
 // seconds appended to *each.
-double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos, std::vector<double>* each = nullptr) {
+double Time(brt::ModelRunner& r, int rows, int steps, std::vector<int64_t>* pos,
+            std::vector<double>* each = nullptr) {
   const auto t0 = std::chrono::steady_clock::now();
   auto last = t0;
   for (int s = 0; s < steps; ++s) {

@@ -10,8 +10,8 @@
 //
 // While a decode step runs, the row workers are pinned to every CPU and busy, so the deliverer's thread
 // runs when it preempts one; on the project's 2-core VM it often waited for the step's end, and 14-15% of a
-// stream's token hand-overs then came in pairs (benchmarks/README.md, fifteenth pass; a shorter scheduler
-// slice for this thread did not change that).
+// stream's token hand-overs then came in pairs (one run; benchmarks/README.md, fifteenth pass; a shorter
+// scheduler slice for this thread did not change that).
 //
 // Thread safety: Start and Join are for one thread (the executor); the batch runs on the deliverer's
 // thread.
