@@ -1,6 +1,6 @@
-// ModelRunner's internals, shared by its translation units (model_runner.cc: loading, slots, block
-// scoring, persistence; model_runner_rows.cc: the token-row calls). Not part of the API: include
-// model_runner.h instead. Includes LibTorch.
+// ModelRunner's internals, shared by its translation units (model_runner.cc: loading, block scoring;
+// model_runner_rows.cc: the token-row calls; model_runner_slots.cc: a slot's memory and its export and
+// import). Not part of the API: include model_runner.h instead. Includes LibTorch.
 //
 // Thread safety: as ModelRunner (one executor thread; the row shards run on ShardPool's workers).
 #ifndef BRT_SERVER_MODEL_MODEL_RUNNER_IMPL_H_
@@ -26,6 +26,13 @@
 
 namespace brt {
 
+
+// Elements of a tensor of this shape.
+inline size_t Elements(const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
 
 inline const char* DTypeString(at::ScalarType t) {
   switch (t) {
