@@ -7,13 +7,18 @@ for a 1-minute load under 0.5 before it starts):
   /usr/bin/python3 benchmarks/ab_server.py --a=--pin_workers=off --b=--pin_workers=auto --rounds 3 \\
       --out benchmarks/results/pin_workers_ab_epyc.json
 
+Two load clients: --b-client-rt runs B's brt-generate-load at real-time priority (chrt -f 10; root or
+CAP_SYS_NICE), so that it reads each message when it arrives, as a client on another machine would, while the
+server's row workers fill both cores; with the same server flags for A and B this separates the server's own
+token timing from the cores the client waits for (the sixteenth pass in benchmarks/README.md).
 Two builds: --a-bin /tmp/old/bin/brt-server (a copy of the binary before a change, with the tokenizer shim
 beside it in /tmp/old/lib/libbrt_spm_shim.so, where brt-server looks) and the default.
 Each round starts a fresh brt-server (--threads 2, the shipped model) for A, then one for B (B first in odd
 rounds), warms it (a short Score of 8 sessions, 2 short Generate calls), and measures, in this order:
  - score_8: 8 concurrent sessions each scoring ~20 kB of held-out text (kjv/Eze), tokens/s (bench_engine.py's);
  - gen_1, gen_32: greedy Generate of --tokens tokens after a verse opening, 1 and 32 concurrent sessions, one
-   token a message, through build/bin/brt-generate-load: aggregate tokens/s, inter-token gap p50 / p99 (ms);
+   token a message, through build/bin/brt-generate-load: aggregate tokens/s, inter-token gap p50 / p99 (ms),
+   p99 / p50, and the share of gaps under a quarter of the median (tokens received in pairs);
  - gen_32_staggered: the same with session i first at offset 2i (block ends in different steps);
  - gen_32_interval8: 32 sessions at 8 tokens a message;
  - and for each Generate, the server's CPU seconds (from /proc) and the machine's idle share during it (the
@@ -58,6 +63,9 @@ def main():
     ap.add_argument("--b", default="", help="brt-server flags of B (one string)")
     ap.add_argument("--a-bin", help="A's brt-server binary (default build/bin/brt-server)")
     ap.add_argument("--b-bin", help="B's brt-server binary (default build/bin/brt-server)")
+    ap.add_argument("--a-client-rt", action="store_true",
+                    help="A's load client at real-time priority (chrt -f 10: root or CAP_SYS_NICE)")
+    ap.add_argument("--b-client-rt", action="store_true", help="B's load client at real-time priority")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
@@ -75,7 +83,7 @@ def main():
     prompts = verse_prompts(acts, 32)
     flags = {"a": shlex.split(args.a), "b": shlex.split(args.b)}
 
-    def measure(server):
+    def measure(server, client_rt):
         out = {}
         out["score_8_tps"], _ = server_score(server, pb, score, texts8)
         for name, kw in (("gen_1", dict(prompts=prompts[:1])), ("gen_32", dict(prompts=prompts)),
@@ -83,7 +91,7 @@ def main():
                          ("gen_32_interval8", dict(prompts=prompts, stream_interval=8))):
             i0, t0 = cpu_idle()
             c0 = proc_cpu_s(server.proc.pid)
-            tps, gaps, _ = server_generate(server, pb, max_tokens=args.tokens, **kw)
+            tps, gaps, _ = server_generate(server, pb, max_tokens=args.tokens, client_rt=client_rt, **kw)
             i1, t1 = cpu_idle()
             out[f"{name}_tps"] = tps
             out[f"{name}_server_cpu_s"] = proc_cpu_s(server.proc.pid) - c0
@@ -91,6 +99,11 @@ def main():
             if "stream_interval" not in kw:
                 out[f"{name}_gap_p50_ms"] = 1000 * percentile(gaps, 50)
                 out[f"{name}_gap_p99_ms"] = 1000 * percentile(gaps, 99)
+                p50 = percentile(gaps, 50)
+                out[f"{name}_p99_over_p50"] = percentile(gaps, 99) / p50
+                # Tokens received right after the one before (under a quarter of the median gap): the
+                # second of a pair that left or arrived together.
+                out[f"{name}_paired_share"] = sum(1 for g in gaps if g < 0.25 * p50) / len(gaps)
         out["gen_32_over_score_8"] = out["gen_32_tps"] / out["score_8_tps"]
         out["gen_32_over_gen_1"] = out["gen_32_tps"] / out["gen_1_tps"]
         return out
@@ -104,7 +117,7 @@ def main():
             try:
                 server_score(server, pb, score, [t[:1500] for t in texts8])
                 server_generate(server, pb, prompts[:2], 16)
-                row[which] = measure(server)
+                row[which] = measure(server, getattr(args, f"{which}_client_rt"))
                 row[which]["start_line"] = next((ln for ln in server.read_log().splitlines()
                                                  if "native decode" in ln), "")
             finally:
@@ -112,7 +125,8 @@ def main():
         rounds.append(row)
         print(json.dumps(row), flush=True)
     keys = [k for k, v in rounds[0]["a"].items() if isinstance(v, float)]
-    report = {"command": command, "a": args.a, "b": args.b, "a_bin": args.a_bin, "b_bin": args.b_bin, "load_before": load_before,
+    report = {"command": command, "a": args.a, "b": args.b, "a_bin": args.a_bin, "b_bin": args.b_bin,
+              "a_client_rt": args.a_client_rt, "b_client_rt": args.b_client_rt, "load_before": load_before,
               "load_after": os.getloadavg(), "rounds": rounds,
               "median_a": {k: statistics.median(r["a"][k] for r in rounds) for k in keys},
               "median_b": {k: statistics.median(r["b"][k] for r in rounds) for k in keys},

@@ -222,7 +222,7 @@ LOAD_CLIENT = os.path.join(ROOT, "build", "bin", "brt-generate-load")
 
 
 def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0, stagger=0, client="cpp",
-                    stream_interval=1, arrival_ms=0):
+                    stream_interval=1, arrival_ms=0, client_rt=False):
     """Generate in len(prompts) concurrent sessions (greedy unless temperature > 0; session i's seed is i + 1).
     stagger > 0: session i first reads i * stagger newline tokens (untimed), so the sessions sit at different
     offsets in their blocks and complete blocks in different steps; 0: they all start at position 0 and
@@ -230,8 +230,10 @@ def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0,
     C++ gRPC client, a few percent of a core); "python": one thread and one grpcio stream per session here
     (about a third of this machine's CPU at 32 sessions). stream_interval > 1 (C++ client only): tokens
     per message (GenerateRequest.stream_interval); the gaps are then between messages. arrival_ms > 0 (C++
-    client only): session i's call starts i * arrival_ms ms after the first. Returns aggregate tokens/s,
-    gaps (s), tokens."""
+    client only): session i's call starts i * arrival_ms ms after the first. client_rt (C++ client only): the
+    load client runs at real-time priority (chrt -f 10; needs root or CAP_SYS_NICE), so that on a machine
+    the server fills it reads each message when it arrives, as a client on another machine would, instead of
+    waiting for a core. Returns aggregate tokens/s, gaps (s), tokens."""
     n = len(prompts)
     sids = [server.stub.CreateSession(pb.CreateSessionRequest(label="bench_engine"), timeout=10).id
             for _ in range(n)]
@@ -242,22 +244,25 @@ def server_generate(server, pb, prompts, max_tokens, temperature=0.0, top_p=1.0,
                 score(server.stub, sid, [b"\n" * (i * stagger)], omit_tokens=True)
     try:
         if client == "cpp":
-            return generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval, arrival_ms)
-        if stream_interval != 1 or arrival_ms:
-            raise ValueError("stream_interval > 1 and arrival_ms need the C++ client")
+            return generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval, arrival_ms,
+                                client_rt)
+        if stream_interval != 1 or arrival_ms or client_rt:
+            raise ValueError("stream_interval > 1, arrival_ms and client_rt need the C++ client")
         return generate_python(server, pb, sids, prompts, max_tokens, temperature, top_p)
     finally:
         for s in sids:
             server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s), timeout=10)
 
 
-def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval=1, arrival_ms=0):
+def generate_cpp(server, sids, prompts, max_tokens, temperature, top_p, stream_interval=1, arrival_ms=0,
+                 client_rt=False):
     if any(b"\n" in p for p in prompts):
         raise ValueError("brt-generate-load takes one prompt per line")
     with tempfile.NamedTemporaryFile("wb", suffix=".prompts") as f:
         f.write(b"\n".join(prompts) + b"\n")
         f.flush()
-        proc = subprocess.run([LOAD_CLIENT, f"--address={server.address}", "--session_ids=" + ",".join(sids),
+        prefix = ["chrt", "-f", "10"] if client_rt else []
+        proc = subprocess.run(prefix + [LOAD_CLIENT, f"--address={server.address}", "--session_ids=" + ",".join(sids),
                                f"--prompts_file={f.name}", f"--max_tokens={max_tokens}",
                                f"--temperature={temperature}", f"--top_p={top_p}",
                                f"--stream_interval={stream_interval}", f"--arrival_ms={arrival_ms}"],
