@@ -97,10 +97,10 @@ def main():
             out[f"{name}_server_cpu_s"] = proc_cpu_s(server.proc.pid) - c0
             out[f"{name}_idle_share"] = (i1 - i0) / max(1, t1 - t0)
             if "stream_interval" not in kw:
-                out[f"{name}_gap_p50_ms"] = 1000 * percentile(gaps, 50)
-                out[f"{name}_gap_p99_ms"] = 1000 * percentile(gaps, 99)
-                p50 = percentile(gaps, 50)
-                out[f"{name}_p99_over_p50"] = percentile(gaps, 99) / p50
+                p50, p99 = percentile(gaps, 50), percentile(gaps, 99)
+                out[f"{name}_gap_p50_ms"] = 1000 * p50
+                out[f"{name}_gap_p99_ms"] = 1000 * p99
+                out[f"{name}_p99_over_p50"] = p99 / p50
                 # Tokens received right after the one before (under a quarter of the median gap): the
                 # second of a pair that left or arrived together.
                 out[f"{name}_paired_share"] = sum(1 for g in gaps if g < 0.25 * p50) / len(gaps)
