@@ -10,9 +10,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
-#include <cstring>
 #include <fstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
